@@ -1,0 +1,167 @@
+"""`python -m bench`: run one method, compare several, list the config keys.
+
+The face of the harness: it parses the command line, draws progress and tables, and turns
+user errors into one line and exit code 2. Training lives in `fdapt_core`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from fdapt_core.config import RunConfig, describe, load_config
+from fdapt_core.errors import FdaptError
+
+from .progress import RichCallbacks
+from .tables import notes, rich_table, row_of, write_tables
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="fdapt-bench: federated domain-adaptive pre-training, measured.")
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True)
+
+DEFAULT_CONFIG = "configs/default.yaml"
+CONFIG_HELP = "YAML config (default: configs/default.yaml)"
+SET_HELP = "override a config key, e.g. --set fl.rounds=3 (repeatable; see `bench config`)"
+
+
+def _config_path(path: Optional[Path]) -> Path:
+    """The given config, or the default one: beside the cwd, else beside this package."""
+    if path is not None:
+        return path
+    here = Path(DEFAULT_CONFIG)
+    return here if here.exists() else Path(__file__).resolve().parents[1] / DEFAULT_CONFIG
+
+
+def _load(config: Optional[Path], overrides: List[str]) -> RunConfig:
+    return load_config(_config_path(config), overrides)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars between our own
+    hf_logging.set_verbosity_error()
+
+
+def _train(cfg: RunConfig, method: str, resume: bool) -> dict:
+    from fdapt_core.runner import run
+
+    with RichCallbacks(method, err) as cb:
+        return run(cfg, method, resume=resume, callbacks=cb)
+
+
+@app.command("run")
+def run_cmd(
+    method: str = typer.Option(..., "--method", "-m",
+                               help="central, fdapt, ffdapt or ffdapt-<paper|bottom|none>"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    resume: bool = typer.Option(False, "--resume", help="continue the run of this name and "
+                                "method from its last checkpoint"),
+) -> None:
+    """Train one method; its record, checkpoints and model land in results/<name>/<method>/."""
+    _quiet_libraries()
+    cfg = _load(config, set_)
+    rec = _train(cfg, method, resume)
+    title = f"{cfg.name}: {method}"
+    out.print(rich_table([row_of(rec, reused=False)], title))
+    out.print(f"record: {Path(cfg.output_dir) / cfg.name / method / 'record.json'}")
+
+
+@app.command("compare")
+def compare_cmd(
+    methods: str = typer.Option("central,fdapt,ffdapt", "--methods",
+                                help="comma-separated methods to train and compare"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    force: bool = typer.Option(False, "--force", help="retrain even where a finished record "
+                               "with the same config exists"),
+) -> None:
+    """Train each method (or reuse its finished record) and print one comparison table."""
+    from fdapt_core.runner import finished_record, parse_method
+
+    _quiet_libraries()
+    cfg = _load(config, set_)
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if not names:
+        raise FdaptError("--methods: give at least one method")
+    if len(set(names)) != len(names):
+        raise FdaptError(f"--methods: {methods!r} names a method twice")
+    for m in names:
+        parse_method(m, cfg)  # every name checked before the first one trains
+    records, rows = [], []
+    for m in names:
+        rec = None if force else finished_record(cfg, m)
+        reused = rec is not None
+        if reused:
+            err.print(f"{m}: reusing the finished run with the same config")
+        else:
+            rec = _train(cfg, m, resume=_can_resume(cfg, m))
+        records.append(rec)
+        rows.append(row_of(rec, reused))
+    title = f"{cfg.name}: {' vs '.join(names)}"
+    folder = Path(cfg.output_dir) / cfg.name
+    write_tables(folder, rows, title, notes(records))
+    out.print(rich_table(rows, title))
+    for line in notes(records):
+        out.print(f"[dim]- {line}[/dim]")
+    out.print(f"tables: {folder / 'compare.md'}, {folder / 'compare.csv'}")
+
+
+def _can_resume(cfg: RunConfig, method: str) -> bool:
+    """A killed run of the same config is continued rather than restarted."""
+    from fdapt_core.records import read_json
+    from fdapt_core.runner import parse_method, run_dir
+
+    _, resolved = parse_method(method, cfg)
+    path = run_dir(cfg, method) / "record.json"
+    try:
+        rec = read_json(path)
+    except (OSError, ValueError):
+        return False
+    return rec.get("status") == "running" and rec.get("config_hash") == resolved.hash()
+
+
+@app.command("config")
+def config_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    keys: bool = typer.Option(False, "--keys", help="list every key with its default and help"),
+) -> None:
+    """Print the resolved config as YAML (or, with --keys, every key documented)."""
+    import yaml
+
+    if keys:
+        for key, default, help_ in describe():
+            out.print(f"[bold]{key}[/bold] = {default}\n    {help_}", highlight=False)
+        return
+    cfg = _load(config, set_)
+    out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), highlight=False)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except FdaptError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]")
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise

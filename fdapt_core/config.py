@@ -1,0 +1,384 @@
+"""Typed run configuration: YAML in, `key=value` overrides from the CLI, clear errors.
+
+Every field carries a `help` string (shown by `bench config`) and, where it has one, an allowed
+range or set of choices. Validation happens once, before any data is read or any file is
+written, and every error names the dotted key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
+        max: float | None = None, factory: Any = None) -> Any:
+    """A config field with its documentation and constraints in one place."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SyntheticConfig:
+    """The offline synthetic corpus (generated in code; not real text)."""
+
+    n_docs: int = opt(600, "number of synthetic documents", min=2)
+    n_topics: int = opt(6, "number of synthetic topics (each with its own vocabulary)", min=1, max=8)
+    seed: int = opt(0, "seed of the synthetic generator")
+
+
+@dataclass
+class DataConfig:
+    """Where the domain corpus comes from and how it is cut into training blocks."""
+
+    source: str = opt("synthetic", "corpus reader",
+                      choices=("synthetic", "text", "jsonl", "hf_disk", "hf_hub"))
+    path: Optional[str] = opt(None, "file or folder (text, jsonl, hf_disk) or hub id (hf_hub); "
+                              "a relative path is tried against the working directory, then "
+                              "$FDAPT_DATA_DIR, then ../shared/data beside the project")
+    text_per: str = opt("line", "text source: one document per line or per file",
+                        choices=("line", "file"))
+    text_fields: list[str] = opt(None, "fields joined (newline) into a document's text",
+                                 factory=lambda: ["text"])
+    id_field: Optional[str] = opt(None, "field holding a document id (default: line number)")
+    key_field: Optional[str] = opt(None, "field holding a label used by by_key / dirichlet "
+                                   "partitions (e.g. category)")
+    split: str = opt("train", "split of a `datasets` dataset")
+    max_docs: Optional[int] = opt(None, "use only the first N documents (after reading)", min=2)
+    val_fraction: float = opt(0.05, "share of documents held out for MLM evaluation "
+                              "(seeded, before partitioning)", min=0.0, max=0.5)
+    max_seq_length: int = opt(128, "tokens per training block (texts are concatenated and "
+                              "chunked, as run_mlm's group_texts)", min=8, max=8192)
+    synthetic: SyntheticConfig = opt(None, "synthetic corpus settings", factory=SyntheticConfig)
+
+
+@dataclass
+class PartitionConfig:
+    """How the training documents are dealt to clients."""
+
+    method: str = opt("iid", "partition rule",
+                      choices=("iid", "quantity", "voc", "len", "by_key", "dirichlet"))
+    alpha: float = opt(0.5, "Dirichlet concentration (dirichlet only)", min=1e-6)
+    shuffle: bool = opt(True, "iid: shuffle documents before cutting equal chunks "
+                        "(corpora are often stored sorted by topic)")
+
+
+@dataclass
+class ModelConfig:
+    """The starting model and its tokenizer."""
+
+    preset: Optional[str] = opt("tiny", "architecture preset, random init, with a WordPiece "
+                                "tokenizer trained on the corpus (null to load name_or_path)",
+                                choices=("tiny", "small", "distilbert-base"))
+    name_or_path: Optional[str] = opt(None, "hub id, local folder, or package:<module> for a "
+                                      "model folder shipped in a Python package")
+    vocab_size: int = opt(4096, "vocabulary size of the tokenizer trained for a preset", min=128)
+    trust_remote_code: bool = opt(False, "allow model code from the model folder (off: safe)")
+
+
+@dataclass
+class TrainConfig:
+    """Local training (each client's loop, and the central trainer)."""
+
+    batch_size: int = opt(8, "sequences per step", min=1)
+    lr: float = opt(5e-5, "AdamW learning rate", min=0.0)
+    weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
+    warmup_steps: int = opt(0, "linear warm-up steps of the schedule", min=0)
+    schedule: str = opt("linear", "learning-rate schedule", choices=("linear", "constant"))
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)", min=0.0)
+    mlm_probability: float = opt(0.15, "share of tokens masked", min=0.01, max=0.9)
+    local_epochs: int = opt(1, "passes over a client's data per round", min=1)
+    max_local_steps: Optional[int] = opt(None, "cap on a client's steps per round", min=1)
+    optimizer_reset: str = opt("round", "fresh AdamW + schedule every round (the study) or "
+                               "each client's optimizer persisted across rounds",
+                               choices=("round", "persist"))
+    precision: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU",
+                         choices=("auto", "fp32", "bf16"))
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    threads: Optional[int] = opt(None, "CPU threads for torch (default: all cores)", min=1)
+
+
+@dataclass
+class FLConfig:
+    """The federation: clients, rounds, sampling and aggregation."""
+
+    clients: int = opt(4, "number of clients K", min=1)
+    rounds: int = opt(5, "federated rounds (central: the same number of evaluation points)",
+                      min=1)
+    client_fraction: float = opt(1.0, "share of clients sampled each round (seeded)",
+                                 min=1e-6, max=1.0)
+    weighting: str = opt("batches", "FedAvg weights: training batches (the study), tokens, "
+                         "or uniform", choices=("batches", "tokens", "uniform"))
+    send_frozen: bool = opt(False, "clients upload unchanged frozen blocks too (the study's "
+                            "code did; it changes nothing but the traffic)")
+    frozen_aggregation: str = opt("global", "for a parameter a client did not send: count the "
+                                  "server's copy in its place (global, the study's arithmetic) "
+                                  "or average over senders only", choices=("global", "senders"))
+
+
+@dataclass
+class FreezeConfig:
+    """Which transformer blocks ffdapt clients freeze."""
+
+    policy: str = opt("paper", "paper = the study's allocation by data share; bottom = "
+                      "embeddings + first k blocks; none", choices=("paper", "bottom", "none"))
+    k: int = opt(2, "bottom: blocks frozen", min=0)
+    embeddings: bool = opt(True, "bottom: also freeze the embeddings (and so the tied "
+                           "output projection)")
+    min_blocks: int = opt(1, "paper: fewest blocks a client freezes", min=0)
+    max_blocks: int = opt(4, "paper: most blocks a client freezes", min=0)
+
+
+@dataclass
+class CentralConfig:
+    """The central baseline: one trainer on the union of the clients' text."""
+
+    budget: str = opt("match", "match = the same number of training steps as fdapt "
+                      "(so the same tokens), epochs = one pass over the union per round",
+                      choices=("match", "epochs"))
+
+
+@dataclass
+class EvalConfig:
+    """Held-out MLM evaluation after every round, with fixed masks."""
+
+    max_blocks: int = opt(128, "held-out blocks evaluated", min=1)
+    batch_size: int = opt(32, "evaluation batch size", min=1)
+
+
+@dataclass
+class RunConfig:
+    """One run of the harness: data, model, training, federation."""
+
+    name: str = opt("default", "run name: outputs go to <output_dir>/<name>/<method>/")
+    seed: int = opt(0, "seed of everything (split, partition, order, masks, init)")
+    output_dir: str = opt("results", "where runs land")
+    cache_dir: str = opt("results/.cache", "tokenizers and tokenized corpora are cached here")
+    data: DataConfig = opt(None, "corpus", factory=DataConfig)
+    partition: PartitionConfig = opt(None, "partition", factory=PartitionConfig)
+    model: ModelConfig = opt(None, "model", factory=ModelConfig)
+    train: TrainConfig = opt(None, "local training", factory=TrainConfig)
+    fl: FLConfig = opt(None, "federation", factory=FLConfig)
+    freeze: FreezeConfig = opt(None, "ffdapt freezing", factory=FreezeConfig)
+    central: CentralConfig = opt(None, "central baseline", factory=CentralConfig)
+    eval: EvalConfig = opt(None, "held-out evaluation", factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self, exclude: tuple[str, ...] = ()) -> str:
+        """A stable digest of the resolved config (keys in `exclude` left out)."""
+        d = self.to_dict()
+        for key in exclude:
+            d.pop(key, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- building
+
+def _is_section(tp: Any) -> bool:
+    return dataclasses.is_dataclass(tp)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is list:
+        if not isinstance(value, list):
+            value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 5e-5 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this module
+
+
+def _check_range(key: str, value: Any, meta: typing.Mapping) -> None:
+    if value is None:
+        return
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{key}: {value!r} is below the minimum {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{key}: {value!r} is above the maximum {hi}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = _field_types(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]}; allowed in "
+                          f"{prefix or 'the top level'}: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in data:
+            continue
+        tp = hints[name]
+        if _is_section(tp):
+            kwargs[name] = _build(tp, data[name], key)
+        else:
+            value = _coerce(key, data[name], tp)
+            _check_range(key, value, f.metadata)
+            kwargs[name] = value
+    obj = cls(**kwargs)
+    # Defaults are checked too so that a bad default is caught by the tests.
+    for name, f in fields.items():
+        if not _is_section(hints[name]):
+            _check_range(f"{prefix}.{name}" if prefix else name, getattr(obj, name), f.metadata)
+    return obj
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.lr=1e-4` → ("train.lr", 0.0001); values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. fl.rounds=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: the key is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys")
+    return data
+
+
+def build_config(data: dict | None = None, overrides: typing.Iterable[str] = ()) -> RunConfig:
+    """Make a validated RunConfig from a YAML tree and `key=value` overrides."""
+    tree = json.loads(json.dumps(data or {}))  # deep copy, plain types
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    cfg = _build(RunConfig, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> RunConfig:
+    return build_config(load_yaml(path) if path else {}, overrides)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Rules that span keys (each field's own range was checked while building)."""
+    m = cfg.model
+    if (m.preset is None) == (m.name_or_path is None):
+        raise ConfigError("model: set exactly one of model.preset and model.name_or_path "
+                          f"(got preset={m.preset!r}, name_or_path={m.name_or_path!r})")
+    d = cfg.data
+    if d.source != "synthetic" and not d.path:
+        raise ConfigError(f"data.path: required when data.source is {d.source!r}")
+    if not d.text_fields:
+        raise ConfigError("data.text_fields: at least one field is needed")
+    if cfg.partition.method in ("by_key", "dirichlet") and d.source != "synthetic" \
+            and not d.key_field:
+        raise ConfigError(f"partition.method={cfg.partition.method} needs data.key_field "
+                          "(the field whose values are split among clients)")
+    f = cfg.freeze
+    if f.min_blocks > f.max_blocks:
+        raise ConfigError(f"freeze.min_blocks ({f.min_blocks}) is above freeze.max_blocks "
+                          f"({f.max_blocks})")
+    if not cfg.name or "/" in cfg.name or "\\" in cfg.name or cfg.name.startswith("."):
+        raise ConfigError(f"name: {cfg.name!r} must be a plain folder name (no '/', not hidden)")
+    if d.synthetic.n_docs < cfg.fl.clients and d.source == "synthetic":
+        raise ConfigError(f"fl.clients ({cfg.fl.clients}) is more than "
+                          f"data.synthetic.n_docs ({d.synthetic.n_docs})")
+
+
+def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) for every field: the source of `bench config --help`."""
+    rows = []
+    hints = _field_types(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if _is_section(hints[f.name]):
+            rows.extend(describe(hints[f.name], key))
+        else:
+            help_ = f.metadata.get("help", "")
+            if f.metadata.get("choices"):
+                help_ += f" [{' | '.join(map(str, f.metadata['choices']))}]"
+            rows.append((key, json.dumps(getattr(default, f.name)), help_))
+    return rows

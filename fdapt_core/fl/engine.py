@@ -1,0 +1,297 @@
+"""The round engine: federated rounds (fdapt / ffdapt) and the central baseline.
+
+Both trainers share one skeleton: for each round, train, evaluate the held-out MLM loss,
+checkpoint, append the round to the record. They differ only in what "train" means:
+
+* `FederatedTrainer`: sample clients, let the executor run each client's local training from
+  the global model, fold each upload into the strategy, and take the strategy's new model.
+* `CentralTrainer`: one trainer on the union of the clients' text, with one optimizer and one
+  schedule for the whole run; its round r runs as many steps as fdapt's round r (same budget).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import Checkpoints
+from ..config import RunConfig
+from ..freeze import FreezePlan, apply_freeze
+from ..model import TokenizerInfo
+from ..seeding import derive
+from .evaluate import HeldOut
+from .fedavg import FedAvg
+from .local import BatchStream, amp_dtype, make_optimizer, train_steps
+
+
+class Callbacks(Protocol):
+    """Progress hooks; the library calls them, the CLI draws them. All optional."""
+
+    def round_start(self, round_index: int, n_rounds: int, clients: Sequence[int]) -> None: ...
+    def client_start(self, client: int, steps: int) -> None: ...
+    def step(self, step: int) -> None: ...
+    def client_end(self, client: int, stats: dict) -> None: ...
+    def round_end(self, round_index: int, row: dict) -> None: ...
+
+
+class NoCallbacks:
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+@dataclass
+class Context:
+    """What every trainer needs: the model, the data, the held-out set and where to save."""
+
+    cfg: RunConfig
+    model: nn.Module
+    tok: TokenizerInfo
+    client_blocks: list[torch.Tensor]
+    heldout: HeldOut
+    device: torch.device
+    checkpoints: Checkpoints
+    callbacks: Callbacks
+
+
+def trainable_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(model.named_parameters())
+
+
+def load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(params[name])
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def to_cpu(obj):
+    """A deep copy of a (nested) state with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def steps_per_round(n_blocks: int, cfg: RunConfig) -> int:
+    """A client's local steps in one round: local epochs over its batches, capped."""
+    steps = cfg.train.local_epochs * math.ceil(n_blocks / cfg.train.batch_size)
+    return min(steps, cfg.train.max_local_steps or steps)
+
+
+def sample_clients(cfg: RunConfig, round_index: int) -> list[int]:
+    """Seeded client sampling; all clients when client_fraction is 1 (the study)."""
+    k = cfg.fl.clients
+    m = max(1, round(cfg.fl.client_fraction * k))
+    if m >= k:
+        return list(range(k))
+    rng = np.random.default_rng(derive(cfg.seed, "sample", round_index))
+    return sorted(int(c) for c in rng.choice(k, size=m, replace=False))
+
+
+def client_weight(cfg: RunConfig, n_blocks: int) -> float:
+    if cfg.fl.weighting == "batches":
+        return float(math.ceil(n_blocks / cfg.train.batch_size))
+    if cfg.fl.weighting == "tokens":
+        return float(n_blocks)  # blocks are all max_seq_length long
+    return 1.0
+
+
+def client_stream(cfg: RunConfig, client: int, n_blocks: int) -> BatchStream:
+    return BatchStream(n_blocks, cfg.train.batch_size,
+                       lambda epoch: derive(cfg.seed, "order", client, epoch))
+
+
+def seed_client_round(cfg: RunConfig, client: int, round_index: int) -> torch.Generator:
+    """Reseed dropout (global RNG) and return the mask generator for (client, round)."""
+    torch.manual_seed(derive(cfg.seed, "dropout", client, round_index))
+    return torch.Generator().manual_seed(derive(cfg.seed, "mask", client, round_index))
+
+
+class _RoundLoop:
+    """The shared skeleton: rounds, evaluation, checkpoints, record rows."""
+
+    method = "?"
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.rounds: list[dict] = []
+
+    # subclasses: train_round(r) -> dict (round row, without eval), state(), load_state()
+    def run(self, start_round: int = 0) -> list[dict]:
+        cfg, ctx = self.ctx.cfg, self.ctx
+        dtype = amp_dtype(cfg.train, ctx.device)
+        for r in range(start_round, cfg.fl.rounds):
+            t0 = time.perf_counter()
+            row = self.train_round(r)
+            ev = ctx.heldout.evaluate(ctx.model, ctx.device, dtype)
+            row.update(eval_loss=ev["loss"], eval_ppl=ev["ppl"], eval_wall_s=ev["wall_s"],
+                       wall_s=time.perf_counter() - t0, checkpoint_wall_s=None)
+            # The checkpoint's copy of this row cannot know its own checkpoint time.
+            t_ck = time.perf_counter()
+            state = {"rounds": self.rounds + [dict(row)], "trainer": self.state(),
+                     "torch_rng": torch.get_rng_state()}
+            ctx.checkpoints.save(r, snapshot(ctx.model), state)
+            row["checkpoint_wall_s"] = time.perf_counter() - t_ck
+            self.rounds.append(row)
+            ctx.callbacks.round_end(r, row)
+        return self.rounds
+
+    def resume(self) -> int:
+        """Load the latest checkpoint; return the round to start from (0 if none)."""
+        found = self.ctx.checkpoints.load_latest()
+        if found is None:
+            return 0
+        r, params, state = found
+        load_params(self.ctx.model, params)
+        self.rounds = list(state["rounds"])
+        self.load_state(state["trainer"])
+        torch.set_rng_state(state["torch_rng"])
+        return r + 1
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+class FederatedTrainer(_RoundLoop):
+    """FedAvg rounds over K clients; `plans[i]` is client i's frozen set (ffdapt)."""
+
+    def __init__(self, ctx: Context, plans: Optional[list[FreezePlan]], strategy: FedAvg,
+                 executor, method: str):
+        super().__init__(ctx)
+        self.plans, self.strategy, self.executor, self.method = plans, strategy, executor, method
+        self.client_opt_state: dict[int, dict] = {}  # optimizer_reset: persist
+
+    def train_round(self, r: int) -> dict:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        clients = sample_clients(cfg, r)
+        ctx.callbacks.round_start(r, cfg.fl.rounds, clients)
+        weights = {c: client_weight(cfg, len(ctx.client_blocks[c])) for c in clients}
+        global_params = snapshot(ctx.model)
+        self.strategy.begin_round(global_params, weights)
+        t0 = time.perf_counter()
+        stats = self.executor.run_round(self, r, clients, global_params)
+        t_agg = time.perf_counter()
+        load_params(ctx.model, self.strategy.finish())
+        agg_s = time.perf_counter() - t_agg
+        for s in stats:
+            s["weight"] = weights[s["client"]]
+        return {"round": r, "clients": stats, "train_wall_s": t_agg - t0,
+                "aggregate_wall_s": agg_s}
+
+    def train_client(self, r: int, client: int, global_params: dict[str, torch.Tensor]) -> dict:
+        """One client's round, from the global model; its upload goes to the strategy."""
+        ctx, cfg = self.ctx, self.ctx.cfg
+        model, blocks = ctx.model, ctx.client_blocks[client]
+        load_params(model, global_params)
+        plan = self.plans[client] if self.plans else None
+        apply_freeze(model, plan)
+        steps = steps_per_round(len(blocks), cfg)
+        persist = cfg.train.optimizer_reset == "persist"
+        total = steps * cfg.fl.rounds if persist else steps
+        opt, sched = make_optimizer(model, cfg.train, total, ctx.device)
+        if persist and client in self.client_opt_state:
+            opt.load_state_dict(self.client_opt_state[client]["opt"])
+            sched.load_state_dict(self.client_opt_state[client]["sched"])
+        mask_gen = seed_client_round(cfg, client, r)
+        stream = client_stream(cfg, client, len(blocks))
+        start = r * cfg.train.local_epochs * stream.steps_per_epoch  # round r = its own epochs
+        ctx.callbacks.client_start(client, steps)
+        st = train_steps(model, blocks, stream.take(start, steps),
+                         optimizer=opt, scheduler=sched, cfg=cfg.train, tok=ctx.tok,
+                         mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step)
+        if persist:
+            self.client_opt_state[client] = {"opt": to_cpu(opt.state_dict()),
+                                             "sched": sched.state_dict()}
+        del opt, sched
+        params = dict(model.named_parameters())
+        sent = {n: p for n, p in params.items() if cfg.fl.send_frozen or p.requires_grad}
+        self.strategy.accumulate(client, sent)
+        apply_freeze(model, None)
+        frozen = sum(p.numel() for n, p in params.items() if plan and n in plan.names)
+        row = {"client": client, **asdict(st),
+               "trainable_params": sum(p.numel() for p in params.values()) - frozen,
+               "frozen_params": frozen,
+               "frozen_blocks": list(plan.blocks) if plan else [],
+               "frozen_embeddings": bool(plan and plan.embeddings),
+               "bytes_down": nbytes(params.values()),
+               "bytes_up": nbytes(sent.values())}
+        ctx.callbacks.client_end(client, row)
+        return row
+
+    def state(self) -> dict:
+        return {"strategy": self.strategy.state_dict(), "client_opt": self.client_opt_state}
+
+    def load_state(self, state: dict) -> None:
+        self.strategy.load_state_dict(state["strategy"])
+        self.client_opt_state = dict(state["client_opt"])
+
+
+class SequentialExecutor:
+    """All sampled clients one after another in this process, on one model object.
+
+    Memory stays flat in the number of clients: one model, one optimizer at a time, and the
+    strategy's running sum."""
+
+    name = "sequential"
+
+    def run_round(self, trainer: FederatedTrainer, r: int, clients: Sequence[int],
+                  global_params: dict[str, torch.Tensor]) -> list[dict]:
+        return [trainer.train_client(r, c, global_params) for c in clients]
+
+
+class CentralTrainer(_RoundLoop):
+    """DAPT on the union of the clients' text: the upper reference.
+
+    `plan[r]` is the number of steps of round r (fdapt's steps, by default), drawn from one
+    endless stream over the union, with one optimizer and one schedule over all of them."""
+
+    method = "central"
+
+    def __init__(self, ctx: Context, union_blocks: torch.Tensor, plan: list[int]):
+        super().__init__(ctx)
+        self.blocks, self.plan = union_blocks, plan
+        self.stream = client_stream(ctx.cfg, 0, len(union_blocks))
+        self.opt, self.sched = make_optimizer(ctx.model, ctx.cfg.train, sum(plan), ctx.device)
+
+    def train_round(self, r: int) -> dict:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        ctx.callbacks.round_start(r, cfg.fl.rounds, [0])
+        steps = self.plan[r]
+        mask_gen = seed_client_round(cfg, 0, r)
+        ctx.callbacks.client_start(0, steps)
+        t0 = time.perf_counter()
+        st = train_steps(ctx.model, self.blocks, self.stream.take(sum(self.plan[:r]), steps),
+                         optimizer=self.opt, scheduler=self.sched, cfg=cfg.train, tok=ctx.tok,
+                         mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step)
+        n = sum(p.numel() for p in ctx.model.parameters())
+        row = {"client": "central", **asdict(st), "trainable_params": n, "frozen_params": 0,
+               "frozen_blocks": [], "frozen_embeddings": False, "bytes_down": 0, "bytes_up": 0,
+               "weight": 1.0}
+        ctx.callbacks.client_end(0, row)
+        return {"round": r, "clients": [row], "train_wall_s": time.perf_counter() - t0,
+                "aggregate_wall_s": 0.0}
+
+    def state(self) -> dict:
+        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])

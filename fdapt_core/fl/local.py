@@ -1,0 +1,118 @@
+"""Local MLM training: one plain PyTorch loop shared by every client and the central trainer.
+
+No HF Trainer per client: building one costs more than a small client's round. The loop is
+AdamW + a linear schedule, gradient clipping, bf16 autocast on CUDA; batch order and masks come
+from seeded generators so that a step is the same wherever and whenever it runs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data.masking import mask_tokens
+from ..model import TokenizerInfo
+
+
+@dataclass
+class LocalStats:
+    """What one stretch of local training did."""
+
+    steps: int = 0
+    samples: int = 0
+    tokens: int = 0
+    loss: float = float("nan")
+    wall_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+class BatchStream:
+    """An endless sequence of epochs over `n_blocks`, epoch e shuffled by `epoch_seed(e)`.
+
+    `take(start, n)` gives the block indices of global steps start … start+n−1, so a client's
+    round r (starting at its epoch r·local_epochs) and a resumed run find their place without
+    replaying anything. The last batch of an epoch may be short (no block is dropped).
+    """
+
+    def __init__(self, n_blocks: int, batch_size: int, epoch_seed: Callable[[int], int]):
+        self.n_blocks, self.batch_size, self.epoch_seed = n_blocks, batch_size, epoch_seed
+        self.steps_per_epoch = math.ceil(n_blocks / batch_size)
+
+    def take(self, start: int, n: int) -> Iterator[np.ndarray]:
+        epoch, offset = divmod(start, self.steps_per_epoch)
+        while n > 0:
+            order = np.random.default_rng(self.epoch_seed(epoch)).permutation(self.n_blocks)
+            for i in range(offset, self.steps_per_epoch):
+                if n == 0:
+                    return
+                yield order[i * self.batch_size:(i + 1) * self.batch_size]
+                n -= 1
+            epoch, offset = epoch + 1, 0
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device):
+    """AdamW over the trainable parameters and a linear (or constant) schedule to 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = device.type == "cuda"
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=fused, foreach=None if fused else True)
+    warm, total = cfg.warmup_steps, max(1, total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
+                                   and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return None
+
+
+def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.ndarray], *,
+                optimizer, scheduler, cfg: TrainConfig, tok: TokenizerInfo,
+                mask_gen: torch.Generator, device: torch.device,
+                on_step: Optional[Callable[[int], None]] = None) -> LocalStats:
+    """Run the given batches; return steps, tokens and the mean training loss."""
+    model.train()
+    dtype = amp_dtype(cfg, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    stats = LocalStats()
+    loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
+    t0 = time.perf_counter()
+    for idx in batches:
+        x = blocks[torch.from_numpy(idx)]
+        inputs, labels = mask_tokens(x, tok, cfg.mlm_probability, mask_gen)
+        inputs = inputs.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(input_ids=inputs, labels=labels).loss
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss.detach()
+        stats.steps += 1
+        stats.samples += x.shape[0]
+        stats.tokens += x.numel()
+        if on_step is not None:
+            on_step(stats.steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    stats.wall_s = time.perf_counter() - t0
+    stats.loss = (loss_sum / max(1, stats.steps)).item()
+    return stats

@@ -1,0 +1,338 @@
+"""One run, end to end: data → partition → tokenizer → blocks → model → rounds → record.
+
+Everything that can fail on the user's input (config, corpus, partition, model path) fails in
+`prepare`, before anything is written under the run's folder.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from .checkpoint import Checkpoints, ResumeError
+from .config import RunConfig
+from .data.corpus import read_hf, read_jsonl, read_text
+from .data.document import Document
+from .data.packing import TokenizedCorpus, pack, tokenize_corpus
+from .data.partition import manifest as make_manifest
+from .data.partition import partition
+from .data.synthetic import generate as generate_synthetic
+from .errors import ConfigError, DataError
+from .fl.engine import (CentralTrainer, Context, FederatedTrainer, NoCallbacks,
+                        SequentialExecutor, sample_clients, steps_per_round)
+from .fl.evaluate import HeldOut
+from .fl.fedavg import FedAvg
+from .fl.local import amp_dtype
+from .freeze import plan_freezing
+from .model import build_model, build_tokenizer, parameter_count, tokenizer_info
+from .records import (SCHEMA_VERSION, environment, read_json, write_json_atomic,
+                      write_text_atomic)
+from .seeding import derive
+
+METHODS = ("central", "fdapt", "ffdapt")
+FREEZE_POLICIES = ("paper", "bottom", "none")
+
+
+def parse_method(method: str, cfg: RunConfig) -> tuple[str, RunConfig]:
+    """`central`, `fdapt`, `ffdapt` (policy from freeze.policy) or `ffdapt-<policy>`."""
+    base, _, policy = method.partition("-")
+    if base not in METHODS or (policy and (base != "ffdapt" or policy not in FREEZE_POLICIES)):
+        raise ConfigError(f"method {method!r}: expected one of central, fdapt, ffdapt, "
+                          f"ffdapt-<policy> with policy in {', '.join(FREEZE_POLICIES)}")
+    if policy:
+        cfg = replace(cfg, freeze=replace(cfg.freeze, policy=policy))
+    return base, cfg
+
+
+def run_dir(cfg: RunConfig, method: str) -> Path:
+    return Path(cfg.output_dir) / cfg.name / method
+
+
+# ----------------------------------------------------------------------------- data
+
+def resolve_data_path(path: str) -> Path:
+    """A relative data path: as given, else under $FDAPT_DATA_DIR, else ../shared/data."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    roots = [os.environ.get("FDAPT_DATA_DIR"),
+             str(Path(__file__).resolve().parents[2] / "shared" / "data")]
+    for root in filter(None, roots):
+        candidate = Path(root) / path
+        if candidate.exists():
+            return candidate
+        # configs name files as "corpus/x.jsonl"; accept "../shared/data/corpus/x.jsonl" too
+        for i in range(len(p.parts)):
+            tail = Path(*p.parts[i:])
+            if (Path(root) / tail).exists():
+                return Path(root) / tail
+    return p
+
+
+def load_documents(cfg: RunConfig) -> list[Document]:
+    d = cfg.data
+    if d.source == "synthetic":
+        s = d.synthetic
+        docs = generate_synthetic(n_docs=s.n_docs, n_topics=s.n_topics, seed=s.seed)
+    elif d.source == "text":
+        docs = read_text(resolve_data_path(d.path), per=d.text_per)
+    elif d.source == "jsonl":
+        docs = read_jsonl(resolve_data_path(d.path), d.text_fields, d.id_field, d.key_field)
+    elif d.source == "hf_disk":
+        path = resolve_data_path(d.path)
+        if not path.is_dir():
+            raise DataError(f"data.path: {path}: no such dataset folder")
+        docs = read_hf(str(path), d.split, d.text_fields, d.id_field, d.key_field)
+    else:  # hf_hub
+        docs = read_hf(d.path, d.split, d.text_fields, d.id_field, d.key_field)
+    if d.max_docs is not None:
+        docs = docs[: d.max_docs]
+    return docs
+
+
+def split_validation(n_docs: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, validation) document indices; validation is a seeded sample, both sorted."""
+    n_val = min(n_docs - 1, max(1, round(fraction * n_docs))) if fraction > 0 else 0
+    rng = np.random.default_rng(derive(seed, "validation"))
+    val = sorted(int(i) for i in rng.choice(n_docs, size=n_val, replace=False))
+    val_set = set(val)
+    return [i for i in range(n_docs) if i not in val_set], val
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, built and checked before anything is written."""
+
+    cfg: RunConfig
+    method: str
+    docs: list[Document]
+    train_idx: list[int]
+    val_idx: list[int]
+    parts: list[list[int]]  # indices into docs
+    manifest: dict
+    tokenizer: object
+    tokens: TokenizedCorpus
+    client_blocks: list[torch.Tensor]
+    val_blocks: torch.Tensor
+    model: nn.Module
+    device: torch.device
+    prepare_wall_s: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") \
+            from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def prepare(cfg: RunConfig, method: str) -> Prepared:
+    t0 = time.perf_counter()
+    method, cfg = parse_method(method, cfg)
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    docs = load_documents(cfg)
+    train_idx, val_idx = split_validation(len(docs), cfg.data.val_fraction, cfg.seed)
+    train_docs = [docs[i] for i in train_idx]
+    if cfg.fl.clients > len(train_docs):
+        raise DataError(f"fl.clients ({cfg.fl.clients}) is more than the {len(train_docs)} "
+                        "training documents")
+    local_parts = partition(train_docs, cfg.fl.clients, cfg.partition.method, cfg.seed,
+                            alpha=cfg.partition.alpha, shuffle=cfg.partition.shuffle)
+    parts = [[train_idx[i] for i in p] for p in local_parts]
+    man = make_manifest(train_docs, local_parts, method=cfg.partition.method, seed=cfg.seed,
+                        validation=[docs[i].id for i in val_idx])
+    cache = Path(cfg.cache_dir)
+    tokenizer = build_tokenizer(cfg.model, [d.text for d in train_docs], cache)
+    tokens = tokenize_corpus(docs, tokenizer, cache)
+    L = cfg.data.max_seq_length
+    client_blocks = [pack(tokens, p, L) for p in parts]
+    for c, b in enumerate(client_blocks):
+        if len(b) == 0:
+            n_tok = int(sum(tokens.doc_lengths()[i] for i in parts[c]))
+            raise DataError(f"client {c} has {n_tok} tokens, fewer than one block of "
+                            f"data.max_seq_length={L}; use fewer clients or shorter blocks")
+    val_blocks = pack(tokens, val_idx, L)[: cfg.eval.max_blocks]
+    if len(val_idx) and len(val_blocks) == 0:
+        raise DataError(f"the held-out documents hold fewer than data.max_seq_length={L} "
+                        "tokens; raise data.val_fraction")
+    model = build_model(cfg.model, tokenizer, L, cfg.seed).to(device)
+    return Prepared(cfg, method, docs, train_idx, val_idx, parts, man, tokenizer, tokens,
+                    client_blocks, val_blocks, model, device, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- running
+
+def central_plan(cfg: RunConfig, client_blocks: list[torch.Tensor], n_union: int) -> list[int]:
+    """Steps of each central round: fdapt's steps that round (match) or one union epoch."""
+    if cfg.central.budget == "epochs":
+        return [cfg.train.local_epochs * math.ceil(n_union / cfg.train.batch_size)] \
+            * cfg.fl.rounds
+    return [sum(steps_per_round(len(client_blocks[c]), cfg) for c in sample_clients(cfg, r))
+            for r in range(cfg.fl.rounds)]
+
+
+def finished_record(cfg: RunConfig, method: str) -> Optional[dict]:
+    """The record of a finished run with this exact resolved config, if there is one."""
+    base, cfg = parse_method(method, cfg)
+    path = run_dir(cfg, method) / "record.json"
+    if not path.is_file():
+        return None
+    try:
+        rec = read_json(path)
+    except (OSError, ValueError):
+        return None
+    ok = rec.get("status") == "finished" and rec.get("config_hash") == cfg.hash() \
+        and rec.get("method") == method
+    return rec if ok else None
+
+
+def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> dict:
+    """Train one method; return its record (also written to <run dir>/record.json)."""
+    callbacks = callbacks or NoCallbacks()
+    label = method
+    prep = prepare(cfg, method)
+    cfg, method = prep.cfg, prep.method
+    out = run_dir(cfg, label)
+    config_hash = cfg.hash()
+    if resume:
+        if not (out / "record.json").is_file():
+            raise ResumeError(f"--resume: no run named {cfg.name!r} with method {label} under "
+                              f"{out.parent} (start it without --resume)")
+        old = read_json(out / "record.json")
+        if old.get("config_hash") != config_hash:
+            raise ResumeError(f"--resume: the config differs from the one run {cfg.name!r}/"
+                              f"{label} started with; resume with the same config and --set")
+    elif out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "manifest.json", prep.manifest)
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    model, device = prep.model, prep.device
+    tok = tokenizer_info(prep.tokenizer)
+    heldout = HeldOut(prep.val_blocks, tok, cfg.train.mlm_probability, cfg.seed,
+                      cfg.eval.batch_size)
+    ctx = Context(cfg, model, tok, prep.client_blocks, heldout, device,
+                  Checkpoints(out / "checkpoints"), callbacks)
+    n_params = parameter_count(model)
+    if method == "central":
+        # The union is packed as one corpus (clients' documents in client order), as a
+        # central trainer would see it: with one client it is exactly that client's blocks.
+        union = pack(prep.tokens, [i for p in prep.parts for i in p], cfg.data.max_seq_length)
+        plan = central_plan(cfg, prep.client_blocks, len(union))
+        trainer = CentralTrainer(ctx, union, plan)
+        freeze_plans = None
+    else:
+        policy = cfg.freeze.policy if method == "ffdapt" else "none"
+        n_batches = [math.ceil(len(b) / cfg.train.batch_size) for b in prep.client_blocks]
+        freeze_plans = plan_freezing(model, policy, cfg.freeze, n_batches)
+        trainer = FederatedTrainer(ctx, freeze_plans, FedAvg(cfg.fl.frozen_aggregation),
+                                   SequentialExecutor(), method)
+
+    initial = heldout.evaluate(model, device, amp_dtype(cfg.train, device))
+    start = trainer.resume() if resume else 0
+    record = {
+        "schema_version": SCHEMA_VERSION, "name": cfg.name, "method": label,
+        "base_method": method, "status": "running", "config": cfg.to_dict(),
+        "config_hash": config_hash, "environment": environment(device),
+        "data": data_summary(prep), "manifest_sha256": prep.manifest["sha256"],
+        "model": {"parameters": n_params, "class": type(model).__name__},
+        "freeze": [{"client": c, "blocks": list(p.blocks), "embeddings": p.embeddings,
+                    "frozen_params": sum(x.numel() for n, x in model.named_parameters()
+                                         if n in p.names)}
+                   for c, p in enumerate(freeze_plans or [])],
+        "initial_eval": {"loss": initial["loss"], "ppl": initial["ppl"]},
+        "resumed_from_round": start if resume else None,
+        "rounds": trainer.rounds,
+    }
+    write_json_atomic(out / "record.json", record)
+
+    def round_end(r: int, row: dict) -> None:
+        write_json_atomic(out / "record.json", record)  # progress survives a kill
+        callbacks.round_end(r, row)
+
+    ctx.callbacks = _Chain(callbacks, round_end)
+    t0 = time.perf_counter()
+    trainer.run(start)
+    record["rounds"] = trainer.rounds
+    record["totals"] = totals(trainer.rounds, n_params)
+    record["totals"]["session_wall_s"] = time.perf_counter() - t0
+    record["totals"]["prepare_wall_s"] = prep.prepare_wall_s
+    last = trainer.rounds[-1]
+    record["final_eval"] = {"loss": last["eval_loss"], "ppl": last["eval_ppl"]}
+    save_model(model, prep.tokenizer, out / "model")
+    record["model_dir"] = "model"
+    record["status"] = "finished"
+    write_json_atomic(out / "record.json", record)
+    return record
+
+
+class _Chain:
+    """The user's callbacks, with the record's own round_end in front."""
+
+    def __init__(self, inner, round_end):
+        self._inner, self.round_end = inner, round_end
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def data_summary(prep: Prepared) -> dict:
+    lengths = prep.tokens.doc_lengths()
+    return {
+        "source": prep.cfg.data.source,
+        "synthetic": prep.cfg.data.source == "synthetic",
+        "documents": len(prep.docs), "train_documents": len(prep.train_idx),
+        "validation_documents": len(prep.val_idx),
+        "train_tokens": int(sum(lengths[i] for i in prep.train_idx)),
+        "validation_blocks": len(prep.val_blocks),
+        "tokenized_from_cache": prep.tokens.from_cache,
+        "clients": [{"client": c, "documents": len(p), "blocks": len(b)}
+                    for c, (p, b) in enumerate(zip(prep.parts, prep.client_blocks))],
+    }
+
+
+def totals(rounds: list[dict], n_params: int) -> dict:
+    rows = [c for r in rounds for c in r["clients"]]
+    steps = sum(c["steps"] for c in rows)
+    return {
+        "rounds": len(rounds),
+        "steps": steps, "tokens": sum(c["tokens"] for c in rows),
+        "samples": sum(c["samples"] for c in rows),
+        "train_wall_s": sum(r["train_wall_s"] for r in rounds),
+        "wall_s": sum(r["wall_s"] + (r["checkpoint_wall_s"] or 0.0) for r in rounds),
+        "bytes_up": sum(c["bytes_up"] for c in rows),
+        "bytes_down": sum(c["bytes_down"] for c in rows),
+        # share of parameter updates that happened: steps-weighted trainable share
+        "trainable_share": sum(c["trainable_params"] * c["steps"] for c in rows)
+        / max(1, n_params * steps),
+    }
+
+
+def save_model(model: nn.Module, tokenizer, folder: Path) -> None:
+    """The final model in HF format (safetensors), written aside and renamed."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
