@@ -55,7 +55,8 @@ class DataConfig:
     key_field: Optional[str] = opt(None, "field holding a label used by by_key / dirichlet "
                                    "partitions (e.g. category)")
     split: str = opt("train", "split of a `datasets` dataset")
-    max_docs: Optional[int] = opt(None, "use only the first N documents (after reading)", min=2)
+    max_docs: Optional[int] = opt(None, "use a seeded sample of N documents (kept in file "
+                                   "order)", min=2)
     val_fraction: float = opt(0.05, "share of documents held out for MLM evaluation "
                               "(seeded, before partitioning)", min=0.0, max=0.5)
     max_seq_length: int = opt(128, "tokens per training block (texts are concatenated and "

@@ -94,8 +94,11 @@ def load_documents(cfg: RunConfig) -> list[Document]:
         docs = read_hf(str(path), d.split, d.text_fields, d.id_field, d.key_field)
     else:  # hf_hub
         docs = read_hf(d.path, d.split, d.text_fields, d.id_field, d.key_field)
-    if d.max_docs is not None:
-        docs = docs[: d.max_docs]
+    if d.max_docs is not None and d.max_docs < len(docs):
+        # A seeded sample kept in file order: corpora stored sorted by topic (OHSUMED is)
+        # would otherwise lose whole topics to a plain head cut.
+        rng = np.random.default_rng(derive(cfg.seed, "subset"))
+        docs = [docs[i] for i in sorted(rng.choice(len(docs), d.max_docs, replace=False))]
     return docs
 
 

@@ -38,17 +38,17 @@ class FedAvg:
         self._global = dict(global_params)
         self._sum = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in self._global.items()}
         self._sent_w = dict.fromkeys(self._global, 0.0)
-        self._unsent_w = dict.fromkeys(self._global, 0.0)
 
     def accumulate(self, client: int, sent: Mapping[str, torch.Tensor]) -> None:
         """Fold in one client's upload (only the tensors it sent)."""
         p = self._p[client]
-        for k in self._global:
+        for k, g in self._global.items():
             if k in sent:
                 self._sum[k].add_(sent[k].detach().to(torch.float64), alpha=p)
                 self._sent_w[k] += p
-            else:
-                self._unsent_w[k] += p
+            elif self.frozen_aggregation == "global":
+                # in the client's turn, so the sum is bit-identical to having sent it
+                self._sum[k].add_(g.to(torch.float64), alpha=p)
 
     def finish(self) -> dict[str, torch.Tensor]:
         """The new global parameters (same dtypes as the old)."""
@@ -58,10 +58,7 @@ class FedAvg:
             if self._sent_w[k] == 0.0:
                 new[k] = g.clone()
                 continue
-            if self.frozen_aggregation == "global":
-                if self._unsent_w[k] > 0.0:
-                    s.add_(g.to(torch.float64), alpha=self._unsent_w[k])
-            else:
+            if self.frozen_aggregation == "senders":
                 s.div_(self._sent_w[k])
             new[k] = s.to(g.dtype)
         self._sum = {}

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny configs that train in a second or two on a CPU."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fdapt_core.config import build_config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FDAPT_DATA_DIR") or ROOT.parent / "shared" / "data")
+
+TINY = [
+    "data.synthetic.n_docs=80", "data.max_seq_length=32", "data.val_fraction=0.1",
+    "model.vocab_size=256", "fl.clients=2", "fl.rounds=2", "train.lr=1e-3",
+    "eval.max_blocks=16", "train.threads=1",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One tokenizer / token cache for the whole session."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def tiny(tmp_path, cache_dir):
+    """tiny(*overrides) -> a RunConfig writing under tmp_path."""
+
+    def make(*overrides: str):
+        return build_config({}, [*TINY, f"output_dir={tmp_path / 'results'}",
+                                 f"cache_dir={cache_dir}", *overrides])
+
+    return make
+
+
+def needs_shared_data(path: str) -> Path:
+    p = DATA / path
+    if not p.exists():
+        pytest.skip(f"{p} is absent (the shared data folder is not beside the project; "
+                    "set FDAPT_DATA_DIR)")
+    return p
