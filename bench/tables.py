@@ -64,7 +64,7 @@ def notes(records: list[dict]) -> list[str]:
                    "budget)" if budget == "match" else "central: one pass over the union of "
                    "the clients' text per round")
     out.append("held-out loss: MLM cross-entropy on the same masked held-out blocks for every "
-               "method; 'loss before' is the starting model's")
+               "method; 'loss start' (initial_loss) is the starting model's")
     return out
 
 

@@ -1,0 +1,63 @@
+"""End to end through the command line, as a user runs it."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT, TINY
+
+
+def bench(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_compare_trains_three_methods_and_writes_tables(tmp_path, cache_dir):
+    sets = [a for s in [*TINY, f"output_dir={tmp_path}", f"cache_dir={cache_dir}",
+                        "name=e2e"] for a in ("--set", s)]
+    p = bench("compare", "--methods", "central,fdapt,ffdapt", *sets)
+    assert p.returncode == 0, p.stderr
+    assert "central" in p.stdout and "ffdapt" in p.stdout and "SYNTHETIC" in p.stdout
+    rows = list(csv.DictReader(open(tmp_path / "e2e" / "compare.csv")))
+    assert [r["method"] for r in rows] == ["central", "fdapt", "ffdapt"]
+    for r in rows:
+        assert float(r["final_loss"]) < float(r["initial_loss"])  # DAPT lowers held-out loss
+        assert r["reused"] == "False"
+    assert float(rows[2]["trainable_share_pct"]) < 100.0 == float(rows[1]["trainable_share_pct"])
+    assert int(rows[2]["bytes_up"]) < int(rows[1]["bytes_up"])
+    md = (tmp_path / "e2e" / "compare.md").read_text()
+    assert [line.split(" | ")[0] for line in md.splitlines()[4:7]] == ["| central", "| fdapt", "| ffdapt"]
+    for m in ("central", "fdapt", "ffdapt"):
+        rec = json.loads((tmp_path / "e2e" / m / "record.json").read_text())
+        assert rec["status"] == "finished" and len(rec["rounds"]) == 2
+        assert (tmp_path / "e2e" / m / "model" / "model.safetensors").is_file()
+        assert (tmp_path / "e2e" / m / "manifest.json").is_file()
+
+    # the same config again: finished records are reused, not retrained
+    p = bench("compare", "--methods", "central,fdapt,ffdapt", *sets)
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.DictReader(open(tmp_path / "e2e" / "compare.csv")))
+    assert all(r["reused"] == "True" for r in rows)
+
+    # a changed config retrains
+    p = bench("compare", "--methods", "fdapt", *sets, "--set", "seed=1")
+    rows = list(csv.DictReader(open(tmp_path / "e2e" / "compare.csv")))
+    assert p.returncode == 0 and rows[0]["reused"] == "False"
+
+
+def test_run_then_resume_a_finished_run(tmp_path, cache_dir):
+    sets = [a for s in [*TINY, f"output_dir={tmp_path}", f"cache_dir={cache_dir}"]
+            for a in ("--set", s)]
+    assert bench("run", "--method", "ffdapt-bottom", *sets).returncode == 0
+    p = bench("run", "--method", "ffdapt-bottom", "--resume", *sets)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads((tmp_path / "default" / "ffdapt-bottom" / "record.json").read_text())
+    assert rec["resumed_from_round"] == 2 and rec["config"]["freeze"]["policy"] == "bottom"
+    assert all(f["embeddings"] and f["blocks"] == [0, 1] for f in rec["freeze"])
+
+
+def test_config_keys_are_listed():
+    p = bench("config", "--keys")
+    assert p.returncode == 0 and "fl.frozen_aggregation" in p.stdout

@@ -1,0 +1,59 @@
+"""Packing, masking, validation split and the per-client data a run builds."""
+from __future__ import annotations
+
+import torch
+
+from fdapt_core.data.document import Document
+from fdapt_core.data.masking import IGNORE, mask_tokens
+from fdapt_core.data.packing import pack, tokenize_corpus
+from fdapt_core.model import TokenizerInfo, train_tokenizer
+from fdapt_core.runner import prepare, split_validation
+
+
+def test_pack_concatenates_in_order_and_drops_the_remainder(tmp_path):
+    docs = [Document(str(i), t) for i, t in enumerate(["alpha beta", "gamma", "delta eps zeta"])]
+    tok = train_tokenizer([d.text for d in docs], 128, tmp_path)
+    tc = tokenize_corpus(docs, tok, tmp_path)
+    ids = [tok(d.text)["input_ids"] for d in docs]
+    assert all(i[0] == tok.cls_token_id and i[-1] == tok.sep_token_id for i in ids)
+    flat = ids[2] + ids[0]
+    blocks = pack(tc, [2, 0], 3)
+    assert blocks.tolist() == [flat[i:i + 3] for i in range(0, len(flat) // 3 * 3, 3)]
+    assert pack(tc, [], 3).shape == (0, 3)
+    again = tokenize_corpus(docs, tok, tmp_path)  # second time: from the datasets cache
+    assert again.from_cache and not tc.from_cache
+    assert (again.flat == tc.flat).all()
+
+
+def test_masking_spares_special_tokens_and_is_seeded():
+    tok = TokenizerInfo(vocab_size=100, mask_id=4, pad_id=0, special_ids=(0, 1, 2, 3, 4))
+    x = torch.randint(5, 100, (64, 64))
+    x[:, 0], x[:, -1] = 2, 3
+    a_in, a_lab = mask_tokens(x, tok, 0.15, torch.Generator().manual_seed(1))
+    b_in, b_lab = mask_tokens(x, tok, 0.15, torch.Generator().manual_seed(1))
+    assert torch.equal(a_in, b_in) and torch.equal(a_lab, b_lab)
+    chosen = a_lab != IGNORE
+    assert not chosen[:, 0].any() and not chosen[:, -1].any()
+    assert 0.12 < chosen.float().mean() < 0.18
+    assert torch.equal(a_lab[chosen], x[chosen])
+    assert (a_in[chosen] == 4).float().mean() > 0.7  # ~80 % become [MASK]
+    assert torch.equal(a_in[~chosen], x[~chosen])  # the rest is untouched
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    tr, va = split_validation(100, 0.1, 0)
+    assert len(va) == 10 and not set(tr) & set(va) and sorted(tr + va) == list(range(100))
+    assert split_validation(100, 0.1, 0) == (tr, va)
+    assert split_validation(100, 0.1, 1)[1] != va
+
+
+def test_prepare_builds_disjoint_client_shards(tiny):
+    prep = prepare(tiny("fl.clients=3", "partition.method=by_key"), "fdapt")
+    ids = [set(prep.docs[i].id for i in p) for p in prep.parts]
+    keys = [set(prep.docs[i].key for i in p) for p in prep.parts]
+    assert all(not a & b for i, a in enumerate(ids) for b in ids[i + 1:])
+    assert all(not a & b for i, a in enumerate(keys) for b in keys[i + 1:])
+    assert set().union(*ids) | {prep.docs[i].id for i in prep.val_idx} \
+        == {d.id for d in prep.docs}
+    assert prep.manifest["clients"] == [[prep.docs[i].id for i in p] for p in prep.parts]
+    assert all(len(b) > 0 and b.shape[1] == 32 for b in prep.client_blocks)
