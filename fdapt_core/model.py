@@ -49,7 +49,11 @@ def tokenizer_info(tokenizer) -> TokenizerInfo:
 def resolve_model_path(name_or_path: str) -> str:
     """`package:<module>` → the `model` folder inside that installed package."""
     if not name_or_path.startswith("package:"):
-        return name_or_path
+        p = Path(name_or_path).expanduser()
+        looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+        if looks_local and not p.is_dir():
+            raise ModelError(f"model.name_or_path: {name_or_path}: no such model folder")
+        return str(p) if p.is_dir() else name_or_path
     module = name_or_path.split(":", 1)[1]
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:

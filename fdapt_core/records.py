@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 SCHEMA_VERSION = 1
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: mkstemp makes 0600 files, records should be readable like others
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "safetensors", "numpy",
             "deepspeed", "fdapt-bench")
 
@@ -28,6 +30,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -222,6 +222,9 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
         if old.get("config_hash") != config_hash:
             raise ResumeError(f"--resume: the config differs from the one run {cfg.name!r}/"
                               f"{label} started with; resume with the same config and --set")
+        if old.get("manifest_sha256") != prep.manifest["sha256"]:
+            raise ResumeError(f"--resume: the corpus gives another partition than run "
+                              f"{cfg.name!r}/{label} started with (has the data changed?)")
     elif out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -61,3 +61,42 @@ def test_run_then_resume_a_finished_run(tmp_path, cache_dir):
 def test_config_keys_are_listed():
     p = bench("config", "--keys")
     assert p.returncode == 0 and "fl.frozen_aggregation" in p.stdout
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir):
+    import os
+    import signal
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    def sets(name):
+        return [a for s in [*TINY, "fl.rounds=4", f"output_dir={tmp_path}",
+                            f"cache_dir={cache_dir}", f"name={name}"] for a in ("--set", s)]
+
+    assert bench("run", "--method", "fdapt", *sets("straight")).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--method", "fdapt",
+                             *sets("killed")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    record = tmp_path / "killed" / "fdapt" / "record.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until a round is checkpointed, then kill mid-run
+        try:
+            if len(json.loads(record.read_text())["rounds"]) >= 1:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rec = json.loads(record.read_text())
+    assert rec["status"] == "running" and 1 <= len(rec["rounds"]) < 4
+    p = bench("run", "--method", "fdapt", "--resume", *sets("killed"))
+    assert p.returncode == 0, p.stderr
+    a = load_file(str(tmp_path / "straight" / "fdapt" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "fdapt" / "model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra = json.loads((tmp_path / "straight" / "fdapt" / "record.json").read_text())
+    rb = json.loads(record.read_text())
+    assert [r["eval_loss"] for r in ra["rounds"]] == [r["eval_loss"] for r in rb["rounds"]]

@@ -36,3 +36,22 @@ def test_minilm_start_trains_on_real_text(tmp_path, cache_dir):
     assert rec["model"]["parameters"] > 20_000_000
     assert rec["final_eval"]["loss"] < rec["initial_eval"]["loss"]
     assert all(f["blocks"] for f in rec["freeze"])
+
+
+def test_an_adapted_model_folder_is_a_starting_point(tiny):
+    """A run's final model (HF format) loads by path as the start of another run."""
+    first = tiny("fl.rounds=1", "name=first")
+    run(first, "fdapt")
+    folder = first.output_dir + "/first/fdapt/model"
+    second = tiny("fl.rounds=1", "name=second", "model.preset=null",
+                  f"model.name_or_path={folder}")
+    rec = run(second, "fdapt")
+    assert rec["initial_eval"]["loss"] < run(tiny("fl.rounds=1", "name=third"),
+                                             "fdapt")["initial_eval"]["loss"]
+
+
+def test_a_missing_model_folder_is_a_clear_error(tiny):
+    from fdapt_core.errors import ModelError
+
+    with pytest.raises(ModelError, match="no such model folder"):
+        prepare(tiny("model.preset=null", "model.name_or_path=./nowhere/model"), "fdapt")
