@@ -17,7 +17,7 @@ from fdapt_core.config import RunConfig, describe, load_config
 from fdapt_core.errors import FdaptError
 
 from .progress import RichCallbacks
-from .tables import notes, rich_table, row_of, write_tables
+from .tables import notes, rich_table, rows_of, write_tables
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fdapt-bench: federated domain-adaptive pre-training, measured.")
@@ -45,6 +45,10 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    if not torch.cuda.is_available():  # else DeepSpeed (imported by transformers) warns
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Writing model shards" bars between our own
@@ -72,7 +76,7 @@ def run_cmd(
     cfg = _load(config, set_)
     rec = _train(cfg, method, resume)
     title = f"{cfg.name}: {method}"
-    out.print(rich_table([row_of(rec, reused=False)], title))
+    out.print(rich_table(rows_of([rec], [False]), title))
     out.print(f"record: {Path(cfg.output_dir) / cfg.name / method / 'record.json'}")
 
 
@@ -97,7 +101,7 @@ def compare_cmd(
         raise FdaptError(f"--methods: {methods!r} names a method twice")
     for m in names:
         parse_method(m, cfg)  # every name checked before the first one trains
-    records, rows = [], []
+    records, reused_flags = [], []
     for m in names:
         rec = None if force else finished_record(cfg, m)
         reused = rec is not None
@@ -106,7 +110,8 @@ def compare_cmd(
         else:
             rec = _train(cfg, m, resume=_can_resume(cfg, m))
         records.append(rec)
-        rows.append(row_of(rec, reused))
+        reused_flags.append(reused)
+    rows = rows_of(records, reused_flags)
     title = f"{cfg.name}: {' vs '.join(names)}"
     folder = Path(cfg.output_dir) / cfg.name
     write_tables(folder, rows, title, notes(records))

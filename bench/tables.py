@@ -13,7 +13,7 @@ from fdapt_core.records import write_text_atomic
 # pandas reads them as they are; the terminal keeps the columns a first look needs.
 COLUMNS = [
     ("method", "method", "{}", True),
-    ("rounds", "rounds", "{}", True),
+    ("rounds", "rounds", "{}", False),
     ("clients", "clients", "{}", True),
     ("steps", "steps", "{:,}", False),
     ("tokens", "tokens", "{:,}", True),
@@ -22,15 +22,46 @@ COLUMNS = [
     ("final_ppl", "ppl", "{:.1f}", True),
     ("wall_s", "wall s", "{:.1f}", True),
     ("train_wall_s", "train s", "{:.1f}", False),
+    ("local_train_s", "local s", "{:.1f}", False),
+    ("train_wall_saved_pct", "time saved %", "{:.1f}", True),
+    ("train_flops", "train FLOPs", "{:.3g}", False),
+    ("flops_saved_pct", "FLOPs saved %", "{:.1f}", True),
+    ("analytic_flops", "6ND estimate", "{:.3g}", False),
     ("trainable_share_pct", "train %", "{:.1f}", True),
     ("bytes_up", "bytes up", "{:,}", False),
+    ("bytes_down", "bytes down", "{:,}", False),
+    ("bytes_sent", "MB sent", "{:.1f}", True),
+    ("tokens_per_s", "tok/s", "{:,.0f}", True),
+    ("outside_train_pct", "outside %", "{:.1f}", False),
+    ("peak_mem_mb", "peak MB", "{:,.0f}", True),
+    ("mfu_pct", "MFU %", "{:.1f}", False),
     ("reused", "reused", "{}", False),
 ]
+# shown in MB in the terminal; the CSV keeps bytes
+SCALE = {"bytes_sent": 1e-6}
+
+
+def _pct_saved(value, reference):
+    if value is None or not reference:
+        return None
+    return 100.0 * (1.0 - value / reference)
+
+
+def rows_of(records: list[dict], reused: list[bool]) -> list[dict]:
+    """One row per record; savings are relative to the fdapt row when there is one."""
+    rows = [row_of(rec, r) for rec, r in zip(records, reused)]
+    ref = next((row for row in rows if row["method"] == "fdapt"), None)
+    for row in rows:
+        row["flops_saved_pct"] = _pct_saved(row["train_flops"], ref and ref["train_flops"])
+        row["train_wall_saved_pct"] = _pct_saved(row["local_train_s"],
+                                                 ref and ref["local_train_s"])
+    return rows
 
 
 def row_of(record: dict, reused: bool) -> dict:
     t = record["totals"]
     cfg = record["config"]
+    share = t.get("outside_train_share")
     return {
         "method": record["method"],
         "rounds": t["rounds"],
@@ -42,10 +73,30 @@ def row_of(record: dict, reused: bool) -> dict:
         "final_ppl": record["final_eval"]["ppl"],
         "wall_s": t["wall_s"],
         "train_wall_s": t["train_wall_s"],
+        "local_train_s": t["local_train_s"],
+        "train_wall_saved_pct": None,
+        "train_flops": t["train_flops"],
+        "flops_saved_pct": None,
+        "analytic_flops": t["analytic_flops"],
         "trainable_share_pct": 100.0 * t["trainable_share"],
         "bytes_up": t["bytes_up"],
+        "bytes_down": t["bytes_down"],
+        "bytes_sent": t["bytes_sent"],
+        "tokens_per_s": t["tokens_per_s"],
+        "outside_train_pct": None if share is None else 100.0 * share,
+        "peak_mem_mb": t["peak_mem_mb"],
+        "mfu_pct": None if t["mfu"] is None else 100.0 * t["mfu"],
         "reused": reused,
     }
+
+
+def _cell(row: dict, key: str, fmt: str, scaled: bool = False) -> str:
+    value = row[key]
+    if value is None:
+        return "-" if scaled else ""
+    if scaled and key in SCALE:
+        value = value * SCALE[key]
+    return fmt.format(value)
 
 
 def notes(records: list[dict]) -> list[str]:
@@ -63,6 +114,11 @@ def notes(records: list[dict]) -> list[str]:
         out.append("central: the same number of training steps as fdapt (so the same token "
                    "budget)" if budget == "match" else "central: one pass over the union of "
                    "the clients' text per round")
+    out.append("savings (time saved %, FLOPs saved %) are relative to fdapt; time is the "
+               "clients' local-training loops; FLOPs are counted with FlopCounterMode on one "
+               "step per frozen set (forward + backward), the 6ND estimate is blind to freezing; "
+               "MB sent is uploads + downloads; peak MB is process RSS on CPU, CUDA max "
+               "allocated on GPU")
     out.append("held-out loss: MLM cross-entropy on the same masked held-out blocks for every "
                "method; 'loss start' (initial_loss) is the starting model's")
     return out
@@ -74,7 +130,7 @@ def rich_table(rows: list[dict], title: str) -> Table:
     for key, header, _, _ in shown:
         table.add_column(header, justify="left" if key == "method" else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*[fmt.format(row[key]) for key, _, fmt, _ in shown])
+        table.add_row(*[_cell(row, key, fmt, scaled=True) for key, _, fmt, _ in shown])
     return table
 
 
@@ -82,7 +138,7 @@ def markdown(rows: list[dict], title: str, footnotes: list[str]) -> str:
     lines = [f"# {title}", "", "| " + " | ".join(k for k, *_ in COLUMNS) + " |",
              "|" + "|".join(" --- " if k == "method" else " ---: " for k, *_ in COLUMNS) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(fmt.format(row[k]) for k, _, fmt, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(row, k, fmt) for k, _, fmt, _ in COLUMNS) + " |")
     lines += [""] + [f"- {n}" for n in footnotes]
     return "\n".join(lines) + "\n"
 

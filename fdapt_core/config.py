@@ -159,6 +159,18 @@ class EvalConfig:
 
 
 @dataclass
+class ProfileConfig:
+    """What is measured beside training."""
+
+    count_flops: bool = opt(True, "count training FLOPs with FlopCounterMode (one extra "
+                            "forward + backward per distinct step shape and frozen set, "
+                            "outside the timed loop)")
+    peak_tflops: Optional[float] = opt(None, "accelerator peak (TFLOP/s) for model FLOPs "
+                                       "utilisation; null: measured once with a large bf16 "
+                                       "matrix product (CUDA only)", min=1e-3)
+
+
+@dataclass
 class RunConfig:
     """One run of the harness: data, model, training, federation."""
 
@@ -174,6 +186,7 @@ class RunConfig:
     freeze: FreezeConfig = opt(None, "ffdapt freezing", factory=FreezeConfig)
     central: CentralConfig = opt(None, "central baseline", factory=CentralConfig)
     eval: EvalConfig = opt(None, "held-out evaluation", factory=EvalConfig)
+    profile: ProfileConfig = opt(None, "measurement", factory=ProfileConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -33,6 +33,9 @@ from .fl.evaluate import HeldOut
 from .fl.fedavg import FedAvg
 from .fl.local import amp_dtype
 from .freeze import plan_freezing
+from .profiling.flops import FlopCache
+from .profiling.memory import PeakMemory
+from .profiling.peak import peak_flops
 from .model import build_model, build_tokenizer, parameter_count, tokenizer_info
 from .records import (SCHEMA_VERSION, environment, read_json, write_json_atomic,
                       write_text_atomic)
@@ -235,8 +238,10 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
     tok = tokenizer_info(prep.tokenizer)
     heldout = HeldOut(prep.val_blocks, tok, cfg.train.mlm_probability, cfg.seed,
                       cfg.eval.batch_size)
+    memory = PeakMemory(device)
     ctx = Context(cfg, model, tok, prep.client_blocks, heldout, device,
-                  Checkpoints(out / "checkpoints"), callbacks)
+                  Checkpoints(out / "checkpoints"), callbacks, memory,
+                  FlopCache() if cfg.profile.count_flops else None)
     n_params = parameter_count(model)
     if method == "central":
         # The union is packed as one corpus (clients' documents in client order), as a
@@ -281,6 +286,12 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
     record["totals"] = totals(trainer.rounds, n_params)
     record["totals"]["session_wall_s"] = time.perf_counter() - t0
     record["totals"]["prepare_wall_s"] = prep.prepare_wall_s
+    record["totals"].update(memory.summary())  # this session's peak (a resumed run: since resume)
+    peak = peak_flops(device, cfg.profile.peak_tflops)
+    flops = record["totals"]["train_flops"]
+    record["totals"]["peak_flops"] = peak
+    record["totals"]["mfu"] = flops / record["totals"]["local_train_s"] / peak \
+        if peak and flops and record["totals"]["local_train_s"] > 0 else None
     last = trainer.rounds[-1]
     record["final_eval"] = {"loss": last["eval_loss"], "ppl": last["eval_ppl"]}
     save_model(model, prep.tokenizer, out / "model")
@@ -316,16 +327,36 @@ def data_summary(prep: Prepared) -> dict:
 
 
 def totals(rounds: list[dict], n_params: int) -> dict:
+    """Run totals from the round rows: work, FLOPs, time by phase, throughput, traffic."""
     rows = [c for r in rounds for c in r["clients"]]
     steps = sum(c["steps"] for c in rows)
+    tokens = sum(c["tokens"] for c in rows)
+    local = sum(c["wall_s"] for c in rows)
+    wall = sum(r["wall_s"] + (r["checkpoint_wall_s"] or 0.0) for r in rounds)
+    counted = [c["train_flops"] for c in rows]
+    phases: dict[str, float] = {}
+    for c in rows:
+        for k, v in c["phases"].items():
+            phases[k] = phases.get(k, 0.0) + v
+    phases["aggregation"] = sum(r["aggregate_wall_s"] for r in rounds)
+    phases["evaluation"] = sum(r["eval_wall_s"] for r in rounds)
+    phases["checkpoint"] = sum(r["checkpoint_wall_s"] or 0.0 for r in rounds)
+    up, down = sum(c["bytes_up"] for c in rows), sum(c["bytes_down"] for c in rows)
     return {
-        "rounds": len(rounds),
-        "steps": steps, "tokens": sum(c["tokens"] for c in rows),
+        "rounds": len(rounds), "steps": steps, "tokens": tokens,
         "samples": sum(c["samples"] for c in rows),
+        "train_flops": sum(counted) if counted and None not in counted else None,
+        "analytic_flops": sum(c["analytic_flops"] for c in rows),
         "train_wall_s": sum(r["train_wall_s"] for r in rounds),
-        "wall_s": sum(r["wall_s"] + (r["checkpoint_wall_s"] or 0.0) for r in rounds),
-        "bytes_up": sum(c["bytes_up"] for c in rows),
-        "bytes_down": sum(c["bytes_down"] for c in rows),
+        "local_train_s": local,
+        "wall_s": wall,
+        # everything a round spends outside the clients' training loops: loading the global
+        # model, building optimizers, counting FLOPs, aggregating, evaluating, checkpointing
+        "outside_train_share": 1.0 - local / wall if wall > 0 else None,
+        "tokens_per_s": tokens / local if local > 0 else None,
+        "samples_per_s": sum(c["samples"] for c in rows) / local if local > 0 else None,
+        "phases_s": phases,
+        "bytes_up": up, "bytes_down": down, "bytes_sent": up + down,
         # share of parameter updates that happened: steps-weighted trainable share
         "trainable_share": sum(c["trainable_params"] * c["steps"] for c in rows)
         / max(1, n_params * steps),

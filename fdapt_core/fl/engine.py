@@ -21,8 +21,11 @@ from torch import nn
 
 from ..checkpoint import Checkpoints
 from ..config import RunConfig
+from ..data.masking import mask_tokens
 from ..freeze import FreezePlan, apply_freeze
 from ..model import TokenizerInfo
+from ..profiling.flops import FlopCache, analytic_flops
+from ..profiling.memory import PeakMemory
 from ..seeding import derive
 from .evaluate import HeldOut
 from .fedavg import FedAvg
@@ -56,6 +59,8 @@ class Context:
     device: torch.device
     checkpoints: Checkpoints
     callbacks: Callbacks
+    memory: PeakMemory
+    flops: Optional[FlopCache] = None  # None: FLOPs not counted (profile.count_flops: false)
 
 
 def trainable_params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -139,8 +144,10 @@ class _RoundLoop:
             t0 = time.perf_counter()
             row = self.train_round(r)
             ev = ctx.heldout.evaluate(ctx.model, ctx.device, dtype)
+            ctx.memory.sample()
             row.update(eval_loss=ev["loss"], eval_ppl=ev["ppl"], eval_wall_s=ev["wall_s"],
-                       wall_s=time.perf_counter() - t0, checkpoint_wall_s=None)
+                       wall_s=time.perf_counter() - t0, checkpoint_wall_s=None,
+                       local_train_s=sum(c["wall_s"] for c in row["clients"]))
             # The checkpoint's copy of this row cannot know its own checkpoint time.
             t_ck = time.perf_counter()
             state = {"rounds": self.rounds + [dict(row)], "trainer": self.state(),
@@ -168,6 +175,36 @@ class _RoundLoop:
 
     def load_state(self, state: dict) -> None:
         pass
+
+    def count_flops(self, blocks: torch.Tensor, frozen: frozenset[str]):
+        """FLOPs of one representative step of this data shape and frozen set (cached)."""
+        ctx, cfg = self.ctx, self.ctx.cfg
+        if ctx.flops is None:
+            return None
+        gen = torch.Generator().manual_seed(derive(cfg.seed, "flop-count"))
+        inputs, labels = mask_tokens(blocks[: cfg.train.batch_size], ctx.tok,
+                                     cfg.train.mlm_probability, gen)
+        return ctx.flops.get(ctx.model, frozen, inputs.to(ctx.device), labels.to(ctx.device),
+                             amp_dtype(cfg.train, ctx.device))
+
+    def client_row(self, client, st, plan: Optional[FreezePlan], step_flops,
+                   bytes_down: int, bytes_up: int) -> dict:
+        """One client's round in the record: work, time, FLOPs, parameters, traffic."""
+        params = dict(self.ctx.model.named_parameters())
+        n = sum(p.numel() for p in params.values())
+        frozen = sum(p.numel() for k, p in params.items() if plan and k in plan.names)
+        self.ctx.memory.sample()
+        return {"client": client, **asdict(st),
+                "tokens_per_s": st.tokens / st.wall_s if st.wall_s > 0 else None,
+                "samples_per_s": st.samples / st.wall_s if st.wall_s > 0 else None,
+                "train_flops": round(step_flops.per_sequence() * st.samples)
+                if step_flops else None,
+                "step_flops": asdict(step_flops) if step_flops else None,
+                "analytic_flops": analytic_flops(n, st.tokens),
+                "trainable_params": n - frozen, "frozen_params": frozen,
+                "frozen_blocks": list(plan.blocks) if plan else [],
+                "frozen_embeddings": bool(plan and plan.embeddings),
+                "bytes_down": bytes_down, "bytes_up": bytes_up}
 
 
 class FederatedTrainer(_RoundLoop):
@@ -203,6 +240,7 @@ class FederatedTrainer(_RoundLoop):
         load_params(model, global_params)
         plan = self.plans[client] if self.plans else None
         apply_freeze(model, plan)
+        step_flops = self.count_flops(blocks, plan.names if plan else frozenset())
         steps = steps_per_round(len(blocks), cfg)
         persist = cfg.train.optimizer_reset == "persist"
         total = steps * cfg.fl.rounds if persist else steps
@@ -222,17 +260,13 @@ class FederatedTrainer(_RoundLoop):
                                              "sched": sched.state_dict()}
         del opt, sched
         params = dict(model.named_parameters())
+        # What crosses the network: the whole global model down; up, only what changed
+        # (frozen blocks stay home unless fl.send_frozen), in the dtype it is held in.
         sent = {n: p for n, p in params.items() if cfg.fl.send_frozen or p.requires_grad}
         self.strategy.accumulate(client, sent)
+        row = self.client_row(client, st, plan, step_flops, nbytes(params.values()),
+                              nbytes(sent.values()))
         apply_freeze(model, None)
-        frozen = sum(p.numel() for n, p in params.items() if plan and n in plan.names)
-        row = {"client": client, **asdict(st),
-               "trainable_params": sum(p.numel() for p in params.values()) - frozen,
-               "frozen_params": frozen,
-               "frozen_blocks": list(plan.blocks) if plan else [],
-               "frozen_embeddings": bool(plan and plan.embeddings),
-               "bytes_down": nbytes(params.values()),
-               "bytes_up": nbytes(sent.values())}
         ctx.callbacks.client_end(client, row)
         return row
 
@@ -275,16 +309,15 @@ class CentralTrainer(_RoundLoop):
         ctx, cfg = self.ctx, self.ctx.cfg
         ctx.callbacks.round_start(r, cfg.fl.rounds, [0])
         steps = self.plan[r]
+        step_flops = self.count_flops(self.blocks, frozenset())
         mask_gen = seed_client_round(cfg, 0, r)
         ctx.callbacks.client_start(0, steps)
         t0 = time.perf_counter()
         st = train_steps(ctx.model, self.blocks, self.stream.take(sum(self.plan[:r]), steps),
                          optimizer=self.opt, scheduler=self.sched, cfg=cfg.train, tok=ctx.tok,
                          mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step)
-        n = sum(p.numel() for p in ctx.model.parameters())
-        row = {"client": "central", **asdict(st), "trainable_params": n, "frozen_params": 0,
-               "frozen_blocks": [], "frozen_embeddings": False, "bytes_down": 0, "bytes_up": 0,
-               "weight": 1.0}
+        row = self.client_row("central", st, None, step_flops, 0, 0)
+        row["weight"] = 1.0
         ctx.callbacks.client_end(0, row)
         return {"round": r, "clients": [row], "train_wall_s": time.perf_counter() - t0,
                 "aggregate_wall_s": 0.0}

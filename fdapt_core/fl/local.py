@@ -18,6 +18,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..data.masking import mask_tokens
 from ..model import TokenizerInfo
+from ..profiling.timing import PhaseTimer
 
 
 @dataclass
@@ -85,27 +86,33 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
                 optimizer, scheduler, cfg: TrainConfig, tok: TokenizerInfo,
                 mask_gen: torch.Generator, device: torch.device,
                 on_step: Optional[Callable[[int], None]] = None) -> LocalStats:
-    """Run the given batches; return steps, tokens and the mean training loss."""
+    """Run the given batches; return steps, tokens, the mean training loss and phase times."""
     model.train()
     dtype = amp_dtype(cfg, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     stats = LocalStats()
     loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
+    timer = PhaseTimer(device)
     t0 = time.perf_counter()
+    timer.start()
     for idx in batches:
         x = blocks[torch.from_numpy(idx)]
         inputs, labels = mask_tokens(x, tok, cfg.mlm_probability, mask_gen)
         inputs = inputs.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
+        timer.mark("data")
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(input_ids=inputs, labels=labels).loss
+        timer.mark("forward")
         loss.backward()
+        timer.mark("backward")
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         loss_sum += loss.detach()
+        timer.mark("optimizer")
         stats.steps += 1
         stats.samples += x.shape[0]
         stats.tokens += x.numel()
@@ -115,4 +122,5 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
         torch.cuda.synchronize(device)
     stats.wall_s = time.perf_counter() - t0
     stats.loss = (loss_sum / max(1, stats.steps)).item()
+    stats.phases = timer.result()
     return stats

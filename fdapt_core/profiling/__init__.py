@@ -1,0 +1,1 @@
+"""Measurement: FLOPs that see freezing, phase timers, memory peaks, accelerator peak."""

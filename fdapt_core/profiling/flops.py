@@ -1,0 +1,74 @@
+"""Training FLOPs as dispatched, counted once per distinct step shape and frozen set.
+
+`torch.utils.flop_counter.FlopCounterMode` counts the operations a step really dispatches,
+forward and backward, so it sees freezing: a frozen bottom (embeddings + first blocks) drops
+its whole backward, a frozen middle block drops only its weight-gradient GEMMs (activation
+gradients still flow through it). The HF Trainer's `floating_point_ops` (6·N·tokens) and
+DeepSpeed's profiler (backward = 2 × forward) both miss that; `analytic_flops` gives the 6·N
+estimate beside the count, labelled as an estimate.
+
+One representative step is counted outside the timed loop, with the RNG state put back, and
+scaled by the number of sequences trained (FLOPs are linear in the batch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    """FLOPs of one training step of `batch` sequences."""
+
+    batch: int
+    forward: int
+    backward: int
+
+    @property
+    def total(self) -> int:
+        return self.forward + self.backward
+
+    def per_sequence(self) -> float:
+        return self.total / self.batch
+
+
+def count_step_flops(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
+                     dtype: torch.dtype | None = None) -> StepFlops:
+    """Count a forward + backward on this batch; gradients and RNG are left as they were."""
+    device = input_ids.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                loss = model(input_ids=input_ids, labels=labels).loss
+        forward = counter.get_total_flops()
+        counter = FlopCounterMode(display=False)
+        with counter:
+            loss.backward()
+        backward = counter.get_total_flops()
+    for p in model.parameters():
+        p.grad = None
+    return StepFlops(batch=input_ids.shape[0], forward=int(forward), backward=int(backward))
+
+
+def analytic_flops(n_params: int, tokens: int) -> int:
+    """The 6·N·tokens estimate (2N forward, 4N backward), blind to freezing: an estimate."""
+    return 6 * n_params * tokens
+
+
+class FlopCache:
+    """Counts keyed by (sequence length, batch, frozen set): each shape is counted once."""
+
+    def __init__(self):
+        self._cache: dict[tuple, StepFlops] = {}
+
+    def get(self, model: nn.Module, frozen: frozenset[str], input_ids: torch.Tensor,
+            labels: torch.Tensor, dtype: torch.dtype | None) -> StepFlops:
+        key = (tuple(input_ids.shape), frozen, dtype)
+        if key not in self._cache:
+            self._cache[key] = count_step_flops(model, input_ids, labels, dtype)
+        return self._cache[key]
