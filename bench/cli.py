@@ -21,7 +21,7 @@ from .tables import notes, rich_table, rows_of, write_tables
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fdapt-bench: federated domain-adaptive pre-training, measured.")
-out = Console(width=None if sys.stdout.isatty() else 120)
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -133,6 +133,25 @@ def _can_resume(cfg: RunConfig, method: str) -> bool:
     except (OSError, ValueError):
         return False
     return rec.get("status") == "running" and rec.get("config_hash") == resolved.hash()
+
+
+@app.command("perf")
+def perf_cmd(
+    out_file: Optional[Path] = typer.Option(None, "--out", help="where to write the JSON "
+                                            "record (default: results/perf/perf-<device>-"
+                                            "<time>.json)"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="compare with this "
+                                            "record by ratio; exit 1 on a regression"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]"),
+    quick: bool = typer.Option(False, "--quick", help="a smoke-sized suite (seconds; its "
+                               "figures are not for comparison)"),
+) -> None:
+    """The perf micro-suite: harness vs plain loop vs HF Trainer, overhead, FFDAPT savings,
+    memory vs clients. Writes one JSON record; with --baseline, gates on regressions."""
+    from .perf import run_perf
+
+    _quiet_libraries()
+    sys.exit(run_perf(out, err, out_file, baseline, device, quick))
 
 
 @app.command("config")

@@ -100,3 +100,21 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir):
     ra = json.loads((tmp_path / "straight" / "fdapt" / "record.json").read_text())
     rb = json.loads(record.read_text())
     assert [r["eval_loss"] for r in ra["rounds"]] == [r["eval_loss"] for r in rb["rounds"]]
+
+
+def test_perf_quick_writes_a_record_and_gates_on_a_baseline(tmp_path):
+    baseline = tmp_path / "baseline.json"
+    # a baseline no run can meet: the gate must fail, after writing the record
+    baseline.write_text(json.dumps({"harness_vs_plain_ratio": 100.0, "memory_growth": 1.0}))
+    out = tmp_path / "perf.json"
+    p = bench("perf", "--quick", "--out", str(out), "--baseline", str(baseline))
+    assert p.returncode == 1, p.stderr
+    assert "perf regression" in p.stderr and "harness_vs_plain_ratio" in p.stderr
+    rec = json.loads(out.read_text())
+    for key in ("harness_vs_plain_ratio", "harness_vs_trainer_ratio", "outside_train_share",
+                "memory_growth"):
+        assert isinstance(rec[key], float)
+    assert set(rec["ffdapt"]) == {"paper", "bottom"}
+    assert rec["ffdapt"]["bottom"]["flops_saved_pct"] > rec["ffdapt"]["paper"]["flops_saved_pct"] > 0
+    p = bench("perf", "--baseline", str(tmp_path / "none.json"))
+    assert p.returncode == 2 and "none.json" in p.stderr and "Traceback" not in p.stderr

@@ -1,0 +1,77 @@
+"""`bench perf`: run the suite, show it, write it, and gate on a baseline."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from fdapt_core.errors import FdaptError
+from fdapt_core.perf.baseline import compare
+from fdapt_core.perf.suite import QUICK, run_suite
+from fdapt_core.records import read_json, write_json_atomic
+
+
+def summary_table(rec: dict) -> Table:
+    t = Table(title="bench perf")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    tp = rec["throughput"]["tokens_per_s"]
+    for name in ("harness", "plain", "trainer"):
+        t.add_row(f"tokens/s, {name} loop (median)", f"{tp[name]:,.0f}")
+    t.add_row("harness / plain loop", f"{rec['harness_vs_plain_ratio']:.3f}")
+    t.add_row("harness / HF Trainer", f"{rec['harness_vs_trainer_ratio']:.3f}")
+    if "mfu_harness" in rec["throughput"]:
+        t.add_row("MFU, harness loop", f"{100 * rec['throughput']['mfu_harness']:.1f} %")
+    t.add_row("round time outside local training", f"{100 * rec['outside_train_share']:.2f} %")
+    for policy, s in rec["ffdapt"].items():
+        t.add_row(f"ffdapt-{policy}: FLOPs saved", f"{s['flops_saved_pct']:.1f} %")
+        t.add_row(f"ffdapt-{policy}: local-training time saved",
+                  f"{s['train_wall_saved_pct']:.1f} %")
+    for k, mb in rec["memory"]["peak_mem_mb"].items():
+        t.add_row(f"peak memory, {k} clients", f"{mb:,.0f} MB")
+    t.add_row("peak memory growth", f"{100 * rec['memory_growth']:+.1f} %")
+    t.add_row("suite wall time", f"{rec['suite_wall_s']:.0f} s")
+    return t
+
+
+def baseline_table(rows: list[dict]) -> Table:
+    t = Table(title="against the baseline")
+    for col in ("metric", "baseline", "current", "limit", "result"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for r in rows:
+        fmt = (lambda v: "-" if v is None else f"{v:.4g}")
+        t.add_row(r["metric"], fmt(r["baseline"]), fmt(r["current"]), fmt(r["limit"]),
+                  "[green]ok[/green]" if r["ok"] else f"[red]{r['why']}[/red]")
+    return t
+
+
+def run_perf(out: Console, err: Console, out_file: Optional[Path], baseline: Optional[Path],
+             device: str, quick: bool) -> int:
+    base = None
+    if baseline is not None:  # read first: a bad baseline should not cost a whole suite
+        try:
+            base = read_json(baseline)
+        except (OSError, ValueError) as exc:
+            raise FdaptError(f"--baseline {baseline}: cannot read a perf record ({exc})") \
+                from None
+    rec = run_suite(device=device, sizes=QUICK if quick else None,
+                    progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))
+    rec["quick"] = quick
+    if out_file is None:
+        kind = "gpu" if rec["environment"]["device"].startswith("cuda") else "cpu"
+        out_file = Path("results/perf") / f"perf-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    write_json_atomic(out_file, rec)
+    out.print(summary_table(rec))
+    out.print(f"record: {out_file}")
+    if base is None:
+        return 0
+    rows = compare(rec, base)
+    out.print(baseline_table(rows))
+    failed = [r["metric"] for r in rows if not r["ok"]]
+    if failed:
+        err.print(f"[red]perf regression:[/red] {', '.join(failed)}")
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""`bench perf`: a fixed micro-suite of the harness's own speed, overhead and savings."""

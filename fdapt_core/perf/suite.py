@@ -1,0 +1,131 @@
+"""The fixed micro-suite behind `bench perf`, returning one JSON-ready record.
+
+(a) local-training tokens/s: harness vs a plain loop vs the HF Trainer, as ratios;
+(b) the share of round wall time spent outside local training;
+(c) the FFDAPT FLOP and local-training wall-time savings (paper and bottom policies);
+(d) peak memory of the sequential executor with 2, 8 and 32 clients.
+Sizes are fixed per device kind so that records of the same kind compare run to run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import build_config
+from ..fl.local import amp_dtype
+from ..model import build_model, tokenizer_info
+from ..records import environment
+from ..data.packing import pack
+from ..runner import prepare, resolve_device, run
+from .throughput import compare_loops
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What the suite runs on one kind of device."""
+
+    preset: str
+    seq_len: int
+    steps: int
+    repeats: int
+    rounds: int
+    memory_clients: tuple[int, ...] = (2, 8, 32)
+
+
+CPU = Sizes(preset="small", seq_len=128, steps=24, repeats=3, rounds=2)
+GPU = Sizes(preset="distilbert-base", seq_len=512, steps=50, repeats=3, rounds=2)
+QUICK = Sizes(preset="tiny", seq_len=64, steps=4, repeats=1, rounds=1,
+              memory_clients=(2, 4))
+
+
+def _base_overrides(cache_dir: Path, out_dir: Path, sizes: Sizes, device: str) -> list[str]:
+    return [f"cache_dir={cache_dir}", f"output_dir={out_dir}", "data.synthetic.n_docs=600",
+            f"data.max_seq_length={sizes.seq_len}", f"fl.rounds={sizes.rounds}",
+            "fl.clients=4", f"train.device={device}", "train.lr=5e-4"]
+
+
+def run_suite(device: str = "auto", cache_dir: str | Path = "results/.cache",
+              sizes: Sizes | None = None, progress=lambda msg: None) -> dict:
+    """Run (a)–(d); `progress(msg)` is told what is running."""
+    dev = resolve_device(device)
+    sizes = sizes or (GPU if dev.type == "cuda" else CPU)
+    cache = Path(cache_dir)
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fdapt-perf-") as tmp:
+        base = _base_overrides(cache, Path(tmp), sizes, str(dev))
+        result = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                             time.gmtime()),
+                  "environment": environment(dev), "sizes": sizes.__dict__ | {
+                      "memory_clients": list(sizes.memory_clients)}}
+
+        progress(f"(a) local-training throughput: harness vs plain loop vs HF Trainer "
+                 f"({sizes.preset}, {sizes.repeats}×{sizes.steps} steps each)")
+        cfg = build_config({}, [*base, f"model.preset={sizes.preset}"])
+        prep = prepare(cfg, "central")
+        blocks = pack(prep.tokens, [i for p in prep.parts for i in p], sizes.seq_len)
+        model = build_model(cfg.model, prep.tokenizer, sizes.seq_len, cfg.seed).to(dev)
+        loops = compare_loops(model, blocks, cfg.train, prep.tokenizer,
+                              tokenizer_info(prep.tokenizer), dev, sizes.steps, sizes.repeats)
+        if dev.type == "cuda":
+            loops["mfu_harness"] = _mfu(model, blocks, cfg, prep.tokenizer, dev,
+                                        loops["tokens_per_s"]["harness"])
+        del model, prep
+        result["throughput"] = loops
+        result["harness_vs_plain_ratio"] = loops["harness_vs_plain_ratio"]
+        result["harness_vs_trainer_ratio"] = loops["harness_vs_trainer_ratio"]
+
+        progress("(b, c) rounds of fdapt, ffdapt-paper and ffdapt-bottom: overhead and savings")
+        records = {m: run(build_config({}, [*base, "name=perf"]), m)
+                   for m in ("fdapt", "ffdapt-paper", "ffdapt-bottom")}
+        ref = records["fdapt"]["totals"]
+        result["outside_train_share"] = ref["outside_train_share"]
+        result["phases_s"] = ref["phases_s"]
+        result["ffdapt"] = {}
+        for m in ("ffdapt-paper", "ffdapt-bottom"):
+            t = records[m]["totals"]
+            result["ffdapt"][m.split("-")[1]] = {
+                "flops_saved_pct": 100.0 * (1 - t["train_flops"] / ref["train_flops"]),
+                "train_wall_saved_pct": 100.0 * (1 - t["local_train_s"] / ref["local_train_s"]),
+                "bytes_up_saved_pct": 100.0 * (1 - t["bytes_up"] / ref["bytes_up"]),
+                "train_flops": t["train_flops"], "fdapt_train_flops": ref["train_flops"],
+            }
+
+        progress(f"(d) peak memory with {', '.join(map(str, sizes.memory_clients))} clients, "
+                 "one fresh process each")
+        mem = {}
+        for k in sizes.memory_clients:
+            out = Path(tmp) / f"memory-{k}.json"
+            overrides = [*base, "fl.rounds=1", "train.max_local_steps=2", "model.preset=tiny"]
+            subprocess.run([sys.executable, "-m", "fdapt_core.perf.memory_probe", str(out),
+                            str(k), *overrides], check=True, env=os.environ.copy(),
+                           capture_output=True, text=True)
+            mem[str(k)] = json.loads(out.read_text())["peak_mem_mb"]
+        lo, hi = sizes.memory_clients[0], sizes.memory_clients[-1]
+        result["memory"] = {"peak_mem_mb": mem,
+                            f"growth_{lo}_to_{hi}": mem[str(hi)] / mem[str(lo)] - 1.0}
+        result["memory_growth"] = result["memory"][f"growth_{lo}_to_{hi}"]
+    result["suite_wall_s"] = time.perf_counter() - t_start
+    return result
+
+
+def _mfu(model, blocks, cfg, tokenizer, device, tokens_per_s: float) -> float:
+    """Model FLOPs utilisation of the harness loop: counted FLOPs per token × tokens/s / peak."""
+    from ..data.masking import mask_tokens
+    from ..profiling.flops import count_step_flops
+    from ..profiling.peak import peak_flops
+
+    x = blocks[: cfg.train.batch_size]
+    inputs, labels = mask_tokens(x, tokenizer_info(tokenizer), 0.15, torch.Generator())
+    sf = count_step_flops(model, inputs.to(device), labels.to(device),
+                          amp_dtype(cfg.train, device))
+    return sf.total / x.numel() * tokens_per_s / peak_flops(device, cfg.profile.peak_tflops)

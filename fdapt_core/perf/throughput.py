@@ -1,0 +1,137 @@
+"""Local-training tokens/s: the harness loop vs a plain hand-written loop vs the HF Trainer.
+
+All three train the same model from the same initial weights on the same blocks for the same
+number of steps (AdamW, linear decay, clipping, 15 % MLM masking), one after another in one
+process, interleaved and in rotating order over repeats so that drift of a shared, noisy machine
+falls on all three alike. Medians are reported, with every sample.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..fl.local import BatchStream, amp_dtype, make_optimizer, train_steps
+from ..model import TokenizerInfo
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_harness(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: TokenizerInfo,
+                device: torch.device, steps: int) -> tuple[int, float]:
+    opt, sched = make_optimizer(model, cfg, steps, device)
+    stream = BatchStream(len(blocks), cfg.batch_size, lambda e: e)
+    st = train_steps(model, blocks, stream.take(0, steps), optimizer=opt, scheduler=sched,
+                     cfg=cfg, tok=tok, mask_gen=torch.Generator().manual_seed(0),
+                     device=device)
+    return st.tokens, st.wall_s
+
+
+def run_plain(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: TokenizerInfo,
+              device: torch.device, steps: int) -> tuple[int, float]:
+    """What a user would write by hand: the reference the harness must keep up with."""
+    dtype = amp_dtype(cfg, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / steps))
+    gen = torch.Generator().manual_seed(0)
+    special = torch.tensor(tok.special_ids)
+    model.train()
+    tokens = 0
+    _sync(device)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(len(blocks), (cfg.batch_size,), generator=gen)
+        x = blocks[idx]
+        chosen = (torch.rand(x.shape, generator=gen) < cfg.mlm_probability) \
+            & ~torch.isin(x, special)
+        labels = torch.where(chosen, x, -100)
+        roll = torch.rand(x.shape, generator=gen)
+        inputs = torch.where(chosen & (roll < 0.8), tok.mask_id, x)
+        inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9),
+                             torch.randint(tok.vocab_size, x.shape, generator=gen), inputs)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(input_ids=inputs.to(device), labels=labels.to(device)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += x.numel()
+    _sync(device)
+    return tokens, time.perf_counter() - t0
+
+
+def run_trainer(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokenizer,
+                device: torch.device, steps: int) -> tuple[int, float]:
+    """The HF Trainer as a user would set it up for one client's local training."""
+    import datasets
+    from transformers import (DataCollatorForLanguageModeling, PrinterCallback, Trainer,
+                              TrainingArguments)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    ds = datasets.Dataset.from_dict({"input_ids": blocks.tolist()})
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=cfg.batch_size, max_steps=steps,
+            learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type="linear",
+            warmup_steps=0, max_grad_norm=cfg.max_grad_norm, logging_strategy="no",
+            save_strategy="no", report_to="none", disable_tqdm=True, seed=0,
+            dataloader_num_workers=0, use_cpu=device.type == "cpu",
+            bf16=amp_dtype(cfg, device) is not None,
+            optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch")
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability)
+        trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)
+        trainer.remove_callback(PrinterCallback)  # it prints the final metrics to stdout
+        _sync(device)
+        t0 = time.perf_counter()
+        trainer.train()
+        _sync(device)
+        wall = time.perf_counter() - t0
+    return steps * cfg.batch_size * blocks.shape[1], wall
+
+
+def compare_loops(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokenizer,
+                  tok: TokenizerInfo, device: torch.device, steps: int, repeats: int,
+                  warmup_steps: int = 3) -> dict:
+    """Tokens/s of each loop (median of `repeats`), every sample, and the two ratios."""
+    init = copy.deepcopy(model).cpu().state_dict()
+    loops = {
+        "harness": lambda m, n: run_harness(m, blocks, cfg, tok, device, n),
+        "plain": lambda m, n: run_plain(m, blocks, cfg, tok, device, n),
+        "trainer": lambda m, n: run_trainer(m, blocks, cfg, tokenizer, device, n),
+    }
+
+    def fresh() -> nn.Module:
+        model.load_state_dict(init)
+        for p in model.parameters():
+            p.requires_grad_(True)
+            p.grad = None
+        return model
+
+    for fn in loops.values():  # warm-up: first-call costs (allocator, kernels) land here
+        fn(fresh(), warmup_steps)
+    samples: dict[str, list[float]] = {k: [] for k in loops}
+    names = list(loops)
+    for rep in range(repeats):
+        order = names[rep % 3:] + names[: rep % 3]
+        for name in order:
+            tokens, wall = loops[name](fresh(), steps)
+            samples[name].append(tokens / wall)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    return {
+        "steps": steps, "repeats": repeats, "batch_size": cfg.batch_size,
+        "seq_len": int(blocks.shape[1]),
+        "tokens_per_s": med, "samples_tokens_per_s": samples,
+        "harness_vs_plain_ratio": med["harness"] / med["plain"],
+        "harness_vs_trainer_ratio": med["harness"] / med["trainer"],
+    }

@@ -1,0 +1,92 @@
+"""FLOPs that see freezing: each frozen set saves exactly what its structure predicts.
+
+Predictions are written from the architecture (DistilBERT block: Q, K, V, O projections of
+d×d, FFN d×d_ff and d_ff×d, attention scores and values 2·B·L²·d each), not from the counter.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fdapt_core.config import FreezeConfig
+from fdapt_core.freeze import FreezePlan, apply_freeze, plan_freezing
+from fdapt_core.model import build_from_preset
+from fdapt_core.profiling.flops import FlopCache, analytic_flops, count_step_flops
+from fdapt_core.runner import run
+
+V, L, B, D, DFF = 300, 32, 4, 64, 256  # the tiny preset: d=64, d_ff=256
+T = B * L
+LINEAR = 2 * T * (4 * D * D + 2 * D * DFF)  # a block's weight GEMMs, forward
+ATTENTION = 2 * 2 * B * L * L * D  # QKᵀ and AV, forward
+HEAD = 2 * T * D * D + 2 * T * D * V  # vocab transform + (tied) output projection
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = build_from_preset("tiny", V, 64)
+    x = torch.randint(5, V, (B, L))
+    return model, x, count_step_flops(model, x, x.clone())
+
+
+def saving(model, x, full, plan):
+    apply_freeze(model, plan)
+    try:
+        frozen = count_step_flops(model, x, x.clone())
+    finally:
+        apply_freeze(model, None)
+    assert frozen.forward == full.forward  # freezing never changes the forward pass
+    return full.total - frozen.total
+
+
+def test_full_step_is_forward_plus_twice_forward(setup):
+    model, x, full = setup
+    assert full.forward == 6 * (LINEAR + ATTENTION) + HEAD
+    assert full.backward == 2 * full.forward
+
+
+def test_middle_block_saves_only_its_weight_gradients(setup):
+    model, x, full = setup
+    names = frozenset(n for n, _ in model.named_parameters()
+                      if n.startswith("distilbert.transformer.layer.3."))
+    assert saving(model, x, full, FreezePlan((3,), False, names)) == LINEAR
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_bottom_k_with_embeddings_saves_their_whole_backward(setup, k):
+    model, x, full = setup
+    plan = plan_freezing(model, "bottom", FreezeConfig(k=k, embeddings=True), [1])[0]
+    # the frozen blocks' backward (2× forward), the first trainable block's input gradients
+    # through Q, K and V, and the tied output projection's weight gradient
+    predicted = k * 2 * (LINEAR + ATTENTION) + 3 * 2 * T * D * D + 2 * T * D * V
+    assert saving(model, x, full, plan) == predicted
+
+
+def test_bottom_without_embeddings_is_only_weight_gradients(setup):
+    model, x, full = setup
+    plan = plan_freezing(model, "bottom", FreezeConfig(k=2, embeddings=False), [1])[0]
+    assert saving(model, x, full, plan) == 2 * LINEAR  # gradients still flow to embeddings
+
+
+def test_counting_leaves_no_gradients_and_no_rng_trace(setup):
+    model, x, _ = setup
+    state = torch.get_rng_state()
+    FlopCache().get(model, frozenset(), x, x.clone(), None)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_record_flops_scale_with_samples_and_beat_the_estimate_when_frozen(tiny):
+    rec = run(tiny("fl.rounds=1", "freeze.policy=bottom"), "ffdapt")
+    for c in rec["rounds"][0]["clients"]:
+        step = c["step_flops"]
+        assert c["train_flops"] == round((step["forward"] + step["backward"]) / step["batch"]
+                                         * c["samples"])
+        assert c["analytic_flops"] == analytic_flops(rec["model"]["parameters"], c["tokens"])
+    t = rec["totals"]
+    assert t["train_flops"] == sum(c["train_flops"] for c in rec["rounds"][0]["clients"])
+    assert t["tokens_per_s"] > 0 and t["peak_mem_mb"] > 0
+    assert 0 < t["outside_train_share"] < 1
+    assert {"data", "forward", "backward", "optimizer", "aggregation", "evaluation",
+            "checkpoint"} <= set(t["phases_s"])
+    assert t["bytes_sent"] == t["bytes_up"] + t["bytes_down"]
