@@ -241,7 +241,7 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
     memory = PeakMemory(device)
     ctx = Context(cfg, model, tok, prep.client_blocks, heldout, device,
                   Checkpoints(out / "checkpoints"), callbacks, memory,
-                  FlopCache() if cfg.profile.count_flops else None)
+                  FlopCache(model) if cfg.profile.count_flops else None)
     n_params = parameter_count(model)
     if method == "central":
         # The union is packed as one corpus (clients' documents in client order), as a

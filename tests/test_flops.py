@@ -69,11 +69,36 @@ def test_bottom_without_embeddings_is_only_weight_gradients(setup):
 
 
 def test_counting_leaves_no_gradients_and_no_rng_trace(setup):
-    model, x, _ = setup
+    model, x, full = setup
     state = torch.get_rng_state()
-    FlopCache().get(model, frozenset(), x, x.clone(), None)
+    count_step_flops(model, x, x.clone())
     assert torch.equal(torch.get_rng_state(), state)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_meta_twin_counts_what_the_model_dispatches_in_training(setup):
+    model, x, full = setup
+    cache = FlopCache(model)
+    assert cache.get(frozenset(), tuple(x.shape)) == full
+    plan = plan_freezing(model, "bottom", FreezeConfig(k=2), [1])[0]
+    apply_freeze(model, plan)
+    try:
+        real = count_step_flops(model, x, x.clone())
+    finally:
+        apply_freeze(model, None)
+    assert cache.get(plan.names, tuple(x.shape)) == real
+    assert cache.get(frozenset(), tuple(x.shape)) == full  # the twin's freezing is per call
+
+
+def test_eval_mode_attention_is_the_trap_the_twin_avoids(setup):
+    """On CPU, eval-mode SDPA runs a fused kernel FlopCounterMode does not count."""
+    model, x, full = setup
+    model.eval()
+    try:
+        evaluated = count_step_flops(model, x, x.clone())
+    finally:
+        model.train()
+    assert evaluated.forward == full.forward - 6 * ATTENTION  # every block's attention lost
 
 
 def test_record_flops_scale_with_samples_and_beat_the_estimate_when_frozen(tiny):

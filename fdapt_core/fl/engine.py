@@ -21,7 +21,6 @@ from torch import nn
 
 from ..checkpoint import Checkpoints
 from ..config import RunConfig
-from ..data.masking import mask_tokens
 from ..freeze import FreezePlan, apply_freeze
 from ..model import TokenizerInfo
 from ..profiling.flops import FlopCache, analytic_flops
@@ -177,15 +176,12 @@ class _RoundLoop:
         pass
 
     def count_flops(self, blocks: torch.Tensor, frozen: frozenset[str]):
-        """FLOPs of one representative step of this data shape and frozen set (cached)."""
-        ctx, cfg = self.ctx, self.ctx.cfg
+        """FLOPs of one full batch of these blocks with this frozen set (counted once)."""
+        ctx = self.ctx
         if ctx.flops is None:
             return None
-        gen = torch.Generator().manual_seed(derive(cfg.seed, "flop-count"))
-        inputs, labels = mask_tokens(blocks[: cfg.train.batch_size], ctx.tok,
-                                     cfg.train.mlm_probability, gen)
-        return ctx.flops.get(ctx.model, frozen, inputs.to(ctx.device), labels.to(ctx.device),
-                             amp_dtype(cfg.train, ctx.device))
+        batch = min(ctx.cfg.train.batch_size, len(blocks))
+        return ctx.flops.get(frozen, (batch, blocks.shape[1]))
 
     def client_row(self, client, st, plan: Optional[FreezePlan], step_flops,
                    bytes_down: int, bytes_up: int) -> dict:

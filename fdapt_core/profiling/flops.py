@@ -7,8 +7,13 @@ gradients still flow through it). The HF Trainer's `floating_point_ops` (6·N·t
 DeepSpeed's profiler (backward = 2 × forward) both miss that; `analytic_flops` gives the 6·N
 estimate beside the count, labelled as an estimate.
 
-One representative step is counted outside the timed loop, with the RNG state put back, and
-scaled by the number of sequences trained (FLOPs are linear in the batch).
+One representative step is counted outside the timed loop and scaled by the number of
+sequences trained (FLOPs are linear in the batch). `FlopCache` counts it on a twin of the model
+on the `meta` device, in training mode: shapes only, no arithmetic, so counting costs
+milliseconds and touches neither the weights nor any RNG. Training mode matters: on a CPU,
+scaled-dot-product attention in eval mode dispatches a fused kernel that FlopCounterMode has no
+formula for, and the attention FLOPs silently vanish from the count; in training mode (as the
+step really runs) it decomposes into matrix products that are counted.
 """
 from __future__ import annotations
 
@@ -39,11 +44,12 @@ def count_step_flops(model: nn.Module, input_ids: torch.Tensor, labels: torch.Te
                      dtype: torch.dtype | None = None) -> StepFlops:
     """Count a forward + backward on this batch; gradients and RNG are left as they were."""
     device = input_ids.device
+    autocast = dtype is not None and device.type != "meta"  # FLOPs do not depend on dtype
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         counter = FlopCounterMode(display=False)
         with counter:
-            with torch.autocast(device.type, dtype=dtype or torch.float32,
-                                enabled=dtype is not None):
+            with torch.autocast("cpu" if device.type == "meta" else device.type,
+                                dtype=dtype or torch.float32, enabled=autocast):
                 loss = model(input_ids=input_ids, labels=labels).loss
         forward = counter.get_total_flops()
         counter = FlopCounterMode(display=False)
@@ -61,14 +67,22 @@ def analytic_flops(n_params: int, tokens: int) -> int:
 
 
 class FlopCache:
-    """Counts keyed by (sequence length, batch, frozen set): each shape is counted once."""
+    """Counts on a meta-device twin, keyed by (batch shape, frozen set): each counted once."""
 
-    def __init__(self):
+    def __init__(self, model: nn.Module):
+        from transformers import AutoModelForMaskedLM
+
+        with torch.device("meta"):
+            self.twin = AutoModelForMaskedLM.from_config(model.config)
+        self.twin.train()
         self._cache: dict[tuple, StepFlops] = {}
 
-    def get(self, model: nn.Module, frozen: frozenset[str], input_ids: torch.Tensor,
-            labels: torch.Tensor, dtype: torch.dtype | None) -> StepFlops:
-        key = (tuple(input_ids.shape), frozen, dtype)
+    def get(self, frozen: frozenset[str], shape: tuple[int, int]) -> StepFlops:
+        key = (tuple(shape), frozen)
         if key not in self._cache:
-            self._cache[key] = count_step_flops(model, input_ids, labels, dtype)
+            for name, p in self.twin.named_parameters():
+                p.requires_grad_(name not in frozen)
+            ids = torch.zeros(shape, dtype=torch.long, device="meta")
+            # the loss over every position costs the same whatever is masked
+            self._cache[key] = count_step_flops(self.twin, ids, ids.clone())
         return self._cache[key]
