@@ -17,7 +17,7 @@ from fdapt_core.config import RunConfig, describe, load_config
 from fdapt_core.errors import FdaptError
 
 from .progress import RichCallbacks
-from .tables import notes, rich_table, rows_of, write_tables
+from .tables import add_downstream, downstream_columns, notes, rich_table, rows_of, write_tables
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fdapt-bench: federated domain-adaptive pre-training, measured.")
@@ -112,10 +112,11 @@ def compare_cmd(
         records.append(rec)
         reused_flags.append(reused)
     rows = rows_of(records, reused_flags)
+    extra = add_downstream(rows, records, downstream_columns(records))
     title = f"{cfg.name}: {' vs '.join(names)}"
     folder = Path(cfg.output_dir) / cfg.name
-    write_tables(folder, rows, title, notes(records))
-    out.print(rich_table(rows, title))
+    write_tables(folder, rows, title, notes(records), extra)
+    out.print(rich_table(rows, title, extra))
     for line in notes(records):
         out.print(f"[dim]- {line}[/dim]")
     out.print(f"tables: {folder / 'compare.md'}, {folder / 'compare.csv'}")
@@ -152,6 +153,34 @@ def perf_cmd(
 
     _quiet_libraries()
     sys.exit(run_perf(out, err, out_file, baseline, device, quick))
+
+
+@app.command("downstream")
+def downstream_cmd(
+    runs: str = typer.Option(..., "--runs", help="comma-separated comparison folders, e.g. "
+                             "results/default (every finished method in them, plus the "
+                             "starting model)"),
+    tasks: str = typer.Option("ncbi_disease,chemprot,pubmedqa", "--tasks",
+                              help="task presets in configs/tasks/ or YAML paths"),
+    quick: bool = typer.Option(False, "--quick", help="subsets and 1 seed (CPU, CI); full "
+                               "mode follows each preset (for a GPU)"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]"),
+    force: bool = typer.Option(False, "--force", help="fine-tune again where scores with the "
+                               "same task settings exist"),
+) -> None:
+    """Fine-tune every adapted model (and the starting one) on downstream tasks; scores go into
+    the run records and one table per comparison."""
+    from .downstream import run_downstream
+
+    _quiet_libraries()
+    folders = [Path(r.strip()) for r in runs.split(",") if r.strip()]
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not folders or not names:
+        raise FdaptError("--runs and --tasks each need at least one entry")
+    tasks_dir = Path("configs/tasks")
+    if not tasks_dir.is_dir():
+        tasks_dir = Path(__file__).resolve().parents[1] / "configs" / "tasks"
+    run_downstream(out, err, folders, names, quick, device, force, tasks_dir)
 
 
 @app.command("config")

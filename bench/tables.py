@@ -124,9 +124,28 @@ def notes(records: list[dict]) -> list[str]:
     return out
 
 
-def rich_table(rows: list[dict], title: str) -> Table:
+def downstream_columns(records: list[dict]) -> dict[str, tuple[str, str]]:
+    """column key → (task, metric), for the downstream scores present in any record."""
+    cols = {}
+    for rec in records:
+        for task, d in rec.get("downstream", {}).items():
+            cols[f"{task}_{d['metric']}"] = (task, d["metric"])
+    return cols
+
+
+def add_downstream(rows: list[dict], records: list[dict],
+                   cols: dict[str, tuple[str, str]]) -> list[tuple]:
+    """Fill each row's downstream scores (points, mean over seeds); return their columns."""
+    for row, rec in zip(rows, records):
+        for key, (task, metric) in cols.items():
+            d = rec.get("downstream", {}).get(task)
+            row[key] = 100 * d["scores"][metric]["mean"] if d else None
+    return [(key, f"{task} {metric}", "{:.2f}", True) for key, (task, metric) in cols.items()]
+
+
+def rich_table(rows: list[dict], title: str, extra: list[tuple] = ()) -> Table:
     table = Table(title=title)
-    shown = [c for c in COLUMNS if c[3]]
+    shown = [c for c in [*COLUMNS, *extra] if c[3]]
     for key, header, _, _ in shown:
         table.add_column(header, justify="left" if key == "method" else "right", no_wrap=True)
     for row in rows:
@@ -134,23 +153,29 @@ def rich_table(rows: list[dict], title: str) -> Table:
     return table
 
 
-def markdown(rows: list[dict], title: str, footnotes: list[str]) -> str:
-    lines = [f"# {title}", "", "| " + " | ".join(k for k, *_ in COLUMNS) + " |",
-             "|" + "|".join(" --- " if k == "method" else " ---: " for k, *_ in COLUMNS) + "|"]
+def markdown(rows: list[dict], title: str, footnotes: list[str] = (),
+             columns: list[tuple] | None = None) -> str:
+    """A Markdown table; `columns` as (key, header, format, shown), default: every row key."""
+    cols = columns or [(k, k, "{:.4g}" if isinstance(v, float) else "{}", True)
+                       for k, v in rows[0].items()]
+    lines = [f"# {title}", "", "| " + " | ".join(k for k, *_ in cols) + " |",
+             "|" + "|".join(" --- " if k == "method" else " ---: " for k, *_ in cols) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row, k, fmt) for k, _, fmt, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(row, k, fmt) for k, _, fmt, _ in cols) + " |")
     lines += [""] + [f"- {n}" for n in footnotes]
     return "\n".join(lines) + "\n"
 
 
-def csv_text(rows: list[dict]) -> str:
+def csv_text(rows: list[dict], fields: list[str] | None = None) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[k for k, *_ in COLUMNS], lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=fields or list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
 
 
-def write_tables(folder: Path, rows: list[dict], title: str, footnotes: list[str]) -> None:
-    write_text_atomic(folder / "compare.md", markdown(rows, title, footnotes))
-    write_text_atomic(folder / "compare.csv", csv_text(rows))
+def write_tables(folder: Path, rows: list[dict], title: str, footnotes: list[str],
+                 extra: list[tuple] = ()) -> None:
+    cols = [*COLUMNS, *extra]
+    write_text_atomic(folder / "compare.md", markdown(rows, title, footnotes, cols))
+    write_text_atomic(folder / "compare.csv", csv_text(rows, [k for k, *_ in cols]))

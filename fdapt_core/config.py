@@ -218,6 +218,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(key, value, inner[0])
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             value = [value] if isinstance(value, str) else value
@@ -263,7 +267,8 @@ def _check_range(key: str, value: Any, meta: typing.Mapping) -> None:
         raise ConfigError(f"{key}: {value!r} is above the maximum {hi}")
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def build_section(cls: type, data: Any, prefix: str) -> Any:
+    """A validated instance of the config dataclass `cls` from a mapping (errors name keys)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -282,7 +287,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             continue
         tp = hints[name]
         if _is_section(tp):
-            kwargs[name] = _build(tp, data[name], key)
+            kwargs[name] = build_section(tp, data[name], key)
         else:
             value = _coerce(key, data[name], tp)
             _check_range(key, value, f.metadata)
@@ -293,6 +298,15 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if not _is_section(hints[name]):
             _check_range(f"{prefix}.{name}" if prefix else name, getattr(obj, name), f.metadata)
     return obj
+
+
+def apply_overrides(tree: dict, overrides: typing.Iterable[str]) -> dict:
+    """A deep copy of `tree` with every `key=value` override applied."""
+    tree = json.loads(json.dumps(tree or {}))
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return tree
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -342,11 +356,7 @@ def load_yaml(path: str | Path) -> dict:
 
 def build_config(data: dict | None = None, overrides: typing.Iterable[str] = ()) -> RunConfig:
     """Make a validated RunConfig from a YAML tree and `key=value` overrides."""
-    tree = json.loads(json.dumps(data or {}))  # deep copy, plain types
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    cfg = _build(RunConfig, tree, "")
+    cfg = build_section(RunConfig, apply_overrides(data or {}, overrides), "")
     validate(cfg)
     return cfg
 

@@ -1,0 +1,110 @@
+"""`bench downstream`: fine-tune every model of a comparison on the tasks; one table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fdapt_core.downstream.finetune import evaluate_task, load_task_data, total_steps
+from fdapt_core.downstream.runs import (GENERAL, cached_result, ensure_general, finished_runs,
+                                        model_folder, store_result)
+from fdapt_core.downstream.tasks import load_task, task_path
+from fdapt_core.records import read_json, write_text_atomic
+from fdapt_core.runner import resolve_device
+
+from .tables import csv_text, markdown
+
+ORDER = [GENERAL, "central", "fdapt"]
+
+
+def _method_order(methods) -> list[str]:
+    return sorted(methods, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+
+
+def downstream_rows(records: dict[str, dict], tasks) -> list[dict]:
+    """Per method: each task's headline mean ± std (points), Δ vs central, fluctuation."""
+    def score(method, task):
+        d = records[method].get("downstream", {}).get(task.name)
+        if not d:
+            return None, None
+        s = d["scores"][task.metric]
+        return 100 * s["mean"], 100 * s["std"]
+
+    rows = []
+    for m in _method_order(records):
+        row = {"method": m}
+        for t in tasks:
+            mean, std = score(m, t)
+            ref, _ = score("central", t)
+            row[f"{t.name}_{t.metric}"] = mean
+            row[f"{t.name}_std"] = std
+            row[f"{t.name}_vs_central_pts"] = None if mean is None or ref is None else mean - ref
+            row[f"{t.name}_vs_central_pct"] = None if mean is None or not ref \
+                else 100 * (mean - ref) / ref
+        diffs = [abs(score(m, t)[0] - score("fdapt", t)[0]) for t in tasks
+                 if score(m, t)[0] is not None and score("fdapt", t)[0] is not None]
+        # the study's "fluctuation": the largest absolute difference from fdapt over tasks
+        row["fluctuation_vs_fdapt_pts"] = max(diffs) if diffs and m != "fdapt" else None
+        rows.append(row)
+    return rows
+
+
+def _fmt(v, spec="{:.2f}", signed=False):
+    if v is None:
+        return "-"
+    return ("{:+.2f}" if signed else spec).format(v)
+
+
+def render(rows: list[dict], tasks, title: str) -> Table:
+    t = Table(title=title)
+    t.add_column("method")
+    for task in tasks:
+        t.add_column(f"{task.name} {task.metric}", justify="right")
+        t.add_column("Δ central", justify="right")
+    t.add_column("fluctuation", justify="right")
+    for r in rows:
+        cells = [r["method"]]
+        for task in tasks:
+            mean, std = r[f"{task.name}_{task.metric}"], r[f"{task.name}_std"]
+            cells.append("-" if mean is None else f"{mean:.2f} ± {std:.2f}")
+            pts, pct = r[f"{task.name}_vs_central_pts"], r[f"{task.name}_vs_central_pct"]
+            cells.append("-" if pts is None else f"{pts:+.2f} ({pct:+.1f}%)")
+        cells.append(_fmt(r["fluctuation_vs_fdapt_pts"]))
+        t.add_row(*cells)
+    return t
+
+
+def run_downstream(out: Console, err: Console, runs: list[Path], task_names: list[str],
+                   quick: bool, device: str, force: bool, tasks_dir: Path) -> None:
+    tasks = [load_task(task_path(n, tasks_dir)) for n in task_names]
+    datas = {t.name: load_task_data(t, quick) for t in tasks}  # bad task files fail first
+    dev = resolve_device(device)
+    for folder in runs:
+        methods = finished_runs(folder)
+        methods[GENERAL] = ensure_general(folder, methods)
+        todo = [(m, t) for m in _method_order(methods) for t in tasks
+                if force or cached_result(methods[m], t, quick) is None]
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=True) as progress:
+            for m, t in todo:
+                bar = progress.add_task(f"{folder.name}/{m}: {t.name}",
+                                        total=total_steps(t, datas[t.name], quick))
+                result = evaluate_task(model_folder(methods[m]), t, dev, quick,
+                                       datas[t.name], lambda: progress.advance(bar))
+                store_result(methods[m], t, quick, result)
+                progress.remove_task(bar)
+                s = result["scores"][t.metric]
+                err.print(f"{folder.name}/{m} {t.name}: {t.metric} {100 * s['mean']:.2f}",
+                          highlight=False)
+        records = {m: read_json(p / "record.json") for m, p in methods.items()}
+        rows = downstream_rows(records, tasks)
+        mode = "quick (subsets, 1 seed)" if quick else "full"
+        title = f"{folder.name}: downstream, {mode}"
+        out.print(render(rows, tasks, title))
+        out.print("[dim]- scores in points (×100), mean ± std over seeds; Δ central in points "
+                  "(and %); fluctuation: largest |difference from fdapt| over the tasks[/dim]")
+        write_text_atomic(folder / "downstream.md", markdown(rows, title))
+        write_text_atomic(folder / "downstream.csv", csv_text(rows))
+        out.print(f"tables: {folder / 'downstream.md'}, {folder / 'downstream.csv'}")

@@ -1,0 +1,1 @@
+"""Downstream (fine-tuning) tasks: generic readers for task files and their metrics."""

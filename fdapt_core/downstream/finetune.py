@@ -1,0 +1,255 @@
+"""Fine-tune an adapted model on one downstream task; score the dev-best epoch on test.
+
+A plain PyTorch loop (the same reasoning as local training: building an HF Trainer per task and
+seed costs more than a quick run), AdamW with a linear schedule, bf16 autocast on CUDA, dynamic
+padding. For NER the first word-piece of a word carries its tag and the rest are ignored; a word
+cut off by truncation is predicted `O`, so that scores count every gold entity.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError
+from ..runner import resolve_data_path
+from .metrics import classification_scores, ner_scores
+from .readers import (TextExample, TokenExample, carve_dev, check_labels, label_set,
+                      read_conll, read_jsonl_examples, tag_set)
+from .tasks import TaskConfig
+
+IGNORE = -100
+
+
+@dataclass
+class TaskData:
+    """The three splits of a task and its label list."""
+
+    train: list
+    dev: list
+    test: list
+    labels: list[str]
+
+
+def _subsample(examples: list, n: Optional[int], seed: int) -> list:
+    if n is None or n >= len(examples):
+        return examples
+    keep = sorted(np.random.default_rng(seed).choice(len(examples), n, replace=False))
+    return [examples[i] for i in keep]
+
+
+def load_task_data(task: TaskConfig, quick: bool, seed: int = 0) -> TaskData:
+    """Read, check labels, carve dev if needed, and subsample in quick mode."""
+    def read(path: str, filter_: dict) -> list:
+        p = resolve_data_path(path)
+        if task.format == "conll":
+            return read_conll(p)
+        return read_jsonl_examples(p, task.text_field, task.label_field, task.pair_field,
+                                   task.join, filter_ or None)
+
+    train = read(task.train, task.train_filter)
+    if task.dev is None:
+        train, dev = carve_dev(train, task.dev_fraction, seed)
+    else:
+        dev = read(task.dev, task.train_filter)
+    test = read(task.test, task.test_filter)
+    labels = tag_set(train) if task.type == "token_classification" else label_set(train)
+    unknown = [x for x in task.exclude_labels if x not in labels]
+    if unknown:
+        raise ConfigError(f"task {task.name}: exclude_labels {unknown} are not labels of "
+                          f"{task.train} (labels: {', '.join(labels)})")
+    for split, path in ((dev, task.dev or task.train), (test, task.test)):
+        check_labels(split, labels, resolve_data_path(path))
+    if quick:
+        q = task.quick
+        train = _subsample(train, q.train_examples, seed)
+        dev = _subsample(dev, q.dev_examples, seed + 1)
+        test = _subsample(test, q.test_examples, seed + 2)
+    return TaskData(train, dev, test, labels)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+def encode_tokens(examples: list[TokenExample], tokenizer, labels: list[str],
+                  max_length: int) -> list[dict]:
+    """Word-piece ids with the tag on each word's first piece (IGNORE elsewhere)."""
+    index = {t: i for i, t in enumerate(labels)}
+    enc = tokenizer([e.tokens for e in examples], is_split_into_words=True, truncation=True,
+                    max_length=max_length)
+    out = []
+    for i, e in enumerate(examples):
+        words = enc.word_ids(i)
+        tags, first = [], []
+        previous = None
+        for pos, w in enumerate(words):
+            if w is None or w == previous:
+                tags.append(IGNORE)
+            else:
+                tags.append(index[e.tags[w]])
+                first.append((pos, w))
+            previous = w
+        out.append({"input_ids": enc["input_ids"][i], "labels": tags, "first": first,
+                    "n_words": len(e.tokens)})
+    return out
+
+
+def encode_texts(examples: list[TextExample], tokenizer, labels: list[str],
+                 max_length: int) -> list[dict]:
+    index = {t: i for i, t in enumerate(labels)}
+    pairs = [e.pair for e in examples] if examples and examples[0].pair is not None else None
+    enc = tokenizer([e.text for e in examples], pairs, max_length=max_length,
+                    truncation="only_second" if pairs else True)
+    return [{"input_ids": ids, "label": index[e.label]}
+            for ids, e in zip(enc["input_ids"], examples)]
+
+
+def _batch(items: list[dict], pad_id: int, token_level: bool) -> dict:
+    width = max(len(x["input_ids"]) for x in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for i, x in enumerate(items):
+        ids[i, :len(x["input_ids"])] = torch.tensor(x["input_ids"])
+        mask[i, :len(x["input_ids"])] = 1
+    if token_level:
+        labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+        for i, x in enumerate(items):
+            labels[i, :len(x["labels"])] = torch.tensor(x["labels"])
+    else:
+        labels = torch.tensor([x["label"] for x in items])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# ----------------------------------------------------------------------------- loop
+
+def _predict(model, items: list[dict], batch_size: int, pad_id: int, token_level: bool,
+             device: torch.device, dtype, outside: int = 0) -> list:
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            b = _batch(chunk, pad_id, token_level)
+            with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                logits = model(input_ids=b["input_ids"].to(device),
+                               attention_mask=b["attention_mask"].to(device)).logits
+            best = logits.argmax(-1).cpu()
+            if token_level:
+                for j, x in enumerate(chunk):
+                    words = [outside] * x["n_words"]  # words cut off by truncation: O
+                    for pos, w in x["first"]:
+                        words[w] = int(best[j, pos])
+                    preds.append(words)
+            else:
+                preds.extend(int(v) for v in best)
+    return preds
+
+
+def _score(task: TaskConfig, labels: list[str], examples: list, preds: list) -> dict:
+    if task.type == "token_classification":
+        return ner_scores([e.tags for e in examples],
+                          [[labels[i] for i in p] for p in preds])
+    return classification_scores([e.label for e in examples], [labels[i] for i in preds],
+                                 labels, task.exclude_labels)
+
+
+def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
+                  device: torch.device, epochs: int,
+                  on_step: Optional[Callable[[], None]] = None) -> dict:
+    """One seed: train `epochs`, keep the dev-best epoch, score it on test."""
+    from transformers import (AutoModelForSequenceClassification,
+                              AutoModelForTokenClassification, AutoTokenizer)
+    from transformers.utils import logging as hf_logging
+
+    token_level = task.type == "token_classification"
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer.model_max_length = 10**9
+    encode = encode_tokens if token_level else encode_texts
+    train, dev, test = (encode(s, tokenizer, data.labels, task.max_length)
+                        for s in (data.train, data.dev, data.test))
+    torch.manual_seed(seed)  # the fresh classification head and dropout
+    cls = AutoModelForTokenClassification if token_level else AutoModelForSequenceClassification
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialised head" is the point here
+    try:
+        model = cls.from_pretrained(str(model_dir), num_labels=len(data.labels),
+                                    id2label=dict(enumerate(data.labels)),
+                                    label2id={l: i for i, l in enumerate(data.labels)},
+                                    use_safetensors=True).to(device)
+    finally:
+        hf_logging.set_verbosity(level)
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    steps_per_epoch = math.ceil(len(train) / task.batch_size)
+    total = steps_per_epoch * epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=task.lr, weight_decay=task.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (total - s) / total))
+    pad = tokenizer.pad_token_id or 0
+    outside = data.labels.index("O") if "O" in data.labels else 0
+    rng = np.random.default_rng(seed)
+    best, best_state, history = -math.inf, None, []
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        order = rng.permutation(len(train))
+        for i in range(0, len(train), task.batch_size):
+            b = _batch([train[j] for j in order[i:i + task.batch_size]], pad, token_level)
+            with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                loss = model(**{k: v.to(device) for k, v in b.items()}).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            if on_step is not None:
+                on_step()
+        dev_scores = _score(task, data.labels, data.dev,
+                            _predict(model, dev, 32, pad, token_level, device, dtype, outside))
+        history.append(dev_scores[task.metric])
+        if dev_scores[task.metric] > best:
+            best = dev_scores[task.metric]
+            best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+    model.load_state_dict(best_state)
+    test_scores = _score(task, data.labels, data.test,
+                         _predict(model, test, 32, pad, token_level, device, dtype, outside))
+    return {"seed": seed, "test": test_scores, "dev_by_epoch": history,
+            "best_epoch": int(np.argmax(history)), "wall_s": time.perf_counter() - t0}
+
+
+def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick: bool,
+                  data: Optional[TaskData] = None,
+                  on_step: Optional[Callable[[], None]] = None) -> dict:
+    """Every seed of one task on one model: per-seed results and mean ± std per score."""
+    data = data or load_task_data(task, quick)
+    if not data.train or not data.dev or not data.test:
+        raise DataError(f"task {task.name}: a split is empty after filtering")
+    seeds, epochs = budget(task, quick)
+    runs = [finetune_once(model_dir, task, data, s, device, epochs, on_step)
+            for s in range(seeds)]
+    summary = {}
+    for key in runs[0]["test"]:
+        values = [r["test"][key] for r in runs]
+        summary[key] = {"mean": statistics.fmean(values),
+                        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                        "values": values}
+    return {"task": task.name, "metric": task.metric, "quick": quick, "seeds": seeds,
+            "epochs": epochs, "examples": {"train": len(data.train), "dev": len(data.dev),
+                                           "test": len(data.test)},
+            "scores": summary, "runs": runs}
+
+
+def budget(task: TaskConfig, quick: bool) -> tuple[int, int]:
+    """(seeds, epochs) of a task in this mode."""
+    return (task.quick.seeds, task.quick.epochs) if quick else (task.seeds, task.epochs)
+
+
+def total_steps(task: TaskConfig, data: TaskData, quick: bool) -> int:
+    seeds, epochs = budget(task, quick)
+    return seeds * epochs * math.ceil(len(data.train) / task.batch_size)

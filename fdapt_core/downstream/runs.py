@@ -1,0 +1,87 @@
+"""Downstream scores for every model of a comparison, written into its run records.
+
+A comparison folder `results/<name>/` holds one folder per method with a finished record and
+its final model. Beside them this module keeps `general/`: the starting model with no DAPT (the
+pretrained folder as it is, or a preset's seeded random init with the corpus tokenizer), so
+every adapted model is read against where it started.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..config import build_config
+from ..errors import DataError
+from ..model import resolve_model_path
+from ..records import SCHEMA_VERSION, read_json, write_json_atomic
+from .tasks import TaskConfig
+
+GENERAL = "general"
+
+
+def finished_runs(folder: Path) -> dict[str, Path]:
+    """method → run folder, for every finished run with a model under `folder`."""
+    if not folder.is_dir():
+        raise DataError(f"--runs: {folder}: no such results folder")
+    runs = {}
+    for rec_path in sorted(folder.glob("*/record.json")):
+        try:
+            rec = read_json(rec_path)
+        except (OSError, ValueError):
+            continue
+        if rec.get("status") == "finished" and (rec_path.parent / "model").is_dir():
+            runs[rec["method"]] = rec_path.parent
+    if not runs:
+        raise DataError(f"--runs: {folder} holds no finished run with a model "
+                        "(run `bench compare` first)")
+    return runs
+
+
+def ensure_general(folder: Path, runs: dict[str, Path]) -> Path:
+    """The folder of the starting model's record (created on first use)."""
+    out = folder / GENERAL
+    rec_path = out / "record.json"
+    if rec_path.is_file() and (out / "model").exists():
+        return out
+    source = read_json(next(r for m, r in runs.items() if m != GENERAL) / "record.json")
+    cfg = build_config(source["config"])
+    model_dir = out / "model"
+    if cfg.model.preset:
+        from ..runner import prepare, save_model
+
+        prep = prepare(cfg, "fdapt")  # the same seeded init and tokenizer every method began from
+        save_model(prep.model, prep.tokenizer, model_dir)
+        model_ref = "model"
+    else:
+        model_ref = resolve_model_path(cfg.model.name_or_path)
+    write_json_atomic(rec_path, {
+        "schema_version": SCHEMA_VERSION, "name": cfg.name, "method": GENERAL,
+        "base_method": GENERAL, "status": "finished", "config": source["config"],
+        "config_hash": source["config_hash"], "model_dir": model_ref})
+    return out
+
+
+def model_folder(run: Path) -> Path:
+    rec = read_json(run / "record.json")
+    ref = Path(rec.get("model_dir", "model"))
+    return ref if ref.is_absolute() else run / ref
+
+
+def task_hash(task: TaskConfig, quick: bool) -> str:
+    text = json.dumps({"task": asdict(task), "quick": quick}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_result(run: Path, task: TaskConfig, quick: bool) -> dict | None:
+    rec = read_json(run / "record.json")
+    found = rec.get("downstream", {}).get(task.name)
+    return found if found and found.get("task_hash") == task_hash(task, quick) else None
+
+
+def store_result(run: Path, task: TaskConfig, quick: bool, result: dict) -> None:
+    """Add one task's scores to a run record (atomically, keeping everything else)."""
+    rec = read_json(run / "record.json")
+    rec.setdefault("downstream", {})[task.name] = {**result, "task_hash": task_hash(task, quick)}
+    write_json_atomic(run / "record.json", rec)
