@@ -136,3 +136,25 @@ def test_real_task_quick_fine_tune(adapted, name):
                         __import__("torch").device("cpu"), quick=True)
     assert res["examples"] == {"train": 64, "dev": 32, "test": 64}
     assert 0.0 <= res["scores"][task.metric]["mean"] <= 1.0
+
+
+def test_ner_alignment_labels_first_piece_only(tmp_path):
+    from fdapt_core.downstream.finetune import IGNORE, encode_tokens
+    from fdapt_core.downstream.readers import TokenExample
+    from fdapt_core.model import train_tokenizer
+
+    tok = train_tokenizer(["the cardiac tumour grew", "cardiac arrest"], 128, tmp_path)
+    ex = TokenExample(["cardiactumour", "grew", "arrest"], ["B-Disease", "O", "O"])
+    labels = ["O", "B-Disease", "I-Disease"]
+    (enc,) = encode_tokens([ex], tok, labels, max_length=64)
+    pieces = tok.convert_ids_to_tokens(enc["input_ids"])
+    assert pieces[0] == "[CLS]" and pieces[-1] == "[SEP]"
+    n_first_word = len(tok.tokenize("cardiactumour"))
+    assert n_first_word > 1  # the word is split, so the rule matters
+    expected = [IGNORE, 1] + [IGNORE] * (n_first_word - 1)
+    assert enc["labels"][: 1 + n_first_word] == expected
+    assert [p for p, w in enc["first"]] == [1, 1 + n_first_word, 2 + n_first_word]
+    assert enc["labels"][-1] == IGNORE
+    # truncation: words cut off are absent from `first` and later predicted O
+    (short,) = encode_tokens([ex], tok, labels, max_length=3)
+    assert [w for _, w in short["first"]] == [0] and short["n_words"] == 3

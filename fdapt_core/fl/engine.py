@@ -62,10 +62,6 @@ class Context:
     flops: Optional[FlopCache] = None  # None: FLOPs not counted (profile.count_flops: false)
 
 
-def trainable_params(model: nn.Module) -> dict[str, torch.Tensor]:
-    return dict(model.named_parameters())
-
-
 def load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
