@@ -57,3 +57,25 @@ def test_prepare_builds_disjoint_client_shards(tiny):
         == {d.id for d in prep.docs}
     assert prep.manifest["clients"] == [[prep.docs[i].id for i in p] for p in prep.parts]
     assert all(len(b) > 0 and b.shape[1] == 32 for b in prep.client_blocks)
+
+
+def test_heldout_loss_on_masked_positions_only_equals_the_models_own_loss(tmp_path):
+    import math
+
+    from fdapt_core.fl.evaluate import HeldOut
+    from fdapt_core.model import build_from_preset, masked_lm_head
+
+    tok = TokenizerInfo(vocab_size=200, mask_id=4, pad_id=0, special_ids=(0, 1, 2, 3, 4))
+    blocks = torch.randint(5, 200, (10, 24))
+    model = build_from_preset("tiny", 200, 64)
+    held = HeldOut(blocks, tok, 0.15, seed=3, batch_size=4)
+    fast = held.evaluate(model, torch.device("cpu"))
+    # the reference: HF's loss over the full vocabulary projection, weighted by masked tokens
+    model.eval()
+    with torch.no_grad():
+        total = sum(model(input_ids=i, labels=l).loss.item() * int((l != -100).sum())
+                    for i, l in held.batches)
+    model.train()
+    assert masked_lm_head(model) is not None
+    assert math.isclose(fast["loss"], total / held.n_masked, rel_tol=1e-5)
+    assert model.training  # evaluation puts the mode back

@@ -5,10 +5,11 @@ import math
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.masking import IGNORE, mask_tokens
-from ..model import TokenizerInfo
+from ..model import TokenizerInfo, masked_lm_head
 from ..seeding import derive
 
 
@@ -31,15 +32,22 @@ class HeldOut:
         was_training = model.training
         model.eval()
         t0 = time.perf_counter()
+        head = masked_lm_head(model)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for inputs, labels in self.batches:
-            count = int((labels != IGNORE).sum())
+            inputs, labels = inputs.to(device), labels.to(device)
+            chosen = labels != IGNORE
+            count = int(chosen.sum())
             if count == 0:
                 continue
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
-                loss = model(input_ids=inputs.to(device), labels=labels.to(device)).loss
-            total += loss.double() * count  # HF returns the mean over masked tokens
+                if head is None:  # an unknown head: the model's own (mean) loss
+                    total += model(input_ids=inputs, labels=labels).loss.double() * count
+                    continue
+                hidden = model.base_model(input_ids=inputs).last_hidden_state
+                logits = head(hidden[chosen])  # the vocabulary only where it is scored
+            total += F.cross_entropy(logits.float(), labels[chosen], reduction="sum").double()
         loss = (total / max(1, self.n_masked)).item()
         model.train(was_training)
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0)),
