@@ -140,7 +140,7 @@ def test_jsonl_filter_keeps_matching_objects(tmp_path: Path) -> None:
     ("lines", "kwargs", "message"),
     [
         (['{"text": "ok"}', '{"text": oops}'], {}, r"bad\.jsonl:2: not valid JSON"),
-        (['{"text": "ok"}', '["a", "list"]'], {}, r"bad\.jsonl:2: expected a JSON object, got list"),
+        (['{"text": "ok"}', '["a", "list"]'], {}, r"bad\.jsonl:2: expected a JSON object, got a list"),
         (
             ['{"text": "ok"}', '{"body": "x"}'],
             {"text_fields": ("title", "abstract")},

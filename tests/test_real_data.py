@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-import torch
 
 from fdapt_core.config import load_config
 from fdapt_core.runner import prepare, run

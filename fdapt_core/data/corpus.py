@@ -29,13 +29,13 @@ raises too: an empty corpus is always a mistake in the path, the fields or the f
 from __future__ import annotations
 
 import codecs
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fdapt_core.data.document import Document
+from fdapt_core.data.textfile import matches, parse_object, read_lines
 from fdapt_core.errors import DataError
 
 __all__ = ["read_hf", "read_jsonl", "read_text"]
@@ -105,7 +105,7 @@ def _text_files(root: Path) -> list[tuple[Path, str]]:
 
 
 def _line_documents(file: Path, name: str) -> Iterator[Document]:
-    for lineno, line in _lines(file):
+    for lineno, line in read_lines(file):
         text = line.strip()
         if text:
             yield Document(id=f"{name}:{lineno}", text=text)
@@ -119,21 +119,6 @@ def _file_document(file: Path, name: str) -> Document | None:
         lineno = data.count(b"\n", 0, exc.start) + 1
         raise DataError(f"{file}:{lineno}: not valid UTF-8 ({exc.reason})") from None
     return Document(id=name, text=text) if text else None
-
-
-def _lines(file: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(1-based line number, decoded line)``; a bad byte names the file and line.
-
-    Lines are split on ``\\n`` only (as editors count them), not on the extra Unicode breaks
-    `str.splitlines` knows, so the numbers in error messages and ids match what users see.
-    """
-    with file.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{file}:{lineno}: not valid UTF-8 ({exc.reason})") from None
-            yield lineno, line.rstrip("\r\n")
 
 
 # ----------------------------------------------------------------------------------- JSONL
@@ -168,31 +153,13 @@ def _jsonl_records(
     file: Path, wanted: Mapping[str, str]
 ) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
     """Yield ``(where, default id, object)`` for each non-blank line that passes the filter."""
-    for lineno, line in _lines(file):
+    for lineno, line in read_lines(file):
         if not line.strip():
             continue
         where = f"{file}:{lineno}"
-        record = _parse_object(line, where)
-        if _matches(record, wanted):
+        record = parse_object(line, where)
+        if matches(record, wanted):
             yield where, str(lineno), record
-
-
-def _parse_object(line: str, where: str) -> Mapping[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    return record
-
-
-def _matches(record: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:
-    """Compare as strings so that ``{"year": "1991"}`` from a config matches a JSON number."""
-    return all(
-        name in record and record[name] is not None and str(record[name]) == str(value)
-        for name, value in wanted.items()
-    )
 
 
 # ------------------------------------------------------------------------ Hugging Face

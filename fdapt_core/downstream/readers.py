@@ -10,7 +10,6 @@ the file there and fix it. Anything wrong with a file raises `DataError` with su
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from fdapt_core.data.textfile import json_type, matches, parse_object, read_lines
 from fdapt_core.errors import ConfigError, DataError
 
 T = TypeVar("T")
@@ -57,25 +57,6 @@ def _existing_file(path: str | Path) -> Path:
     return file
 
 
-def _lines(file: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(1-based line number, decoded line)``; a bad byte names the file and line.
-
-    Lines are split on ``\\n`` only (as editors count them), so that the numbers in error
-    messages match what users see; a UTF-8 byte-order mark on the first line is dropped.
-    """
-    try:
-        handle = file.open("rb")
-    except OSError as exc:
-        raise DataError(f"{file}: cannot be read ({exc.strerror})") from None
-    with handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{file}:{lineno}: not valid UTF-8 ({exc.reason})") from None
-            yield lineno, line.rstrip("\r\n")
-
-
 # ----------------------------------------------------------------------------- CoNLL
 
 
@@ -99,7 +80,7 @@ def read_conll(path: str | Path) -> list[TokenExample]:
 
 def _sentences(file: Path) -> Iterator[TokenExample]:
     current = TokenExample(tokens=[], tags=[])
-    for lineno, line in _lines(file):
+    for lineno, line in read_lines(file):
         if not line.strip() or line.startswith(DOCSTART):
             if current.tokens:
                 yield current
@@ -150,36 +131,18 @@ def read_jsonl_examples(
     wanted = dict(filter or {})
     seen: set[str] = set()  # filter fields that occur at all, to explain an empty result
     examples: list[TextExample] = []
-    for lineno, line in _lines(file):
+    for lineno, line in read_lines(file):
         if not line.strip():
             continue
         where = f"{file}:{lineno}"
-        record = _parse_object(line, where)
+        record = parse_object(line, where)
         seen.update(name for name in wanted if name in record)
-        if _matches(record, wanted):
+        if matches(record, wanted):
             examples.append(_text_example(record, text_field, pair_field, label_field, join,
                                           where, lineno))
     if not examples:
         raise DataError(_no_examples(file, wanted, seen))
     return examples
-
-
-def _parse_object(line: str, where: str) -> Mapping[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, got {_json_type(record)}")
-    return record
-
-
-def _matches(record: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:
-    """Compare as strings so that ``{"year": "1991"}`` from a config matches a JSON number."""
-    return all(
-        name in record and record[name] is not None and str(record[name]) == str(value)
-        for name, value in wanted.items()
-    )
 
 
 def _text_example(record: Mapping[str, Any], text_field: str, pair_field: str | None,
@@ -204,7 +167,7 @@ def _text(record: Mapping[str, Any], name: str, role: str, join: str, where: str
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return join.join(value)
     raise DataError(f"{where}: {role} field {name!r} must be a string or a list of strings, "
-                    f"got {_json_type(value)}")
+                    f"got {json_type(value)}")
 
 
 def _label(record: Mapping[str, Any], name: str, where: str) -> str:
@@ -214,21 +177,9 @@ def _label(record: Mapping[str, Any], name: str, where: str) -> str:
         return str(value)
     if isinstance(value, str) and value.strip():
         return value
-    shown = "an empty string" if isinstance(value, str) else _json_type(value)
+    shown = "an empty string" if isinstance(value, str) else json_type(value)
     raise DataError(f"{where}: label field {name!r} must be a non-empty string or an "
                     f"integer, got {shown}")
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a value's type, as the user sees it in the file."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    names = {str: "a string", list: "a list", dict: "an object"}
-    return names.get(type(value), type(value).__name__)
 
 
 def _no_examples(file: Path, wanted: Mapping[str, str], seen: set[str]) -> str:
