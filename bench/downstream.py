@@ -70,7 +70,8 @@ def render(rows: list[dict], tasks, title: str) -> Table:
             mean, std = r[f"{task.name}_{task.metric}"], r[f"{task.name}_std"]
             cells.append("-" if mean is None else f"{mean:.2f} ± {std:.2f}")
             pts, pct = r[f"{task.name}_vs_central_pts"], r[f"{task.name}_vs_central_pct"]
-            cells.append("-" if pts is None else f"{pts:+.2f} ({pct:+.1f}%)")
+            rel = "" if pct is None else f" ({pct:+.1f}%)"  # no % of a zero score
+            cells.append("-" if pts is None else f"{pts:+.2f}{rel}")
         cells.append(_fmt(r["fluctuation_vs_fdapt_pts"]))
         t.add_row(*cells)
     return t

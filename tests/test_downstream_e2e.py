@@ -158,3 +158,18 @@ def test_ner_alignment_labels_first_piece_only(tmp_path):
     # truncation: words cut off are absent from `first` and later predicted O
     (short,) = encode_tokens([ex], tok, labels, max_length=3)
     assert [w for _, w in short["first"]] == [0] and short["n_words"] == 3
+
+
+def test_table_rows_survive_a_zero_central_score():
+    from bench.downstream import downstream_rows, render
+    from fdapt_core.downstream.tasks import TaskConfig
+
+    task = TaskConfig(name="t", metric="f1")
+    rec = lambda v: {"downstream": {"t": {"scores": {"f1": {"mean": v, "std": 0.0}}}}}
+    rows = downstream_rows({"central": rec(0.0), "fdapt": rec(0.5), "general": {}}, [task])
+    by = {r["method"]: r for r in rows}
+    assert [r["method"] for r in rows] == ["general", "central", "fdapt"]
+    assert by["fdapt"]["t_vs_central_pts"] == 50.0 and by["fdapt"]["t_vs_central_pct"] is None
+    assert by["central"]["fluctuation_vs_fdapt_pts"] == 50.0
+    assert by["general"]["t_f1"] is None
+    render(rows, [task], "t")  # formats without error

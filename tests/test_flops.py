@@ -115,3 +115,12 @@ def test_record_flops_scale_with_samples_and_beat_the_estimate_when_frozen(tiny)
     assert {"data", "forward", "backward", "optimizer", "aggregation", "evaluation",
             "checkpoint"} <= set(t["phases_s"])
     assert t["bytes_sent"] == t["bytes_up"] + t["bytes_down"]
+
+
+def test_mfu_against_a_configured_peak(tiny):
+    rec = run(tiny("fl.rounds=1", "profile.peak_tflops=0.5"), "fdapt")
+    t = rec["totals"]
+    assert t["peak_flops"] == 0.5e12
+    assert t["mfu"] == pytest.approx(t["train_flops"] / t["local_train_s"] / 0.5e12)
+    off = run(tiny("fl.rounds=1", "profile.count_flops=false", "name=off"), "fdapt")
+    assert off["totals"]["train_flops"] is None and off["totals"]["mfu"] is None

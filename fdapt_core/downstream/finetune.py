@@ -11,7 +11,7 @@ import copy
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -43,6 +43,15 @@ def _subsample(examples: list, n: Optional[int], seed: int) -> list:
         return examples
     keep = sorted(np.random.default_rng(seed).choice(len(examples), n, replace=False))
     return [examples[i] for i in keep]
+
+
+def in_mode(task: TaskConfig, quick: bool) -> TaskConfig:
+    """The task as it runs in this mode: quick mode may shorten examples and raise the lr."""
+    if not quick:
+        return task
+    q = task.quick
+    return replace(task, lr=q.lr if q.lr is not None else task.lr,
+                   max_length=q.max_length or task.max_length, epochs=q.epochs, seeds=q.seeds)
 
 
 def load_task_data(task: TaskConfig, quick: bool, seed: int = 0) -> TaskData:
@@ -230,7 +239,8 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
     data = data or load_task_data(task, quick)
     if not data.train or not data.dev or not data.test:
         raise DataError(f"task {task.name}: a split is empty after filtering")
-    seeds, epochs = budget(task, quick)
+    task = in_mode(task, quick)
+    seeds, epochs = task.seeds, task.epochs
     runs = [finetune_once(model_dir, task, data, s, device, epochs, on_step)
             for s in range(seeds)]
     summary = {}
@@ -240,16 +250,11 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
                         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                         "values": values}
     return {"task": task.name, "metric": task.metric, "quick": quick, "seeds": seeds,
-            "epochs": epochs, "examples": {"train": len(data.train), "dev": len(data.dev),
+            "epochs": epochs, "lr": task.lr, "max_length": task.max_length, "examples": {"train": len(data.train), "dev": len(data.dev),
                                            "test": len(data.test)},
             "scores": summary, "runs": runs}
 
 
-def budget(task: TaskConfig, quick: bool) -> tuple[int, int]:
-    """(seeds, epochs) of a task in this mode."""
-    return (task.quick.seeds, task.quick.epochs) if quick else (task.seeds, task.epochs)
-
-
 def total_steps(task: TaskConfig, data: TaskData, quick: bool) -> int:
-    seeds, epochs = budget(task, quick)
-    return seeds * epochs * math.ceil(len(data.train) / task.batch_size)
+    task = in_mode(task, quick)
+    return task.seeds * task.epochs * math.ceil(len(data.train) / task.batch_size)

@@ -24,6 +24,8 @@ class QuickConfig:
     test_examples: int = opt(400, "test examples used (seeded sample)", min=1)
     epochs: int = opt(1, "epochs", min=1)
     seeds: int = opt(1, "fine-tuning seeds", min=1)
+    lr: Optional[float] = opt(None, "learning rate (null: the task's)", min=0.0)
+    max_length: Optional[int] = opt(None, "tokens per example (null: the task's)", min=8)
 
 
 @dataclass
