@@ -159,6 +159,26 @@ class EvalConfig:
 
 
 @dataclass
+class FaultsConfig:
+    """Client faults, injected (seeded) and screened for at aggregation."""
+
+    dropout: float = opt(0.0, "probability that a sampled client drops out of a round",
+                         min=0.0, max=1.0)
+    corrupt: float = opt(0.0, "probability that a client returns a corrupted update",
+                         min=0.0, max=1.0)
+    corrupt_kinds: list[str] = opt(None, "corruptions drawn from: nan, inf, scale (the update "
+                                   "times corrupt_scale)", factory=lambda: ["nan", "inf",
+                                                                            "scale"])
+    corrupt_scale: float = opt(100.0, "the factor of a `scale` corruption", min=1.0)
+    max_norm_ratio: Optional[float] = opt(None, "reject an update whose norm exceeds this many "
+                                          "times the median of recently accepted ones, e.g. 10 "
+                                          "(null: no bound, the study's FedAvg); non-finite "
+                                          "updates are always rejected", min=1.0)
+    min_clients: int = opt(1, "fewer valid updates in a round: keep the previous global "
+                           "model", min=1)
+
+
+@dataclass
 class ProfileConfig:
     """What is measured beside training."""
 
@@ -187,6 +207,7 @@ class RunConfig:
     central: CentralConfig = opt(None, "central baseline", factory=CentralConfig)
     eval: EvalConfig = opt(None, "held-out evaluation", factory=EvalConfig)
     profile: ProfileConfig = opt(None, "measurement", factory=ProfileConfig)
+    faults: FaultsConfig = opt(None, "client faults", factory=FaultsConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -380,6 +401,12 @@ def validate(cfg: RunConfig) -> None:
             and not d.key_field:
         raise ConfigError(f"partition.method={cfg.partition.method} needs data.key_field "
                           "(the field whose values are split among clients)")
+    bad = sorted(set(cfg.faults.corrupt_kinds) - {"nan", "inf", "scale"})
+    if bad or not cfg.faults.corrupt_kinds:
+        raise ConfigError(f"faults.corrupt_kinds: {bad or '[]'}; choose from nan, inf, scale")
+    if cfg.faults.min_clients > cfg.fl.clients:
+        raise ConfigError(f"faults.min_clients ({cfg.faults.min_clients}) is more than "
+                          f"fl.clients ({cfg.fl.clients})")
     f = cfg.freeze
     if f.min_blocks > f.max_blocks:
         raise ConfigError(f"freeze.min_blocks ({f.min_blocks}) is above freeze.max_blocks "

@@ -357,6 +357,9 @@ def totals(rounds: list[dict], n_params: int) -> dict:
         "samples_per_s": sum(c["samples"] for c in rows) / local if local > 0 else None,
         "phases_s": phases,
         "bytes_up": up, "bytes_down": down, "bytes_sent": up + down,
+        "dropped_updates": sum(bool(c.get("dropped")) for c in rows),
+        "rejected_updates": sum(bool(c.get("rejected")) for c in rows),
+        "rounds_not_aggregated": sum(not r.get("aggregated", True) for r in rounds),
         # share of parameter updates that happened: steps-weighted trainable share
         "trainable_share": sum(c["trainable_params"] * c["steps"] for c in rows)
         / max(1, n_params * steps),

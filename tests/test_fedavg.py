@@ -5,9 +5,9 @@ from fdapt_core.fl.fedavg import FedAvg
 
 
 def _round(strategy, global_params, uploads, weights):
-    strategy.begin_round(global_params, weights)
+    strategy.begin_round(global_params)
     for c, sent in uploads.items():
-        strategy.accumulate(c, sent)
+        strategy.accumulate(c, sent, weights[c])
     return strategy.finish()
 
 
@@ -50,6 +50,15 @@ def test_a_parameter_nobody_sent_stays():
     assert _round(FedAvg("senders"), g, {0: {}}, {0: 1.0})["w"].item() == 1.5
 
 
-def test_zero_total_weight_is_refused():
-    with pytest.raises(ValueError):
-        FedAvg().begin_round({"w": torch.zeros(1)}, {0: 0.0})
+def test_a_zero_weight_is_refused():
+    s = FedAvg()
+    s.begin_round({"w": torch.zeros(1)})
+    with pytest.raises(ValueError, match="client 3"):
+        s.accumulate(3, {"w": torch.ones(1)}, 0.0)
+
+
+def test_no_arrival_keeps_the_global_model():
+    s = FedAvg()
+    g = {"w": torch.tensor([1.25])}
+    s.begin_round(g)
+    assert torch.equal(s.finish()["w"], g["w"]) and s.accepted == []

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..checkpoint import Checkpoints
 from ..config import RunConfig
+from ..errors import FdaptError
 from ..freeze import FreezePlan, apply_freeze
 from ..model import TokenizerInfo
 from ..profiling.flops import FlopCache, analytic_flops
@@ -28,7 +29,12 @@ from ..profiling.memory import PeakMemory
 from ..seeding import derive
 from .evaluate import HeldOut
 from .fedavg import FedAvg
-from .local import BatchStream, amp_dtype, make_optimizer, train_steps
+from .faults import Faults
+from .local import BatchStream, LocalStats, amp_dtype, make_optimizer, train_steps
+
+
+class TrainingError(FdaptError):
+    """Training cannot go on (e.g. the central loss became NaN)."""
 
 
 class Callbacks(Protocol):
@@ -207,32 +213,44 @@ class FederatedTrainer(_RoundLoop):
         super().__init__(ctx)
         self.plans, self.strategy, self.executor, self.method = plans, strategy, executor, method
         self.client_opt_state: dict[int, dict] = {}  # optimizer_reset: persist
+        self.faults = Faults(ctx.cfg.faults, ctx.cfg.seed, window=2 * ctx.cfg.fl.clients)
 
     def train_round(self, r: int) -> dict:
         ctx, cfg = self.ctx, self.ctx.cfg
         clients = sample_clients(cfg, r)
         ctx.callbacks.round_start(r, cfg.fl.rounds, clients)
-        weights = {c: client_weight(cfg, len(ctx.client_blocks[c])) for c in clients}
         global_params = snapshot(ctx.model)
-        self.strategy.begin_round(global_params, weights)
+        self.strategy.begin_round(global_params)
         t0 = time.perf_counter()
         stats = self.executor.run_round(self, r, clients, global_params)
         t_agg = time.perf_counter()
-        load_params(ctx.model, self.strategy.finish())
+        accepted = list(self.strategy.accepted)
+        # too few valid updates: the round changes nothing rather than trusting one or two
+        aggregated = len(accepted) >= cfg.faults.min_clients
+        load_params(ctx.model, self.strategy.finish() if aggregated else global_params)
         agg_s = time.perf_counter() - t_agg
-        for s in stats:
-            s["weight"] = weights[s["client"]]
         return {"round": r, "clients": stats, "train_wall_s": t_agg - t0,
-                "aggregate_wall_s": agg_s}
+                "aggregate_wall_s": agg_s, "accepted": accepted, "aggregated": aggregated,
+                "dropped": [s["client"] for s in stats if s.get("dropped")],
+                "rejected": {str(s["client"]): s["rejected"] for s in stats
+                             if s.get("rejected")}}
 
     def train_client(self, r: int, client: int, global_params: dict[str, torch.Tensor]) -> dict:
         """One client's round, from the global model; its upload goes to the strategy."""
         ctx, cfg = self.ctx, self.ctx.cfg
         model, blocks = ctx.model, ctx.client_blocks[client]
-        load_params(model, global_params)
         plan = self.plans[client] if self.plans else None
-        apply_freeze(model, plan)
         step_flops = self.count_flops(blocks, plan.names if plan else frozenset())
+        weight = client_weight(cfg, len(blocks))
+        fault = self.faults.draw(r, client)
+        if fault == "drop":  # gone before it downloaded anything
+            ctx.callbacks.client_start(client, 0)
+            row = self.client_row(client, LocalStats(), plan, step_flops, 0, 0)
+            row.update(weight=weight, dropped=True, rejected=None, fault="drop")
+            ctx.callbacks.client_end(client, row)
+            return row
+        load_params(model, global_params)
+        apply_freeze(model, plan)
         steps = steps_per_round(len(blocks), cfg)
         persist = cfg.train.optimizer_reset == "persist"
         total = steps * cfg.fl.rounds if persist else steps
@@ -255,19 +273,27 @@ class FederatedTrainer(_RoundLoop):
         # What crosses the network: the whole global model down; up, only what changed
         # (frozen blocks stay home unless fl.send_frozen), in the dtype it is held in.
         sent = {n: p for n, p in params.items() if cfg.fl.send_frozen or p.requires_grad}
-        self.strategy.accumulate(client, sent)
+        upload = self.faults.corrupt(fault, sent, global_params) if fault else sent
+        rejected, norm = self.faults.screen(upload, global_params)
+        if rejected is None:
+            self.strategy.accumulate(client, upload, weight)
+            self.faults.accept(norm)
         row = self.client_row(client, st, plan, step_flops, nbytes(params.values()),
                               nbytes(sent.values()))
+        row.update(weight=weight, dropped=False, rejected=rejected, fault=fault,
+                   update_norm=norm if math.isfinite(norm) else None)
         apply_freeze(model, None)
         ctx.callbacks.client_end(client, row)
         return row
 
     def state(self) -> dict:
-        return {"strategy": self.strategy.state_dict(), "client_opt": self.client_opt_state}
+        return {"strategy": self.strategy.state_dict(), "client_opt": self.client_opt_state,
+                "accepted_norms": list(self.faults.accepted_norms)}
 
     def load_state(self, state: dict) -> None:
         self.strategy.load_state_dict(state["strategy"])
         self.client_opt_state = dict(state["client_opt"])
+        self.faults.accepted_norms = list(state.get("accepted_norms", []))
 
 
 class SequentialExecutor:
@@ -308,6 +334,10 @@ class CentralTrainer(_RoundLoop):
         st = train_steps(ctx.model, self.blocks, self.stream.take(sum(self.plan[:r]), steps),
                          optimizer=self.opt, scheduler=self.sched, cfg=cfg.train, tok=ctx.tok,
                          mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step)
+        if not math.isfinite(st.loss):  # no server to reject it: the run cannot go on
+            raise TrainingError(f"central training diverged in round {r + 1}: the mean "
+                                f"training loss is {st.loss}; lower train.lr (now "
+                                f"{cfg.train.lr:g}) or set train.max_grad_norm")
         row = self.client_row("central", st, None, step_flops, 0, 0)
         row["weight"] = 1.0
         ctx.callbacks.client_end(0, row)

@@ -1,8 +1,8 @@
 """FedAvg: the server's new model is the weighted mean of the clients' models.
 
-Streaming: each client's upload is folded into a float64 running sum as it arrives, so server
-memory does not grow with the number of clients, and the sum of a single client (weight 1) or of
-identical clients is that model exactly after the cast back.
+Streaming: each client's upload is folded into a float64 running sum, weighted by its raw
+weight, as it arrives, and divided by the total weight at the end; server memory does not grow
+with the number of clients, and one client, or identical clients, give that model exactly.
 
 A parameter a client did not send (a frozen block, with `send_frozen: false`) is unchanged on
 that client, so under `frozen_aggregation: global` the server counts its own copy in the
@@ -28,38 +28,41 @@ class FedAvg:
         self.frozen_aggregation = frozen_aggregation
         self._global: dict[str, torch.Tensor] = {}
 
-    def begin_round(self, global_params: Mapping[str, torch.Tensor],
-                    weights: Mapping[int, float]) -> None:
-        """Start a round with the current global model and the raw client weights."""
-        total = float(sum(weights.values()))
-        if total <= 0:
-            raise ValueError("FedAvg needs a positive total client weight")
-        self._p = {c: float(w) / total for c, w in weights.items()}
+    def begin_round(self, global_params: Mapping[str, torch.Tensor]) -> None:
+        """Start a round from the current global model."""
         self._global = dict(global_params)
         self._sum = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in self._global.items()}
         self._sent_w = dict.fromkeys(self._global, 0.0)
+        self._total_w = 0.0
+        self.accepted: list[int] = []
 
-    def accumulate(self, client: int, sent: Mapping[str, torch.Tensor]) -> None:
-        """Fold in one client's upload (only the tensors it sent)."""
-        p = self._p[client]
+    def accumulate(self, client: int, sent: Mapping[str, torch.Tensor], weight: float) -> None:
+        """Fold in one client's upload (only the tensors it sent) with its raw weight.
+
+        Weights are normalised in `finish`, over the clients actually folded in, so a client
+        that dropped out or was rejected simply never arrives. With integer weights (batches,
+        tokens) every product is exact in float64."""
+        if weight <= 0:
+            raise ValueError(f"client {client}: FedAvg weight must be positive, got {weight}")
         for k, g in self._global.items():
             if k in sent:
-                self._sum[k].add_(sent[k].detach().to(torch.float64), alpha=p)
-                self._sent_w[k] += p
+                self._sum[k].add_(sent[k].detach().to(torch.float64), alpha=weight)
+                self._sent_w[k] += weight
             elif self.frozen_aggregation == "global":
                 # in the client's turn, so the sum is bit-identical to having sent it
-                self._sum[k].add_(g.to(torch.float64), alpha=p)
+                self._sum[k].add_(g.to(torch.float64), alpha=weight)
+        self._total_w += weight
+        self.accepted.append(client)
 
     def finish(self) -> dict[str, torch.Tensor]:
-        """The new global parameters (same dtypes as the old)."""
+        """The new global parameters (same dtypes as the old); the old ones if none arrived."""
         new = {}
         for k, g in self._global.items():
             s = self._sum[k]
             if self._sent_w[k] == 0.0:
                 new[k] = g.clone()
                 continue
-            if self.frozen_aggregation == "senders":
-                s.div_(self._sent_w[k])
+            s.div_(self._total_w if self.frozen_aggregation == "global" else self._sent_w[k])
             new[k] = s.to(g.dtype)
         self._sum = {}
         return new

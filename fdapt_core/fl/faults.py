@@ -1,0 +1,70 @@
+"""Client faults: seeded injection (drop-outs, corrupted updates) and the server's screen.
+
+Injection is drawn per (round, client) from the run seed, so a faulty run is as reproducible
+as a clean one. The screen runs on every update, injected or not: a non-finite value is always
+rejected; an update whose norm ‖θ_client − θ_global‖ is more than `max_norm_ratio` times the
+median of recently accepted norms is rejected too (the first updates of a run, with nothing to
+compare to, pass the finite check only).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+
+from ..config import FaultsConfig
+from ..seeding import derive
+
+
+class Faults:
+    def __init__(self, cfg: FaultsConfig, seed: int, window: int):
+        self.cfg, self.seed, self.window = cfg, seed, window
+        self.accepted_norms: list[float] = []  # checkpointed: the screen's memory
+
+    def draw(self, round_index: int, client: int) -> Optional[str]:
+        """None, "drop", or a corruption kind for this client's round."""
+        rng = np.random.default_rng(derive(self.seed, "faults", round_index, client))
+        u_drop, u_corrupt, u_kind = rng.random(3)
+        if u_drop < self.cfg.dropout:
+            return "drop"
+        if u_corrupt < self.cfg.corrupt:
+            kinds = self.cfg.corrupt_kinds
+            return kinds[int(u_kind * len(kinds))]
+        return None
+
+    def corrupt(self, kind: str, sent: Mapping[str, torch.Tensor],
+                global_params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A corrupted copy of an upload (the client's model itself is not touched)."""
+        out = {k: v.detach().clone() for k, v in sent.items()}
+        if kind == "scale":
+            for k, v in out.items():
+                g = global_params[k]
+                v.copy_(g + self.cfg.corrupt_scale * (v - g))
+        else:
+            first = next(iter(out.values()))
+            first.view(-1)[0] = math.nan if kind == "nan" else math.inf
+        return out
+
+    def screen(self, sent: Mapping[str, torch.Tensor],
+               global_params: Mapping[str, torch.Tensor]) -> tuple[Optional[str], float]:
+        """(reason to reject or None, update norm)."""
+        sq = 0.0
+        for k, v in sent.items():
+            if not torch.isfinite(v).all():
+                return f"non-finite values in {k}", math.nan
+            sq += float((v.detach().double() - global_params[k].double()).pow(2).sum())
+        norm = math.sqrt(sq)
+        ratio = self.cfg.max_norm_ratio
+        recent = self.accepted_norms[-self.window:]
+        if ratio is not None and recent:
+            ref = statistics.median(recent)
+            if ref > 0 and norm > ratio * ref:
+                return (f"update norm {norm:.4g} is more than {ratio:g} × the median of recent "
+                        f"accepted updates ({ref:.4g})"), norm
+        return None, norm
+
+    def accept(self, norm: float) -> None:
+        self.accepted_norms.append(norm)

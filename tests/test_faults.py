@@ -1,0 +1,71 @@
+"""Client faults: injection is seeded, the screen rejects what it should, runs survive."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fdapt_core.config import FaultsConfig
+from fdapt_core.fl.faults import Faults
+from fdapt_core.runner import run
+
+
+def test_draws_are_seeded_and_follow_the_rates():
+    f = Faults(FaultsConfig(dropout=0.2, corrupt=0.1), seed=0, window=8)
+    draws = [f.draw(r, c) for r in range(200) for c in range(10)]
+    assert draws == [Faults(FaultsConfig(dropout=0.2, corrupt=0.1), 0, 8).draw(r, c)
+                     for r in range(200) for c in range(10)]
+    assert 0.17 < draws.count("drop") / 2000 < 0.23
+    corrupted = sum(d in ("nan", "inf", "scale") for d in draws) / 2000
+    assert 0.06 < corrupted < 0.10  # 10 % of the 80 % that did not drop
+    assert all(d is None for d in (Faults(FaultsConfig(), 0, 8).draw(r, 0) for r in range(50)))
+
+
+def test_screen_rejects_non_finite_and_outsized_updates():
+    g = {"a": torch.zeros(4), "b": torch.zeros(2)}
+    f = Faults(FaultsConfig(max_norm_ratio=10.0), seed=0, window=4)
+    ok = {"a": torch.ones(4), "b": torch.zeros(2)}
+    reason, norm = f.screen(ok, g)
+    assert reason is None and norm == pytest.approx(2.0)
+    f.accept(norm)
+    for kind in ("nan", "inf"):
+        bad = f.corrupt(kind, ok, g)
+        assert f.screen(bad, g)[0].startswith("non-finite values in a")
+        assert torch.isfinite(ok["a"]).all()  # the client's own tensors are untouched
+    scaled = Faults(FaultsConfig(corrupt_scale=100.0), 0, 4).corrupt("scale", ok, g)
+    reason, norm = f.screen(scaled, g)
+    assert norm == pytest.approx(200.0) and "more than 10" in reason
+    assert f.screen({"a": torch.full((4,), 9.0), "b": torch.zeros(2)}, g)[0] is None  # 18 < 20
+
+
+def test_faulty_run_completes_records_why_and_stays_close(tiny):
+    base = ["fl.rounds=4", "fl.clients=5", "data.synthetic.n_docs=120"]
+    clean = run(tiny(*base, "name=clean"), "fdapt")
+    faulty = run(tiny(*base, "name=faulty", "faults.dropout=0.2", "faults.corrupt=0.05",
+                      "faults.max_norm_ratio=10", "seed=0"), "fdapt")
+    rows = [c for r in faulty["rounds"] for c in r["clients"]]
+    assert any(c["dropped"] for c in rows)
+    for r in faulty["rounds"]:
+        assert set(r["accepted"]).isdisjoint(r["dropped"])
+        assert all(c["fault"] in (None, "drop") or str(c["client"]) in r["rejected"]
+                   or c["fault"] == "scale" for c in r["clients"])
+    a, b = clean["final_eval"]["loss"], faulty["final_eval"]["loss"]
+    assert math.isfinite(b) and abs(b - a) / a < 0.05
+
+
+def test_corrupted_updates_never_reach_the_model_and_min_clients_holds(tiny):
+    rec = run(tiny("fl.rounds=2", "fl.clients=2", "faults.corrupt=1.0",
+                   "faults.corrupt_kinds=[nan]", "faults.min_clients=1"), "fdapt")
+    for r in rec["rounds"]:
+        assert r["accepted"] == [] and not r["aggregated"]
+        assert all("non-finite" in why for why in r["rejected"].values())
+    # nothing was accepted, so the model is the starting one: the held-out loss is unchanged
+    assert rec["final_eval"]["loss"] == rec["initial_eval"]["loss"]
+
+
+def test_nan_in_central_training_stops_with_a_clear_error(tiny):
+    from fdapt_core.fl.engine import TrainingError
+
+    with pytest.raises(TrainingError, match="central training diverged in round 1"):
+        run(tiny("fl.rounds=2", "train.lr=1e12", "train.max_grad_norm=0"), "central")
