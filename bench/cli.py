@@ -133,7 +133,8 @@ def _can_resume(cfg: RunConfig, method: str) -> bool:
         rec = read_json(path)
     except (OSError, ValueError):
         return False
-    return rec.get("status") == "running" and rec.get("config_hash") == resolved.hash()
+    return rec.get("status") in ("running", "interrupted") \
+        and rec.get("config_hash") == resolved.hash()
 
 
 @app.command("perf")
@@ -201,11 +202,14 @@ def config_cmd(
 
 
 def main() -> None:
+    from fdapt_core.interrupt import install_handlers
+
+    install_handlers()  # SIGINT / SIGTERM: finish the step, keep the checkpoint, exit 130 / 143
     try:
         app(standalone_mode=False)
     except FdaptError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
         sys.exit(130)

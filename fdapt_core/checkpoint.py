@@ -1,6 +1,7 @@
 """Round checkpoints: global weights, trainer state and RNG, written atomically.
 
-A checkpoint is a folder `round-NNNN/` holding `model.safetensors` (the global parameters),
+A checkpoint is a folder `round-NNNN/` (or `partial-NNNN/`, what an interrupted round had
+finished) holding `model.safetensors` (the global parameters),
 `state.safetensors` (every tensor of the trainer state: optimizer moments, RNG), and
 `state.json` (everything else, with tensors replaced by references, and the sha256 of both
 tensor files). It is written as `round-NNNN.tmp-*`, fsynced and renamed; `latest` names the
@@ -79,28 +80,49 @@ class Checkpoints:
         self.folder = Path(folder)
 
     def save(self, round_index: int, params: dict[str, torch.Tensor], state: dict) -> Path:
+        """A complete round: the new global model and the trainer state after it."""
+        final = self._write(f"round-{round_index:04d}", round_index, params, state)
+        (self.folder / "latest.tmp").write_text(final.name)
+        os.replace(self.folder / "latest.tmp", self.folder / "latest")
+        shutil.rmtree(self.folder / f"partial-{round_index:04d}", ignore_errors=True)
+        self._prune()
+        return final
+
+    def save_partial(self, round_index: int, state: dict) -> Path:
+        """What an interrupted round had finished (its model is the previous round's)."""
+        return self._write(f"partial-{round_index:04d}", round_index, {}, state)
+
+    def load_partial(self, round_index: int) -> dict | None:
+        folder = self.folder / f"partial-{round_index:04d}"
+        if not folder.is_dir():
+            return None
+        try:
+            return self._load(folder)[2]
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            warnings.warn(f"{folder.name} is damaged ({exc}); the round restarts", stacklevel=2)
+            return None
+
+    def _write(self, name: str, round_index: int, params: dict[str, torch.Tensor],
+               state: dict) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        final = self.folder / f"round-{round_index:04d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=self.folder))
+        final = self.folder / name
+        tmp = Path(tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=self.folder))
         tensors: dict[str, torch.Tensor] = {}
         skeleton = flatten(state, tensors)
         save_file({k: v.detach().cpu().contiguous() for k, v in params.items()},
                   str(tmp / "model.safetensors"))
         save_file(tensors, str(tmp / "state.safetensors"))
-        for name in ("model.safetensors", "state.safetensors"):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
+        for f in ("model.safetensors", "state.safetensors"):
+            with open(tmp / f, "rb") as fh:
+                os.fsync(fh.fileno())
         meta = {"round": round_index, "state": skeleton,
-                "sha256": {n: _sha256(tmp / n) for n in ("model.safetensors",
+                "sha256": {f: _sha256(tmp / f) for f in ("model.safetensors",
                                                          "state.safetensors")}}
         write_json_atomic(tmp / "state.json", meta)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(self.folder)
-        (self.folder / "latest.tmp").write_text(final.name)
-        os.replace(self.folder / "latest.tmp", self.folder / "latest")
-        self._prune()
         return final
 
     def _complete(self) -> list[Path]:
@@ -109,7 +131,7 @@ class Checkpoints:
     def _prune(self) -> None:
         for old in self._complete()[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
-        for tmp in self.folder.glob("round-*.tmp-*"):
+        for tmp in self.folder.glob("*.tmp-*"):
             shutil.rmtree(tmp, ignore_errors=True)
 
     def load_latest(self) -> tuple[int, dict[str, torch.Tensor], dict] | None:

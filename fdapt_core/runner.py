@@ -33,6 +33,7 @@ from .fl.evaluate import HeldOut
 from .fl.fedavg import FedAvg
 from .fl.local import amp_dtype
 from .freeze import plan_freezing
+from .interrupt import StopRequested
 from .profiling.flops import FlopCache
 from .profiling.memory import PeakMemory
 from .profiling.peak import peak_flops
@@ -281,7 +282,12 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
 
     ctx.callbacks = _Chain(callbacks, round_end)
     t0 = time.perf_counter()
-    trainer.run(start)
+    try:
+        trainer.run(start)
+    except StopRequested:
+        record["status"] = "interrupted"
+        write_json_atomic(out / "record.json", record)
+        raise
     record["rounds"] = trainer.rounds
     record["totals"] = totals(trainer.rounds, n_params)
     record["totals"]["session_wall_s"] = time.perf_counter() - t0

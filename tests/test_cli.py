@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, TINY
 
 
@@ -63,7 +65,8 @@ def test_config_keys_are_listed():
     assert p.returncode == 0 and "fl.frozen_aggregation" in p.stdout
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir):
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_signal_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir, signame):
     import os
     import signal
     import time
@@ -78,7 +81,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir):
     assert bench("run", "--method", "fdapt", *sets("straight")).returncode == 0
     proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--method", "fdapt",
                              *sets("killed")], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True)
     record = tmp_path / "killed" / "fdapt" / "record.json"
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until a round is checkpointed, then kill mid-run
@@ -88,10 +91,17 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir):
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sig = getattr(signal, signame)
+    os.kill(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=60)  # a graceful stop is bounded: one step
     rec = json.loads(record.read_text())
-    assert rec["status"] == "running" and 1 <= len(rec["rounds"]) < 4
+    assert 1 <= len(rec["rounds"]) < 4
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -sig and rec["status"] == "running"
+    else:
+        assert proc.returncode == 128 + sig, stderr
+        assert f"stopped by {signame}" in stderr and "Traceback" not in stderr
+        assert rec["status"] == "interrupted"
     p = bench("run", "--method", "fdapt", "--resume", *sets("killed"))
     assert p.returncode == 0, p.stderr
     a = load_file(str(tmp_path / "straight" / "fdapt" / "model" / "model.safetensors"))

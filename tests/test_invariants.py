@@ -115,3 +115,52 @@ def test_local_training_leaves_frozen_parameters_bit_identical(tiny):
     # bottom freezes the embeddings, and with them the tied output projection
     assert "distilbert.embeddings.word_embeddings.weight" in plans[0].names
     assert model.vocab_projector.weight is model.distilbert.embeddings.word_embeddings.weight
+
+
+class StopDuring:
+    """Callbacks that request a stop at step `step` of client `client` in round `round`."""
+
+    def __init__(self, round_, client, step):
+        self.target, self.round, self.client = (round_, client, step), None, None
+
+    def round_start(self, r, n, clients):
+        self.round = r
+
+    def client_start(self, client, steps):
+        self.client = client
+
+    def step(self, s):
+        from fdapt_core import interrupt
+
+        if (self.round, self.client, s) == self.target:
+            interrupt.request_stop()
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+@pytest.mark.parametrize("method, client", [("fdapt", 1), ("ffdapt", 2), ("central", 0)])
+def test_stop_mid_round_then_resume_is_exact(tiny, method, client):
+    from fdapt_core import interrupt
+    from fdapt_core.interrupt import StopRequested
+
+    straight = tiny("fl.rounds=3", "fl.clients=3", "name=straight")
+    broken = tiny("fl.rounds=3", "fl.clients=3", "name=broken")
+    rec_a = run(straight, method)
+    try:
+        with pytest.raises(StopRequested) as e:
+            run(broken, method, callbacks=StopDuring(1, client, 2))
+    finally:
+        interrupt.clear()
+    assert e.value.exit_code == 128 + 15
+    ck = run_dir(broken, method) / "checkpoints"
+    assert (ck / "partial-0001").is_dir() == (method != "central")
+    import json
+    assert json.loads((run_dir(broken, method) / "record.json").read_text())["status"] \
+        == "interrupted"
+    rec_b = run(broken, method, resume=True)
+    assert not (ck / "partial-0001").exists()
+    assert_same_weights(final_weights(straight, method), final_weights(broken, method))
+    assert [r["eval_loss"] for r in rec_a["rounds"]] == [r["eval_loss"] for r in rec_b["rounds"]]
+    assert [[c["client"] for c in r["clients"]] for r in rec_b["rounds"]] \
+        == [[c["client"] for c in r["clients"]] for r in rec_a["rounds"]]

@@ -22,6 +22,7 @@ from torch import nn
 from ..checkpoint import Checkpoints
 from ..config import RunConfig
 from ..errors import FdaptError
+from ..interrupt import StopRequested
 from ..freeze import FreezePlan, apply_freeze
 from ..model import TokenizerInfo
 from ..profiling.flops import FlopCache, analytic_flops
@@ -214,6 +215,7 @@ class FederatedTrainer(_RoundLoop):
         self.plans, self.strategy, self.executor, self.method = plans, strategy, executor, method
         self.client_opt_state: dict[int, dict] = {}  # optimizer_reset: persist
         self.faults = Faults(ctx.cfg.faults, ctx.cfg.seed, window=2 * ctx.cfg.fl.clients)
+        self.pending: Optional[dict] = None  # a partial-round checkpoint to continue from
 
     def train_round(self, r: int) -> dict:
         ctx, cfg = self.ctx, self.ctx.cfg
@@ -221,8 +223,23 @@ class FederatedTrainer(_RoundLoop):
         ctx.callbacks.round_start(r, cfg.fl.rounds, clients)
         global_params = snapshot(ctx.model)
         self.strategy.begin_round(global_params)
+        stats: list[dict] = []
+        if self.pending is not None and self.pending["round"] == r:  # resume inside a round
+            stats = list(self.pending["rows"])
+            self.strategy.load_partial_state(self.pending["strategy"])
+            self.load_state(self.pending["trainer"])
+            self.pending = None
+        done = {row["client"] for row in stats}
         t0 = time.perf_counter()
-        stats = self.executor.run_round(self, r, clients, global_params)
+        try:
+            self.executor.run_round(self, r, [c for c in clients if c not in done],
+                                    global_params, stats)
+        except StopRequested:
+            # keep the clients this round has finished; the interrupted one starts over
+            ctx.checkpoints.save_partial(r, {"round": r, "rows": stats,
+                                             "strategy": self.strategy.partial_state(),
+                                             "trainer": self.state()})
+            raise
         t_agg = time.perf_counter()
         accepted = list(self.strategy.accepted)
         # too few valid updates: the round changes nothing rather than trusting one or two
@@ -286,6 +303,11 @@ class FederatedTrainer(_RoundLoop):
         ctx.callbacks.client_end(client, row)
         return row
 
+    def resume(self) -> int:
+        start = super().resume()
+        self.pending = self.ctx.checkpoints.load_partial(start)
+        return start
+
     def state(self) -> dict:
         return {"strategy": self.strategy.state_dict(), "client_opt": self.client_opt_state,
                 "accepted_norms": list(self.faults.accepted_norms)}
@@ -305,8 +327,10 @@ class SequentialExecutor:
     name = "sequential"
 
     def run_round(self, trainer: FederatedTrainer, r: int, clients: Sequence[int],
-                  global_params: dict[str, torch.Tensor]) -> list[dict]:
-        return [trainer.train_client(r, c, global_params) for c in clients]
+                  global_params: dict[str, torch.Tensor], rows: list[dict]) -> None:
+        """Train `clients` in turn, appending each one's row as soon as it is done."""
+        for c in clients:
+            rows.append(trainer.train_client(r, c, global_params))
 
 
 class CentralTrainer(_RoundLoop):

@@ -67,6 +67,17 @@ class FedAvg:
         self._sum = {}
         return new
 
+    def partial_state(self) -> dict:
+        """The round so far (for a partial-round checkpoint)."""
+        return {"sum": self._sum, "sent_w": self._sent_w, "total_w": self._total_w,
+                "accepted": list(self.accepted)}
+
+    def load_partial_state(self, state: dict) -> None:
+        """Continue a round begun with `begin_round` from its partial state."""
+        self._sum = {k: v.to(self._global[k].device) for k, v in state["sum"].items()}
+        self._sent_w, self._total_w = dict(state["sent_w"]), float(state["total_w"])
+        self.accepted = list(state["accepted"])
+
     def state_dict(self) -> dict:
         return {}  # FedAvg keeps nothing between rounds
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.masking import mask_tokens
+from .. import interrupt
 from ..model import TokenizerInfo
 from ..profiling.timing import PhaseTimer
 
@@ -118,6 +119,7 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
         stats.tokens += x.numel()
         if on_step is not None:
             on_step(stats.steps)
+        interrupt.check()  # a requested stop takes effect here, between whole steps
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     stats.wall_s = time.perf_counter() - t0
