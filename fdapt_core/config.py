@@ -55,6 +55,8 @@ class DataConfig:
     key_field: Optional[str] = opt(None, "field holding a label used by by_key / dirichlet "
                                    "partitions (e.g. category)")
     split: str = opt("train", "split of a `datasets` dataset")
+    max_doc_chars: int = opt(2_000_000, "longest document accepted, in characters (a larger "
+                             "one is taken for a broken file: a missing line break)", min=1)
     max_docs: Optional[int] = opt(None, "use a seeded sample of N documents (kept in file "
                                    "order)", min=2)
     val_fraction: float = opt(0.05, "share of documents held out for MLM evaluation "

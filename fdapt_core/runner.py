@@ -98,6 +98,11 @@ def load_documents(cfg: RunConfig) -> list[Document]:
         docs = read_hf(str(path), d.split, d.text_fields, d.id_field, d.key_field)
     else:  # hf_hub
         docs = read_hf(d.path, d.split, d.text_fields, d.id_field, d.key_field)
+    for doc in docs:
+        if len(doc.text) > d.max_doc_chars:
+            raise DataError(f"{d.path or 'corpus'}: document {doc.id} has {len(doc.text):,} "
+                            f"characters, more than data.max_doc_chars={d.max_doc_chars:,} "
+                            "(a file without line breaks?)")
     if d.max_docs is not None and d.max_docs < len(docs):
         # A seeded sample kept in file order: corpora stored sorted by topic (OHSUMED is)
         # would otherwise lose whole topics to a plain head cut.
