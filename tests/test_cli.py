@@ -128,3 +128,14 @@ def test_perf_quick_writes_a_record_and_gates_on_a_baseline(tmp_path):
     assert rec["ffdapt"]["bottom"]["flops_saved_pct"] > rec["ffdapt"]["paper"]["flops_saved_pct"] > 0
     p = bench("perf", "--baseline", str(tmp_path / "none.json"))
     assert p.returncode == 2 and "none.json" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_kill_loop_resumes_exactly(tmp_path):
+    """Three seeded random kills (the full 20-kill loop: scripts/kill_loop.py --kills 20)."""
+    out = tmp_path / "kills.json"
+    p = subprocess.run([sys.executable, "scripts/kill_loop.py", "--kills", "3", "--seed", "1",
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    summary = json.loads(out.read_text())
+    assert summary["exact"] == 3

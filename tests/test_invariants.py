@@ -164,3 +164,23 @@ def test_stop_mid_round_then_resume_is_exact(tiny, method, client):
     assert [r["eval_loss"] for r in rec_a["rounds"]] == [r["eval_loss"] for r in rec_b["rounds"]]
     assert [[c["client"] for c in r["clients"]] for r in rec_b["rounds"]] \
         == [[c["client"] for c in r["clients"]] for r in rec_a["rounds"]]
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
+    import torch
+
+    from fdapt_core.checkpoint import Checkpoints
+
+    ck = Checkpoints(tmp_path)
+    for r in range(3):
+        ck.save(r, {"w": torch.full((4,), float(r))}, {"round_state": r})
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["round-0001",
+                                                                        "round-0002"]
+    blob = tmp_path / "round-0002" / "model.safetensors"
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the weights
+    blob.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="round-0002 is damaged"):
+        r, params, state = ck.load_latest()
+    assert r == 1 and torch.equal(params["w"], torch.full((4,), 1.0))
+    assert state == {"round_state": 1}
