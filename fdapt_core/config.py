@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import types
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,6 +344,21 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+class _OverrideLoader(yaml.SafeLoader):
+    """YAML for `--set` values, with YAML 1.2's booleans: only true / false.
+
+    YAML 1.1 would read `--set name=off` as the boolean False; on a command line the word is
+    meant. (Config files keep PyYAML's usual reading.)"""
+
+
+_OverrideLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_OverrideLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`train.lr=1e-4` → ("train.lr", 0.0001); values are parsed as YAML scalars."""
     if "=" not in text:
@@ -352,7 +368,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set {text!r}: the key is empty")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_OverrideLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ROOT, TINY
 
 
-def bench(*args, timeout=300):
+def bench(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 

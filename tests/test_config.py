@@ -43,6 +43,10 @@ def test_overrides_are_typed():
     assert cfg.model.preset is None
     assert build_config({}, ["train.lr=5e-5"]).train.lr == 5e-5  # YAML 1.1 reads a string
     assert parse_override("a.b= x=y ") == ("a.b", "x=y")
+    assert build_config({}, ["name=off"]).name == "off"  # not YAML 1.1's False
+    assert build_config({}, ["fl.send_frozen=true"]).fl.send_frozen is True
+    with pytest.raises(ConfigError, match="true or false"):
+        build_config({}, ["fl.send_frozen=yes"])
 
 
 def test_hash_changes_with_the_config():

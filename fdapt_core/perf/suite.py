@@ -40,18 +40,21 @@ class Sizes:
     repeats: int
     rounds: int
     memory_clients: tuple[int, ...] = (2, 8, 32)
+    n_docs: int = 600
+    max_local_steps: int | None = None
 
 
 CPU = Sizes(preset="small", seq_len=128, steps=24, repeats=3, rounds=2)
 GPU = Sizes(preset="distilbert-base", seq_len=512, steps=50, repeats=3, rounds=2)
 QUICK = Sizes(preset="tiny", seq_len=64, steps=4, repeats=1, rounds=1,
-              memory_clients=(2, 4))
+              memory_clients=(2, 4), n_docs=200, max_local_steps=4)
 
 
 def _base_overrides(cache_dir: Path, out_dir: Path, sizes: Sizes, device: str) -> list[str]:
-    return [f"cache_dir={cache_dir}", f"output_dir={out_dir}", "data.synthetic.n_docs=600",
-            f"data.max_seq_length={sizes.seq_len}", f"fl.rounds={sizes.rounds}",
-            "fl.clients=4", f"train.device={device}", "train.lr=5e-4"]
+    return [f"cache_dir={cache_dir}", f"output_dir={out_dir}",
+            f"data.synthetic.n_docs={sizes.n_docs}", f"data.max_seq_length={sizes.seq_len}",
+            f"fl.rounds={sizes.rounds}", "fl.clients=4", f"train.device={device}",
+            "train.lr=5e-4", f"train.max_local_steps={sizes.max_local_steps or 'null'}"]
 
 
 def run_suite(device: str = "auto", cache_dir: str | Path = "results/.cache",
