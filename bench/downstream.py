@@ -51,10 +51,8 @@ def downstream_rows(records: dict[str, dict], tasks) -> list[dict]:
     return rows
 
 
-def _fmt(v, spec="{:.2f}", signed=False):
-    if v is None:
-        return "-"
-    return ("{:+.2f}" if signed else spec).format(v)
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def render(rows: list[dict], tasks, title: str) -> Table:

@@ -261,7 +261,7 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
         n_batches = [math.ceil(len(b) / cfg.train.batch_size) for b in prep.client_blocks]
         freeze_plans = plan_freezing(model, policy, cfg.freeze, n_batches)
         trainer = FederatedTrainer(ctx, freeze_plans, FedAvg(cfg.fl.frozen_aggregation),
-                                   SequentialExecutor(), method)
+                                   SequentialExecutor())
 
     initial = heldout.evaluate(model, device, amp_dtype(cfg.train, device))
     start = trainer.resume() if resume else 0

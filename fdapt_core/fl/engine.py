@@ -132,8 +132,6 @@ def seed_client_round(cfg: RunConfig, client: int, round_index: int) -> torch.Ge
 class _RoundLoop:
     """The shared skeleton: rounds, evaluation, checkpoints, record rows."""
 
-    method = "?"
-
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.rounds: list[dict] = []
@@ -210,9 +208,9 @@ class FederatedTrainer(_RoundLoop):
     """FedAvg rounds over K clients; `plans[i]` is client i's frozen set (ffdapt)."""
 
     def __init__(self, ctx: Context, plans: Optional[list[FreezePlan]], strategy: FedAvg,
-                 executor, method: str):
+                 executor):
         super().__init__(ctx)
-        self.plans, self.strategy, self.executor, self.method = plans, strategy, executor, method
+        self.plans, self.strategy, self.executor = plans, strategy, executor
         self.client_opt_state: dict[int, dict] = {}  # optimizer_reset: persist
         self.faults = Faults(ctx.cfg.faults, ctx.cfg.seed, window=2 * ctx.cfg.fl.clients)
         self.pending: Optional[dict] = None  # a partial-round checkpoint to continue from
@@ -338,8 +336,6 @@ class CentralTrainer(_RoundLoop):
 
     `plan[r]` is the number of steps of round r (fdapt's steps, by default), drawn from one
     endless stream over the union, with one optimizer and one schedule over all of them."""
-
-    method = "central"
 
     def __init__(self, ctx: Context, union_blocks: torch.Tensor, plan: list[int]):
         super().__init__(ctx)
