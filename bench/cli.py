@@ -55,9 +55,13 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
 
 
-def _train(cfg: RunConfig, method: str, resume: bool) -> dict:
+def _train(cfg: RunConfig, method: str, resume: bool) -> Optional[dict]:
+    """Train with a progress display; None on a distributed rank other than 0."""
     from fdapt_core.runner import run
 
+    if cfg.dist.executor == "distributed" and os.environ.get("RANK", "0") != "0":
+        run(cfg, method, resume=resume)
+        return None
     with RichCallbacks(method, err) as cb:
         return run(cfg, method, resume=resume, callbacks=cb)
 
@@ -65,16 +69,29 @@ def _train(cfg: RunConfig, method: str, resume: bool) -> dict:
 @app.command("run")
 def run_cmd(
     method: str = typer.Option(..., "--method", "-m",
-                               help="central, fdapt, ffdapt or ffdapt-<paper|bottom|none>"),
+                               help="central, fdapt, ffdapt or ffdapt-<paper|bottom|none|"
+                               "progressive|random|budget>"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="continue the run of this name and "
                                 "method from its last checkpoint"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="sequential or "
+                                           "distributed (under torchrun); sets dist.executor"),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="start N local ranks "
+                                        "through torch.distributed.run (distributed executor)"),
 ) -> None:
     """Train one method; its record, checkpoints and model land in results/<name>/<method>/."""
     _quiet_libraries()
+    if executor is not None:
+        set_ = [*set_, f"dist.executor={executor}"]
     cfg = _load(config, set_)
+    if nproc is not None:
+        from .launch import launch_local
+
+        sys.exit(launch_local(err, nproc, cfg, method, config, set_, resume))
     rec = _train(cfg, method, resume)
+    if rec is None:  # a rank other than 0: rank 0 prints
+        return
     title = f"{cfg.name}: {method}"
     out.print(rich_table(rows_of([rec], [False]), title))
     out.print(f"record: {Path(cfg.output_dir) / cfg.name / method / 'record.json'}")
@@ -184,6 +201,33 @@ def downstream_cmd(
     run_downstream(out, err, folders, names, quick, device, force, tasks_dir)
 
 
+@app.command("report")
+def report_cmd(
+    runs: str = typer.Option(..., "--runs", help="comma-separated comparison folders or "
+                             "quoted globs, e.g. results/ohsumed or 'results/quick-*'"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="report folder (default: "
+                                           "<folder>/report, or results/<base>/report for "
+                                           "several folders)"),
+    more: Optional[List[str]] = typer.Argument(None, help="more folders (what an unquoted "
+                                               "--runs glob expands into)", show_default=False),
+) -> None:
+    """Tables (Markdown, CSV) and figures (PNG, PDF) of a paper from run records alone: no
+    training, no models."""
+    from .report import make_report
+
+    specs = [r.strip() for r in [*runs.split(","), *(more or [])] if r.strip()]
+    if not specs:
+        raise FdaptError("--runs: give at least one folder")
+    rep = make_report(specs, out_dir, "python -m bench report --runs " + ",".join(specs)
+                      + (f" --out {out_dir}" if out_dir else ""))
+    for line in rep.notes:
+        err.print(f"[yellow]note:[/yellow] {line}", highlight=False)
+    for line in rep.skipped:
+        err.print(f"[dim]skipped {line}[/dim]", highlight=False)
+    out.print(f"report: {rep.out / 'report.md'} ({len(rep.figures) // 2} figures as PNG and "
+              "PDF in figures/, tables as CSV)", highlight=False)
+
+
 @app.command("config")
 def config_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
@@ -208,7 +252,12 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except FdaptError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        from rich.markup import escape
+
+        # under `bench run --nproc`, the launcher reports the first failing rank itself
+        if not (os.environ.get("FDAPT_LAUNCHED_BY") == "bench"
+                and type(exc).__name__ == "RankFailed"):
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")

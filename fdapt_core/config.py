@@ -89,6 +89,9 @@ class ModelConfig:
                                       "model folder shipped in a Python package")
     vocab_size: int = opt(4096, "vocabulary size of the tokenizer trained for a preset", min=128)
     trust_remote_code: bool = opt(False, "allow model code from the model folder (off: safe)")
+    dropout: Optional[float] = opt(None, "set every dropout probability of the model to this "
+                                   "(null: the model's own); 0 makes a data-parallel step "
+                                   "equal to the single-process one", min=0.0, max=0.9)
 
 
 @dataclass
@@ -129,6 +132,23 @@ class FLConfig:
     frozen_aggregation: str = opt("global", "for a parameter a client did not send: count the "
                                   "server's copy in its place (global, the study's arithmetic) "
                                   "or average over senders only", choices=("global", "senders"))
+    strategy: str = opt("fedavg", "server strategy (default fedavg): fedprox adds a proximal "
+                        "term to the clients' loss; fedavgm, fedadam, fedyogi step a server "
+                        "optimizer on the mean change (Reddi et al. 2021)",
+                        choices=("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi"))
+    prox_mu: float = opt(0.01, "fedprox: mu of the proximal term (mu/2)·||w − w_global||² "
+                         "(default 0.01; 0 = fedavg)", min=0.0)
+    server_lr: Optional[float] = opt(None, "fedavgm, fedadam, fedyogi: server learning rate "
+                                     "(default null = the strategy's own: fedavgm 1.0, "
+                                     "fedadam and fedyogi 1e-2)", min=0.0)
+    server_momentum: float = opt(0.9, "fedavgm: server momentum beta (default 0.9)",
+                                 min=0.0, max=1.0)
+    server_beta1: float = opt(0.9, "fedadam, fedyogi: first-moment decay beta1 (default 0.9)",
+                              min=0.0, max=1.0)
+    server_beta2: float = opt(0.99, "fedadam, fedyogi: second-moment decay beta2 (default "
+                              "0.99)", min=0.0, max=1.0)
+    server_tau: float = opt(1e-3, "fedadam, fedyogi: adaptivity tau, added to sqrt(v) "
+                            "(default 1e-3)", min=1e-12)
 
 
 @dataclass
@@ -136,12 +156,24 @@ class FreezeConfig:
     """Which transformer blocks ffdapt clients freeze."""
 
     policy: str = opt("paper", "paper = the study's allocation by data share; bottom = "
-                      "embeddings + first k blocks; none", choices=("paper", "bottom", "none"))
-    k: int = opt(2, "bottom: blocks frozen", min=0)
+                      "embeddings + first k blocks; none; progressive = a trainable window "
+                      "moving up one block a round; random = k seeded random blocks per client "
+                      "and round; budget = the smallest bottom set meeting a FLOP-saving target "
+                      "per client", choices=("paper", "bottom", "none", "progressive", "random",
+                                             "budget"))
+    k: int = opt(2, "bottom, random: blocks frozen", min=0)
     embeddings: bool = opt(True, "bottom: also freeze the embeddings (and so the tied "
-                           "output projection)")
+                           "output projection); progressive: freeze them whenever block 0 is "
+                           "frozen; budget: allow candidates with the embeddings frozen")
     min_blocks: int = opt(1, "paper: fewest blocks a client freezes", min=0)
     max_blocks: int = opt(4, "paper: most blocks a client freezes", min=0)
+    window: int = opt(2, "progressive: trainable blocks per round; round r trains blocks "
+                      "r … r+window-1", min=1)
+    wrap: bool = opt(False, "progressive: past the top the window wraps to block 0 (false: "
+                     "it stays on the top blocks)")
+    target_saving: float = opt(0.25, "budget: mean share of training FLOPs saved per client; "
+                               "client i aims at target_saving × n_i·K/Σn (bigger clients save "
+                               "more), clamped to what freezing can reach", min=0.0, max=1.0)
 
 
 @dataclass
@@ -194,6 +226,26 @@ class ProfileConfig:
 
 
 @dataclass
+class DistConfig:
+    """How the run is spread over processes (torch.distributed); results do not depend on it
+    (up to float summation order), except dropout masks when ranks_per_client > 1."""
+
+    executor: str = opt("sequential", "sequential = every client in this process; "
+                        "distributed = over the torch.distributed world (launch with torchrun "
+                        "or `bench run --nproc N`)", choices=("sequential", "distributed"))
+    ranks_per_client: int = opt(1, "G: ranks that train one client together, data-parallel; "
+                                "the world is cut into world/G groups (G = world: every rank "
+                                "on one client at a time)", min=1)
+    engine: str = opt("torch", "the group's trainer: torch (plain loop, gradients all-reduced) "
+                      "or deepspeed (a ZeRO engine built once per process)",
+                      choices=("torch", "deepspeed"))
+    deepspeed_config: str = opt("configs/deepspeed/zero2.json", "DeepSpeed JSON config "
+                                "(zero_optimization.stage 1, 2 or 3) for engine: deepspeed")
+    timeout_s: int = opt(300, "a collective that waits longer than this fails the run "
+                         "(a rank that hangs or dies on another host)", min=10)
+
+
+@dataclass
 class RunConfig:
     """One run of the harness: data, model, training, federation."""
 
@@ -211,6 +263,7 @@ class RunConfig:
     eval: EvalConfig = opt(None, "held-out evaluation", factory=EvalConfig)
     profile: ProfileConfig = opt(None, "measurement", factory=ProfileConfig)
     faults: FaultsConfig = opt(None, "client faults", factory=FaultsConfig)
+    dist: DistConfig = opt(None, "processes and devices", factory=DistConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -68,22 +68,31 @@ def resolve_model_path(name_or_path: str) -> str:
 def train_tokenizer(texts: Sequence[str], vocab_size: int, cache_dir: Path):
     """A cased WordPiece tokenizer trained on `texts`, cached by content hash."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
     from transformers import PreTrainedTokenizerFast
+
+    from .wordpiece import BUILDER_VERSION, CONTINUATION_PREFIX, count_words, learn_vocab
 
     digest = hashlib.sha256()
     for t in texts:
         digest.update(t.encode())
         digest.update(b"\0")
-    folder = cache_dir / f"tokenizer-wp{vocab_size}-{digest.hexdigest()[:16]}"
+    # The builder's version is in the name: a vocabulary from another builder (the old
+    # `WordPieceTrainer` ones, different in every process) is never reused.
+    folder = cache_dir / f"tokenizer-dwp{BUILDER_VERSION}-{vocab_size}-{digest.hexdigest()[:16]}"
     if not (folder / "tokenizer.json").exists():
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=False)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        # `tokenizers`' WordPieceTrainer gives another vocabulary in every process (see
+        # wordpiece.py); the vocabulary is learnt deterministically, the model is the same.
+        normalizer = normalizers.BertNormalizer(lowercase=False)
+        pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        vocab = learn_vocab(count_words(texts, normalizer, pre_tokenizer), vocab_size,
+                            SPECIAL_TOKENS)
+        tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)},
+                                         unk_token="[UNK]",
+                                         continuing_subword_prefix=CONTINUATION_PREFIX))
+        tok.normalizer = normalizer
+        tok.pre_tokenizer = pre_tokenizer
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(texts, WordPieceTrainer(vocab_size=vocab_size,
-                                                        special_tokens=SPECIAL_TOKENS,
-                                                        show_progress=False))
+        tok.add_special_tokens(SPECIAL_TOKENS)
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
@@ -151,7 +160,25 @@ def build_model(cfg: ModelConfig, tokenizer, max_seq_length: int, seed: int) -> 
         if limit is not None and max_seq_length > limit:
             raise ModelError(f"data.max_seq_length: {max_seq_length} is above the model's "
                              f"max_position_embeddings ({limit})")
+    if cfg.dropout is not None:
+        set_dropout(model, cfg.dropout)
     return model
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Every dropout of the model to p: its nn.Dropout modules and the config's
+    probabilities (attention kernels read those)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+    for key, value in list(model.config.to_dict().items()):
+        if isinstance(value, float) and ("dropout" in key or key.endswith("_prob")) \
+                and "classifier" not in key:
+            setattr(model.config, key, p)
+    for m in model.modules():  # attention modules that copied the probability
+        for attr in ("dropout_prob", "attention_dropout", "dropout_p"):
+            if isinstance(getattr(m, attr, None), float):
+                setattr(m, attr, p)
 
 
 # ----------------------------------------------------------------------------- structure

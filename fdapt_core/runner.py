@@ -30,9 +30,9 @@ from .errors import ConfigError, DataError
 from .fl.engine import (CentralTrainer, Context, FederatedTrainer, NoCallbacks,
                         SequentialExecutor, sample_clients, steps_per_round)
 from .fl.evaluate import HeldOut
-from .fl.fedavg import FedAvg
+from .fl.strategies import STRATEGIES, build_strategy
 from .fl.local import amp_dtype
-from .freeze import plan_freezing
+from .freeze import freeze_schedule
 from .interrupt import StopRequested
 from .profiling.flops import FlopCache
 from .profiling.memory import PeakMemory
@@ -43,17 +43,26 @@ from .records import (SCHEMA_VERSION, environment, read_json, write_json_atomic,
 from .seeding import derive
 
 METHODS = ("central", "fdapt", "ffdapt")
-FREEZE_POLICIES = ("paper", "bottom", "none")
+FREEZE_POLICIES = ("paper", "bottom", "none", "progressive", "random", "budget")
 
 
 def parse_method(method: str, cfg: RunConfig) -> tuple[str, RunConfig]:
-    """`central`, `fdapt`, `ffdapt` (policy from freeze.policy) or `ffdapt-<policy>`."""
-    base, _, policy = method.partition("-")
-    if base not in METHODS or (policy and (base != "ffdapt" or policy not in FREEZE_POLICIES)):
+    """`central`, `fdapt`, `ffdapt` (policy from freeze.policy) or `ffdapt-<policy>`; a
+    federated one may end in `-<strategy>` (`fdapt-fedadam`, `ffdapt-paper-fedprox`), which
+    sets fl.strategy."""
+    head, _, last = method.rpartition("-")
+    strategy = last if head and last in STRATEGIES else None
+    base, _, policy = (head if strategy else method).partition("-")
+    if base not in METHODS or (policy and (base != "ffdapt" or policy not in FREEZE_POLICIES)) \
+            or (strategy and base == "central"):
         raise ConfigError(f"method {method!r}: expected one of central, fdapt, ffdapt, "
-                          f"ffdapt-<policy> with policy in {', '.join(FREEZE_POLICIES)}")
+                          f"ffdapt-<policy> with policy in {', '.join(FREEZE_POLICIES)}, "
+                          f"the federated ones optionally ending in -<strategy> with "
+                          f"strategy in {', '.join(STRATEGIES)}")
     if policy:
         cfg = replace(cfg, freeze=replace(cfg.freeze, policy=policy))
+    if strategy:
+        cfg = replace(cfg, fl=replace(cfg.fl, strategy=strategy))
     return base, cfg
 
 
@@ -153,10 +162,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare(cfg: RunConfig, method: str) -> Prepared:
+def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) -> Prepared:
     t0 = time.perf_counter()
     method, cfg = parse_method(method, cfg)
-    device = resolve_device(cfg.train.device)
+    device = device or resolve_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     docs = load_documents(cfg)
@@ -216,14 +225,32 @@ def finished_record(cfg: RunConfig, method: str) -> Optional[dict]:
 
 
 def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> dict:
-    """Train one method; return its record (also written to <run dir>/record.json)."""
+    """Train one method; return its record (also written to <run dir>/record.json).
+
+    With `dist.executor: distributed` every rank of the torch.distributed world calls this;
+    rank 0 alone evaluates and writes, and a rank that fails names itself and its client."""
+    if cfg.dist.executor == "distributed":
+        from .dist.launch import run_distributed
+
+        return run_distributed(cfg, method, resume, callbacks, _run)
+    return _run(cfg, method, resume, callbacks)
+
+
+def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
+         world=None, executor=None) -> dict:
     callbacks = callbacks or NoCallbacks()
     label = method
-    prep = prepare(cfg, method)
+    main = world is None or world.is_main
+    if world is not None and not main:  # rank 0 fills the caches first; the others read them
+        world.barrier()
+    prep = prepare(cfg, method, world.device if world is not None else None)
+    if world is not None and main:
+        world.barrier()
     cfg, method = prep.cfg, prep.method
     out = run_dir(cfg, label)
     config_hash = cfg.hash()
-    if resume:
+    write = write_json_atomic if main else _no_write  # only rank 0 writes
+    if resume and main:
         if not (out / "record.json").is_file():
             raise ResumeError(f"--resume: no run named {cfg.name!r} with method {label} under "
                               f"{out.parent} (start it without --resume)")
@@ -234,11 +261,12 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
         if old.get("manifest_sha256") != prep.manifest["sha256"]:
             raise ResumeError(f"--resume: the corpus gives another partition than run "
                               f"{cfg.name!r}/{label} started with (has the data changed?)")
-    elif out.exists():
+    elif main and out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "manifest.json", prep.manifest)
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write(out / "manifest.json", prep.manifest)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     model, device = prep.model, prep.device
     tok = tokenizer_info(prep.tokenizer)
@@ -247,7 +275,7 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
     memory = PeakMemory(device)
     ctx = Context(cfg, model, tok, prep.client_blocks, heldout, device,
                   Checkpoints(out / "checkpoints"), callbacks, memory,
-                  FlopCache(model) if cfg.profile.count_flops else None)
+                  FlopCache(model) if cfg.profile.count_flops else None, world)
     n_params = parameter_count(model)
     if method == "central":
         # The union is packed as one corpus (clients' documents in client order), as a
@@ -259,30 +287,34 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
     else:
         policy = cfg.freeze.policy if method == "ffdapt" else "none"
         n_batches = [math.ceil(len(b) / cfg.train.batch_size) for b in prep.client_blocks]
-        freeze_plans = plan_freezing(model, policy, cfg.freeze, n_batches)
-        trainer = FederatedTrainer(ctx, freeze_plans, FedAvg(cfg.fl.frozen_aggregation),
-                                   SequentialExecutor())
+        freeze_plans = freeze_schedule(model, policy, cfg.freeze, n_batches, seed=cfg.seed,
+                                       shape=(cfg.train.batch_size, cfg.data.max_seq_length),
+                                       flops=ctx.flops)
+        trainer = FederatedTrainer(ctx, freeze_plans, build_strategy(cfg.fl),
+                                   executor or SequentialExecutor())
 
-    initial = heldout.evaluate(model, device, amp_dtype(cfg.train, device))
+    initial = heldout.evaluate(model, device, amp_dtype(cfg.train, device)) if main \
+        else {"loss": None, "ppl": None}
     start = trainer.resume() if resume else 0
     record = {
         "schema_version": SCHEMA_VERSION, "name": cfg.name, "method": label,
         "base_method": method, "status": "running", "config": cfg.to_dict(),
+        "seed": cfg.seed,  # with config_hash and manifest_sha256: what makes a cell reproducible
         "config_hash": config_hash, "environment": environment(device),
         "data": data_summary(prep), "manifest_sha256": prep.manifest["sha256"],
         "model": {"parameters": n_params, "class": type(model).__name__},
-        "freeze": [{"client": c, "blocks": list(p.blocks), "embeddings": p.embeddings,
-                    "frozen_params": sum(x.numel() for n, x in model.named_parameters()
-                                         if n in p.names)}
-                   for c, p in enumerate(freeze_plans or [])],
+        # static policies: the plan per client; per-round ones: [] (rows carry frozen_blocks)
+        "freeze": freeze_plans.record(model) if freeze_plans is not None else [],
+        "freeze_policy": freeze_plans.describe() if freeze_plans is not None else None,
         "initial_eval": {"loss": initial["loss"], "ppl": initial["ppl"]},
         "resumed_from_round": start if resume else None,
+        "dist": world.describe() if world is not None else None,
         "rounds": trainer.rounds,
     }
-    write_json_atomic(out / "record.json", record)
+    write(out / "record.json", record)
 
     def round_end(r: int, row: dict) -> None:
-        write_json_atomic(out / "record.json", record)  # progress survives a kill
+        write(out / "record.json", record)  # progress survives a kill
         callbacks.round_end(r, row)
 
     ctx.callbacks = _Chain(callbacks, round_end)
@@ -291,13 +323,20 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
         trainer.run(start)
     except StopRequested:
         record["status"] = "interrupted"
-        write_json_atomic(out / "record.json", record)
+        write(out / "record.json", record)
         raise
     record["rounds"] = trainer.rounds
     record["totals"] = totals(trainer.rounds, n_params)
     record["totals"]["session_wall_s"] = time.perf_counter() - t0
     record["totals"]["prepare_wall_s"] = prep.prepare_wall_s
     record["totals"].update(memory.summary())  # this session's peak (a resumed run: since resume)
+    if world is not None:
+        from .dist.world import gather_objects
+
+        per_rank = gather_objects(world, {"rank": world.rank, **memory.summary(),
+                                          "bytes_collectives": dict(world.bytes_moved)})
+        record["totals"]["ranks"] = per_rank
+        record["totals"]["peak_mem_mb"] = max(x["peak_mem_mb"] for x in per_rank)
     peak = peak_flops(device, cfg.profile.peak_tflops)
     flops = record["totals"]["train_flops"]
     record["totals"]["peak_flops"] = peak
@@ -305,11 +344,16 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
         if peak and flops and record["totals"]["local_train_s"] > 0 else None
     last = trainer.rounds[-1]
     record["final_eval"] = {"loss": last["eval_loss"], "ppl": last["eval_ppl"]}
-    save_model(model, prep.tokenizer, out / "model")
+    if main:
+        save_model(model, prep.tokenizer, out / "model")
     record["model_dir"] = "model"
     record["status"] = "finished"
-    write_json_atomic(out / "record.json", record)
+    write(out / "record.json", record)
     return record
+
+
+def _no_write(*_args, **_kwargs) -> None:
+    pass
 
 
 class _Chain:

@@ -23,7 +23,7 @@ from ..checkpoint import Checkpoints
 from ..config import RunConfig
 from ..errors import FdaptError
 from ..interrupt import StopRequested
-from ..freeze import FreezePlan, apply_freeze
+from ..freeze import FreezePlan, FreezeSchedule, apply_freeze
 from ..model import TokenizerInfo
 from ..profiling.flops import FlopCache, analytic_flops
 from ..profiling.memory import PeakMemory
@@ -67,6 +67,12 @@ class Context:
     callbacks: Callbacks
     memory: PeakMemory
     flops: Optional[FlopCache] = None  # None: FLOPs not counted (profile.count_flops: false)
+    world: Optional[object] = None  # dist.world.World of a distributed run
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process evaluates, checkpoints and writes (rank 0, or the only one)."""
+        return self.world is None or self.world.is_main
 
 
 def load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
@@ -143,7 +149,9 @@ class _RoundLoop:
         for r in range(start_round, cfg.fl.rounds):
             t0 = time.perf_counter()
             row = self.train_round(r)
-            ev = ctx.heldout.evaluate(ctx.model, ctx.device, dtype)
+            # one rank evaluates: the replicas are identical
+            ev = ctx.heldout.evaluate(ctx.model, ctx.device, dtype) if ctx.is_main \
+                else {"loss": None, "ppl": None, "wall_s": 0.0}
             ctx.memory.sample()
             row.update(eval_loss=ev["loss"], eval_ppl=ev["ppl"], eval_wall_s=ev["wall_s"],
                        wall_s=time.perf_counter() - t0, checkpoint_wall_s=None,
@@ -152,7 +160,8 @@ class _RoundLoop:
             t_ck = time.perf_counter()
             state = {"rounds": self.rounds + [dict(row)], "trainer": self.state(),
                      "torch_rng": torch.get_rng_state()}
-            ctx.checkpoints.save(r, snapshot(ctx.model), state)
+            if ctx.is_main:
+                ctx.checkpoints.save(r, snapshot(ctx.model), state)
             row["checkpoint_wall_s"] = time.perf_counter() - t_ck
             self.rounds.append(row)
             ctx.callbacks.round_end(r, row)
@@ -160,7 +169,11 @@ class _RoundLoop:
 
     def resume(self) -> int:
         """Load the latest checkpoint; return the round to start from (0 if none)."""
-        found = self.ctx.checkpoints.load_latest()
+        from ..dist.world import broadcast_object
+
+        # rank 0 reads, every rank gets it: other hosts need not share the filesystem
+        found = broadcast_object(self.ctx.world, self.ctx.checkpoints.load_latest()
+                                 if self.ctx.is_main else None)
         if found is None:
             return 0
         r, params, state = found
@@ -205,15 +218,18 @@ class _RoundLoop:
 
 
 class FederatedTrainer(_RoundLoop):
-    """FedAvg rounds over K clients; `plans[i]` is client i's frozen set (ffdapt)."""
+    """FedAvg rounds over K clients; `plans.plan(i, r)` is client i's frozen set in round r."""
 
-    def __init__(self, ctx: Context, plans: Optional[list[FreezePlan]], strategy: FedAvg,
-                 executor):
+    def __init__(self, ctx: Context, plans: Optional[FreezeSchedule | list[FreezePlan]],
+                 strategy: FedAvg, executor):
         super().__init__(ctx)
-        self.plans, self.strategy, self.executor = plans, strategy, executor
+        # plans: a FreezeSchedule (per client and round) or a static list (one per client)
+        self.plans = FreezeSchedule.of(plans)
+        self.strategy, self.executor = strategy, executor
         self.client_opt_state: dict[int, dict] = {}  # optimizer_reset: persist
         self.faults = Faults(ctx.cfg.faults, ctx.cfg.seed, window=2 * ctx.cfg.fl.clients)
         self.pending: Optional[dict] = None  # a partial-round checkpoint to continue from
+        self.dp = None  # data-parallel helper of this rank's group (distributed executor)
 
     def train_round(self, r: int) -> dict:
         ctx, cfg = self.ctx, self.ctx.cfg
@@ -230,9 +246,11 @@ class FederatedTrainer(_RoundLoop):
         done = {row["client"] for row in stats}
         t0 = time.perf_counter()
         try:
-            self.executor.run_round(self, r, [c for c in clients if c not in done],
-                                    global_params, stats)
+            extra = self.executor.run_round(self, r, [c for c in clients if c not in done],
+                                            global_params, stats)
         except StopRequested:
+            if ctx.world is not None:  # ranks stop at different steps: no partial round
+                raise
             # keep the clients this round has finished; the interrupted one starts over
             ctx.checkpoints.save_partial(r, {"round": r, "rows": stats,
                                              "strategy": self.strategy.partial_state(),
@@ -248,13 +266,13 @@ class FederatedTrainer(_RoundLoop):
                 "aggregate_wall_s": agg_s, "accepted": accepted, "aggregated": aggregated,
                 "dropped": [s["client"] for s in stats if s.get("dropped")],
                 "rejected": {str(s["client"]): s["rejected"] for s in stats
-                             if s.get("rejected")}}
+                             if s.get("rejected")}, **(extra or {})}
 
     def train_client(self, r: int, client: int, global_params: dict[str, torch.Tensor]) -> dict:
         """One client's round, from the global model; its upload goes to the strategy."""
         ctx, cfg = self.ctx, self.ctx.cfg
         model, blocks = ctx.model, ctx.client_blocks[client]
-        plan = self.plans[client] if self.plans else None
+        plan = self.plans.plan(client, r) if self.plans is not None else None
         step_flops = self.count_flops(blocks, plan.names if plan else frozenset())
         weight = client_weight(cfg, len(blocks))
         fault = self.faults.draw(r, client)
@@ -279,7 +297,8 @@ class FederatedTrainer(_RoundLoop):
         ctx.callbacks.client_start(client, steps)
         st = train_steps(model, blocks, stream.take(start, steps),
                          optimizer=opt, scheduler=sched, cfg=cfg.train, tok=ctx.tok,
-                         mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step)
+                         mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
+                         dp=self.dp, prox_mu=self.strategy.prox_mu, prox_ref=global_params)
         if persist:
             self.client_opt_state[client] = {"opt": to_cpu(opt.state_dict()),
                                              "sched": sched.state_dict()}
@@ -303,7 +322,9 @@ class FederatedTrainer(_RoundLoop):
 
     def resume(self) -> int:
         start = super().resume()
-        self.pending = self.ctx.checkpoints.load_partial(start)
+        # a distributed run never leaves a partial round: its ranks stop together
+        self.pending = self.ctx.checkpoints.load_partial(start) if self.ctx.world is None \
+            else None
         return start
 
     def state(self) -> dict:
@@ -342,10 +363,15 @@ class CentralTrainer(_RoundLoop):
         self.blocks, self.plan = union_blocks, plan
         self.stream = client_stream(ctx.cfg, 0, len(union_blocks))
         self.opt, self.sched = make_optimizer(ctx.model, ctx.cfg.train, sum(plan), ctx.device)
+        from ..dist.data_parallel import group_dp
+
+        self.dp = group_dp(ctx.world, whole_world=True)  # data-parallel over every rank
 
     def train_round(self, r: int) -> dict:
         ctx, cfg = self.ctx, self.ctx.cfg
         ctx.callbacks.round_start(r, cfg.fl.rounds, [0])
+        if ctx.world is not None:
+            ctx.world.where = f"in round {r + 1} (central, data-parallel)"
         steps = self.plan[r]
         step_flops = self.count_flops(self.blocks, frozenset())
         mask_gen = seed_client_round(cfg, 0, r)
@@ -353,7 +379,8 @@ class CentralTrainer(_RoundLoop):
         t0 = time.perf_counter()
         st = train_steps(ctx.model, self.blocks, self.stream.take(sum(self.plan[:r]), steps),
                          optimizer=self.opt, scheduler=self.sched, cfg=cfg.train, tok=ctx.tok,
-                         mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step)
+                         mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
+                         dp=self.dp)
         if not math.isfinite(st.loss):  # no server to reject it: the run cannot go on
             raise TrainingError(f"central training diverged in round {r + 1}: the mean "
                                 f"training loss is {st.loss}; lower train.lr (now "

@@ -11,6 +11,10 @@ the traffic. `senders` instead averages over the clients that sent it.
 
 Parameters:
     frozen_aggregation: "global" (default) or "senders", as above.
+
+Server optimizers (fdapt_core/fl/strategies/: FedAvgM, FedAdam, FedYogi) subclass FedAvg and
+keep its accumulation as it is; `finish` hands the average to `server_update`, which FedAvg
+leaves alone and they override.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 
 class FedAvg:
     name = "fedavg"
+    prox_mu = 0.0  # the clients' proximal weight (FedProx); 0: the plain local loss
 
     def __init__(self, frozen_aggregation: str = "global"):
         if frozen_aggregation not in ("global", "senders"):
@@ -65,7 +70,13 @@ class FedAvg:
             s.div_(self._total_w if self.frozen_aggregation == "global" else self._sent_w[k])
             new[k] = s.to(g.dtype)
         self._sum = {}
-        return new
+        return self.server_update(self._global, new)
+
+    def server_update(self, global_params: dict[str, torch.Tensor],
+                      averaged: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The server's step from the round's average (`_sent_w` still says who sent what);
+        FedAvg takes the average as the new model."""
+        return averaged
 
     def partial_state(self) -> dict:
         """The round so far (for a partial-round checkpoint)."""

@@ -86,11 +86,23 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
 def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.ndarray], *,
                 optimizer, scheduler, cfg: TrainConfig, tok: TokenizerInfo,
                 mask_gen: torch.Generator, device: torch.device,
-                on_step: Optional[Callable[[int], None]] = None) -> LocalStats:
-    """Run the given batches; return steps, tokens, the mean training loss and phase times."""
+                on_step: Optional[Callable[[int], None]] = None,
+                dp=None, prox_mu: float = 0.0,
+                prox_ref: Optional[dict[str, torch.Tensor]] = None) -> LocalStats:
+    """Run the given batches; return steps, tokens, the mean training loss and phase times.
+
+    FedProx: with `prox_mu` > 0 each step minimises the MLM loss + (prox_mu/2)·||w − w_ref||²
+    over the trainable parameters, `prox_ref` holding w_ref by parameter name (the round's
+    global model). Its gradient prox_mu·(w − w_ref) is added to the (group-summed) MLM
+    gradient before clipping; the loss reported stays the MLM loss. prox_mu = 0: no extra work.
+
+    `dp` (a `dist.data_parallel.DataParallel`) spreads each batch over a group of ranks; the
+    step is then the whole batch's step, gradients summed over the group."""
     model.train()
     dtype = amp_dtype(cfg, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    if prox_mu > 0:
+        prox = [(p, prox_ref[n]) for n, p in model.named_parameters() if p.requires_grad]
     stats = LocalStats()
     loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
     timer = PhaseTimer(device)
@@ -102,11 +114,24 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
         inputs = inputs.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         timer.mark("data")
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = model(input_ids=inputs, labels=labels).loss
-        timer.mark("forward")
-        loss.backward()
-        timer.mark("backward")
+        if dp is None:
+            with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                loss = model(input_ids=inputs, labels=labels).loss
+            timer.mark("forward")
+            loss.backward()
+            timer.mark("backward")
+        else:  # this rank's rows, then the group's summed gradient
+            loss = dp.loss_and_backward(model, inputs, labels, lambda: torch.autocast(
+                device.type, dtype=dtype or torch.float32, enabled=dtype is not None))
+            timer.mark("backward")
+            dp.all_reduce_grads(trainable)
+            timer.mark("allreduce")
+        if prox_mu > 0:  # FedProx: the gradient of (mu/2)·||w − w_ref||²
+            for p, ref in prox:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                p.grad.add_(p.detach() - ref, alpha=prox_mu)
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
         optimizer.step()
@@ -123,6 +148,8 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     stats.wall_s = time.perf_counter() - t0
+    if dp is not None:  # each rank holds its rows' share of every step's loss
+        loss_sum = dp.all_reduce_scalar(loss_sum)
     stats.loss = (loss_sum / max(1, stats.steps)).item()
     stats.phases = timer.result()
     return stats

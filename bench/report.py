@@ -1,0 +1,491 @@
+"""`bench report`: a paper's tables and figures from run records alone.
+
+Reads `<folder>/<method>/record.json` (see `bench.collect`), and writes into one folder:
+`report.md` (the tables, figure references, provenance and notes), one CSV per table and per
+figure's data, and `figures/*.png|pdf`. Nothing trains and no model is loaded. The folder is
+built aside and renamed into place: a failed report leaves the previous one as it was.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fdapt_core.errors import DataError
+
+from . import figures as figs
+from .collect import GENERAL, Collection, collect, downstream_stats, efficiency_stats, \
+    loss_curve, saved_pct
+from .tables import csv_text
+
+MB = 1e6
+
+
+@dataclass
+class Report:
+    out: Path
+    notes: list[str]
+    figures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- numbers
+
+def _fmt(v, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def _signed(v, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:+.{digits}f}"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _seeds(seeds) -> str:
+    return ",".join(str(s) for s in seeds)
+
+
+def efficiency_rows(coll: Collection) -> list[dict]:
+    """Per partition × trained method: cost and quality, savings relative to fdapt."""
+    rows = []
+    for part in coll.partitions:
+        stats = {m: efficiency_stats(c) for m in coll.methods
+                 if (c := coll.cell(part, m)) is not None}
+        stats = {m: s for m, s in stats.items() if s is not None}
+        ref = stats.get("fdapt")
+        for m, s in stats.items():
+            cell = coll.cell(part, m)
+            rows.append({
+                "partition": part, "method": m, "corpus": cell.trained[0].corpus,
+                "synthetic": cell.trained[0].synthetic, "seeds": _seeds(s["seeds"]),
+                "n_seeds": len(s["seeds"]), "rounds": _seeds(s["rounds"]),
+                "clients": s["clients"], "train_flops": s["train_flops"],
+                "flops_saved_vs_fdapt_pct": saved_pct(s["train_flops"],
+                                                      ref and ref["train_flops"]),
+                "local_train_s": s["local_train_s"], "local_train_s_std": s["local_train_s_std"],
+                "train_time_saved_vs_fdapt_pct": saved_pct(s["local_train_s"],
+                                                           ref and ref["local_train_s"]),
+                "bytes_up_mb": None if s["bytes_up"] is None else s["bytes_up"] / MB,
+                "bytes_down_mb": None if s["bytes_down"] is None else s["bytes_down"] / MB,
+                "bytes_sent_mb": None if s["bytes_sent"] is None else s["bytes_sent"] / MB,
+                "tokens_per_s": s["tokens_per_s"], "peak_mem_mb": s["peak_mem_mb"],
+                "initial_loss": s["initial_loss"], "final_loss": s["final_loss"],
+                "final_loss_std": s["final_loss_std"], "final_ppl": s["final_ppl"],
+                "final_loss_vs_fdapt": None if ref is None
+                else s["final_loss"] - ref["final_loss"],
+            })
+    return rows
+
+
+def downstream_rows(coll: Collection) -> list[dict]:
+    """Long format: per partition × method × task, pooled mean ± std (points), Δ central and
+    Δ fdapt (points, the same partition and task settings)."""
+    rows = []
+    for part in coll.partitions:
+        for task in coll.tasks:
+            stats = {m: downstream_stats(c, task) for m in coll.methods
+                     if (c := coll.cell(part, m)) is not None}
+            stats = {m: s for m, s in stats.items() if s is not None}
+            central, fdapt = stats.get("central"), stats.get("fdapt")
+            for m, s in stats.items():
+                cell = coll.cell(part, m)
+                rows.append({
+                    "partition": part, "method": m, "corpus": cell.runs[0].corpus,
+                    "task": task.name, "task_label": task.label, "metric": task.metric,
+                    "task_hash": task.task_hash, "quick": task.quick,
+                    "seeds": _seeds(s["seeds"]), "n_scores": s["n"],
+                    "mean_pts": s["mean"], "std_pts": s["std"],
+                    "vs_central_pts": None if central is None else s["mean"] - central["mean"],
+                    "vs_fdapt_pts": None if fdapt is None else s["mean"] - fdapt["mean"],
+                })
+    return rows
+
+
+def tradeoff_points(coll: Collection, eff: list[dict], down: list[dict]) -> tuple[list, str]:
+    """(partition, method, FLOPs saved vs fdapt %, quality change vs fdapt) and the y label:
+    the mean over tasks of the downstream change (points) where any scores exist, else the
+    held-out loss change."""
+    use_down = any(r["vs_fdapt_pts"] is not None and r["method"] != "fdapt" for r in down)
+    points = []
+    for r in eff:
+        if use_down:
+            d = [x["vs_fdapt_pts"] for x in down if x["partition"] == r["partition"]
+                 and x["method"] == r["method"] and x["vs_fdapt_pts"] is not None]
+            y = sum(d) / len(d) if d else None
+        else:
+            y = r["final_loss_vs_fdapt"]
+        points.append({"partition": r["partition"], "method": r["method"],
+                       "flops_saved_vs_fdapt_pct": r["flops_saved_vs_fdapt_pct"],
+                       "y": y, "y_kind": "downstream_vs_fdapt_pts" if use_down
+                       else "final_loss_vs_fdapt"})
+    label = "downstream change vs fdapt\n(points, mean over tasks)" if use_down \
+        else "held-out MLM loss change vs fdapt\n(nats; no downstream scores)"
+    return points, label
+
+
+def curve_rows(coll: Collection) -> list[dict]:
+    rows = []
+    for part in coll.partitions:
+        for m in coll.methods:
+            cell = coll.cell(part, m)
+            if cell is None:
+                continue
+            for r in cell.trained:
+                losses = [r.rec["initial_eval"]["loss"], *[x["eval_loss"] for x in
+                                                           r.rec["rounds"]]]
+                rows += [{"partition": part, "method": m, "seed": r.seed, "round": i,
+                          "heldout_loss": v} for i, v in enumerate(losses)]
+    return rows
+
+
+def provenance_rows(coll: Collection) -> list[dict]:
+    rows = []
+    for part in coll.partitions:
+        for m in coll.methods:
+            cell = coll.cell(part, m)
+            for r in sorted(cell.runs, key=lambda r: r.seed) if cell else []:
+                env = r.rec.get("environment", {})
+                rows.append({
+                    "partition": part, "method": m, "seed": r.seed, "record": str(r.path),
+                    "status": r.rec.get("status"), "corpus": r.corpus,
+                    "synthetic": r.synthetic, "config_hash": r.rec.get("config_hash"),
+                    "manifest_sha256": r.rec.get("manifest_sha256"),
+                    "device": env.get("device"), "git_commit": env.get("git_commit"),
+                    "torch": env.get("packages", {}).get("torch"),
+                })
+    return rows
+
+
+# ----------------------------------------------------------------------------- Markdown
+
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join(" --- " if i < left else " ---: " for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out + [""]
+
+
+def _part_heading(coll: Collection, part: str) -> str:
+    runs = [r for m in coll.methods if (c := coll.cell(part, m)) for r in c.trained]
+    if not runs:
+        return f"**{part}**"
+    r = runs[0]
+    corpus = "**SYNTHETIC corpus**" if r.synthetic else f"corpus `{r.corpus}`"
+    return f"**{part}** ({corpus})"
+
+
+def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
+    out = ["## Table 1: downstream scores", ""]
+    if not rows:
+        return out + ["No downstream scores in these records (`python -m bench downstream "
+                      "--runs …` adds them).", ""]
+    out += ["Headline metric per task in points (×100): mean ± sample std over every "
+            "fine-tuning run of every pretraining seed (n = runs pooled); Δ central and "
+            "Δ fdapt: difference of means from that method in the same partition, in "
+            "points. `general` is the starting model with no DAPT.", ""]
+    for part in coll.partitions:
+        prow = [r for r in rows if r["partition"] == part]
+        if not prow:
+            continue
+        tasks = [t for t in coll.tasks if any(r["task_label"] == t.label for r in prow)]
+        header = ["method", "seeds"]
+        for t in tasks:
+            header += [f"{t.label} {t.metric}", "Δ central", "Δ fdapt"]
+        header += ["mean Δ fdapt"]
+        table = []
+        for m in coll.methods:
+            mrows = {r["task_label"]: r for r in prow if r["method"] == m}
+            if not mrows:
+                continue
+            seeds = sorted({s for r in mrows.values() for s in r["seeds"].split(",")},
+                           key=int)
+            line = [m, ",".join(seeds)]
+            for t in tasks:
+                r = mrows.get(t.label)
+                if r is None:
+                    line += ["-", "-", "-"]
+                    continue
+                line.append(f"{r['mean_pts']:.2f} ± {r['std_pts']:.2f} (n={r['n_scores']})")
+                line.append("ref" if m == "central" else _signed(r["vs_central_pts"]))
+                line.append("ref" if m == "fdapt" else _signed(r["vs_fdapt_pts"]))
+            d = [r["vs_fdapt_pts"] for r in mrows.values() if r["vs_fdapt_pts"] is not None]
+            line.append("ref" if m == "fdapt" else _signed(sum(d) / len(d) if d else None))
+            table.append(line)
+        out += [_part_heading(coll, part), ""] + _table(header, table)
+    return out
+
+
+def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
+    factor, unit = figs.scale_unit([r["train_flops"] for r in rows], figs.FLOP_UNITS)
+    out = ["## Table 2: efficiency and held-out loss", "",
+           "Means over pretraining seeds. FLOPs: training FLOPs as dispatched (counted with "
+           "FlopCounterMode, forward + backward); local time: the clients' training loops "
+           "(± std over seeds); saved %: relative to fdapt in the same partition (negative: "
+           "more); MB = 10^6 bytes, up + down = total; peak MB: process RSS on CPU, CUDA max "
+           "allocated on GPU; loss: held-out MLM cross-entropy after the last round (nats), "
+           "ppl = its exponential.", ""]
+    header = ["method", "seeds", "rounds", f"train FLOPs ({unit})", "FLOPs saved %",
+              "local time (s)", "time saved %", "MB up", "MB down", "MB total", "tokens/s",
+              "peak MB", "final loss", "Δ loss fdapt", "final ppl"]
+    for part in coll.partitions:
+        prow = [r for r in rows if r["partition"] == part]
+        if not prow:
+            continue
+        table = []
+        for r in prow:
+            wall = _fmt(r["local_train_s"], 1)
+            if r["n_seeds"] > 1 and r["local_train_s_std"] is not None:
+                wall += f" ± {r['local_train_s_std']:.1f}"
+            loss = _fmt(r["final_loss"], 3)
+            if r["n_seeds"] > 1 and r["final_loss_std"] is not None:
+                loss += f" ± {r['final_loss_std']:.3f}"
+            table.append([
+                r["method"], r["seeds"], r["rounds"],
+                _fmt(None if r["train_flops"] is None else r["train_flops"] / factor, 2),
+                "ref" if r["method"] == "fdapt" else _fmt(r["flops_saved_vs_fdapt_pct"], 1),
+                wall,
+                "ref" if r["method"] == "fdapt" else _fmt(r["train_time_saved_vs_fdapt_pct"], 1),
+                _fmt(r["bytes_up_mb"], 1), _fmt(r["bytes_down_mb"], 1),
+                _fmt(r["bytes_sent_mb"], 1), _fmt(r["tokens_per_s"], 0),
+                _fmt(r["peak_mem_mb"], 0), loss,
+                "ref" if r["method"] == "fdapt" else _signed(r["final_loss_vs_fdapt"], 3),
+                _fmt(r["final_ppl"], 1),
+            ])
+        out += [_part_heading(coll, part), ""] + _table(header, table)
+    return out
+
+
+def _provenance_md(rows: list[dict]) -> list[str]:
+    out = ["## Table 3: provenance", "",
+           "One row per run record. The config hash covers the whole resolved config (seed "
+           "included); the manifest hash covers the split (document ids per client and the "
+           "held-out ids): methods of one partition and seed should share it.", ""]
+    table = [[r["partition"], r["method"], str(r["seed"]), f"`{r['record']}`",
+              "synthetic" if r["synthetic"] else r["corpus"],
+              f"`{r['config_hash'] or '-'}`", f"`{(r['manifest_sha256'] or '-')[:16]}`",
+              r["device"] or "-", (r["git_commit"] or "-")[:10]] for r in rows]
+    return out + _table(["partition", "method", "seed", "record", "corpus", "config hash",
+                         "manifest sha256", "device", "git commit"], table, left=9)
+
+
+def _setup_md(coll: Collection) -> list[str]:
+    """One line per distinct set-up; partitions that share one are named together."""
+    lines: dict[str, list[str]] = {}
+    for part in coll.partitions:
+        runs = [r for m in coll.methods if (c := coll.cell(part, m)) for r in c.trained]
+        if not runs:
+            continue
+        rec = runs[0].rec
+        cfg, data = rec["config"], rec.get("data", {})
+        model = cfg.get("model", {})
+        corpus = "SYNTHETIC corpus (generated in code, not real text)" if runs[0].synthetic \
+            else f"corpus `{cfg['data'].get('path')}`"
+        docs = f"{data['train_documents']:,} training / {data['validation_documents']:,} " \
+            f"held-out documents, {data['train_tokens']:,} training tokens; " \
+            if {"train_documents", "validation_documents", "train_tokens"} <= set(data) else ""
+        seeds = sorted({r.seed for r in runs})
+        methods = [m for m in coll.methods if (c := coll.cell(part, m)) and c.trained]
+        text = (f"{corpus}: {docs}model `{model.get('preset') or model.get('name_or_path')}`, "
+                f"{cfg['fl']['clients']} clients × {cfg['fl']['rounds']} rounds, sequence "
+                f"length {cfg['data'].get('max_seq_length')}; methods {', '.join(methods)}; "
+                f"seeds {_seeds(seeds)}")
+        lines.setdefault(text, []).append(part)
+    return [f"- **{', '.join(parts)}**: {text}" for text, parts in lines.items()]
+
+
+FIGURES = {
+    "fig1_heldout_loss": "Figure 1: held-out MLM loss per round (round 0: the starting model, "
+                         "before training), one panel per partition; bands: ±1 std over seeds.",
+    "fig2_downstream": "Figure 2: downstream scores per task (points), mean with ±1 std error "
+                       "bars (none for a single fine-tuning run); the y axis does not start "
+                       "at 0.",
+    "fig3_cost": "Figure 3: training FLOPs, the clients' local-training wall time (±1 std "
+                 "over seeds) and bytes sent (uploads + downloads; central sends none) per "
+                 "method.",
+    "fig4_tradeoff": "Figure 4: efficiency against quality, both relative to fdapt in the same "
+                     "partition: training FLOPs saved (%) on x, the change in quality on y "
+                     "(higher is better for downstream scores, lower for held-out loss); "
+                     "color = method, marker = partition.",
+}
+
+
+def _figures(coll: Collection, eff, down, points, ylabel, folder: Path) -> dict[str, str | None]:
+    """stem → None when drawn, else the reason it was skipped."""
+    colors = figs.method_colors(coll.methods)
+    done: dict[str, str | None] = {}
+
+    curves = {}
+    for part in coll.partitions:
+        curves[part] = {}
+        for m in coll.methods:
+            cell = coll.cell(part, m)
+            c = loss_curve(cell) if cell else None
+            if c:
+                curves[part][m] = (*c, len(cell.trained))
+    done["fig1_heldout_loss"] = None if figs.loss_curves(
+        curves, coll.methods, colors, folder, "fig1_heldout_loss") \
+        else "no per-round held-out losses in these records"
+
+    scores: dict[str, dict] = {}
+    for r in down:
+        scores.setdefault(r["task_label"], {})[(r["partition"], r["method"])] = \
+            (r["mean_pts"], r["std_pts"])
+    tasks = [(t.label, t.metric) for t in coll.tasks]
+    done["fig2_downstream"] = None if figs.downstream_bars(
+        scores, tasks, coll.partitions, coll.methods, colors, folder, "fig2_downstream") \
+        else "no downstream scores in these records (run `python -m bench downstream`)"
+
+    cost = {(r["partition"], r["method"]): {
+        "train_flops": r["train_flops"], "local_train_s": r["local_train_s"],
+        "local_train_s_std": r["local_train_s_std"] if r["n_seeds"] > 1 else None,
+        "bytes_sent": None if r["bytes_sent_mb"] is None else r["bytes_sent_mb"] * MB}
+        for r in eff}
+    done["fig3_cost"] = None if figs.cost_bars(
+        cost, coll.partitions, [m for m in coll.methods if m != GENERAL], colors, folder,
+        "fig3_cost") else "no training records"
+
+    pts = [(p["partition"], p["method"], p["flops_saved_vs_fdapt_pct"], p["y"])
+           for p in points]
+    reason = "no fdapt record to compare against in any partition" \
+        if not any(r["method"] == "fdapt" for r in eff) \
+        else "no method with both a FLOP count and a quality change relative to fdapt"
+    done["fig4_tradeoff"] = None if figs.tradeoff(
+        pts, coll.partitions, coll.methods, colors, ylabel, folder, "fig4_tradeoff") \
+        else reason
+    return done
+
+
+def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: str) -> str:
+    title = default_name(coll)
+    n_runs = len(coll.runs)
+    where = ", ".join(f"`{f}`" for f in coll.folders) if len(coll.folders) <= 4 \
+        else f"{len(coll.folders)} folders (Table 3 names each record)"
+    lines = [f"# fdapt-bench report: {title}", "",
+             f"{n_runs} run records ({_n(len(coll.methods), 'method')} × "
+             f"{_n(len(coll.partitions), 'partition')}) from {where}; regenerated from the "
+             f"records alone with `{command}`.", ""]
+    synth = [p for p in coll.partitions if any(r.synthetic for m in coll.methods
+                                               if (c := coll.cell(p, m)) for r in c.runs)]
+    if synth:
+        lines += [f"> **Synthetic corpus** in {', '.join(synth)}: text generated in code, not "
+                  "real text. These numbers check the harness; they say nothing about DAPT.",
+                  ""]
+    lines += ["## Setup", ""] + _setup_md(coll) + [""]
+    lines += _downstream_md(coll, down)
+    lines += _efficiency_md(coll, eff)
+    lines += ["## Figures", "", "PNG (300 dpi) and PDF in `figures/`.", ""]
+    for stem, caption in FIGURES.items():
+        if done.get(stem) is None:
+            lines += [f"![{caption}](figures/{stem}.png)", "", f"*{caption}*"
+                      + (f" y axis: {ylabel.replace(chr(10), ' ')}." if stem == "fig4_tradeoff"
+                         else "") + f" ([PDF](figures/{stem}.pdf))", ""]
+        else:
+            lines += [f"*{caption.split(':')[0]}: not drawn: {done[stem]}.*", ""]
+    lines += _provenance_md(prov)
+    if coll.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in coll.notes] + [""]
+    lines += ["## Files", "",
+              "- `downstream.csv`: Table 1, one row per partition × method × task",
+              "- `efficiency.csv`: Table 2 (FLOPs in FLOP, time in s, bytes in MB)",
+              "- `provenance.csv`: Table 3",
+              "- `heldout_loss.csv`: Figure 1's data, one row per run and round",
+              "- `tradeoff.csv`: Figure 4's data", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- output
+
+def default_name(coll: Collection) -> str:
+    """The comparison's base name: the records' name less a `-<partition>` / `-s<seed>`
+    suffix when that leaves one name, else the folders' common prefix."""
+    bases = set()
+    for r in coll.runs:
+        name = str(r.rec.get("name") or r.folder.parent.name)
+        raw = r.rec["config"]["partition"]["method"]
+        for _ in range(2):
+            name = re.sub(r"[-_](s|seed)\d+$", "", name)
+            for suffix in (f"-{raw}", f"_{raw}"):
+                if name.endswith(suffix) and len(name) > len(suffix):
+                    name = name[: -len(suffix)]
+        bases.add(name)
+    if len(bases) == 1:
+        return bases.pop()
+    prefix = os.path.commonprefix([f.resolve().name for f in coll.folders]).rstrip("-_")
+    return prefix or "+".join(sorted(bases))
+
+
+def default_out(coll: Collection) -> Path:
+    if len(coll.folders) == 1:
+        return coll.folders[0] / "report"
+    return coll.folders[0].parent / default_name(coll) / "report"
+
+
+def _check_out(out: Path, coll: Collection) -> None:
+    """The report replaces `out` whole: never a folder holding anything but a report."""
+    for r in coll.runs:
+        if out.resolve() in (r.folder.resolve(), *r.folder.resolve().parents):
+            raise DataError(f"--out: {out} holds run records ({r.path}); choose another")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out: {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "report.md").is_file():
+        raise DataError(f"--out: {out} exists and is not a report folder (no report.md); "
+                        "choose another")
+
+
+def make_report(specs: list[str], out: Path | None = None, command: str | None = None) -> Report:
+    """Read the records, then write the report folder `out` (built aside, then renamed)."""
+    coll = collect(specs)  # every input error is raised here, before anything is written
+    out = Path(out) if out is not None else default_out(coll)
+    _check_out(out, coll)
+    command = command or f"python -m bench report --runs {','.join(specs)}"
+    eff, down, prov = efficiency_rows(coll), downstream_rows(coll), provenance_rows(coll)
+    points, ylabel = tradeoff_points(coll, eff, down)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise DataError(f"--out: cannot write under {out.parent} ({exc.strerror})") from None
+    try:
+        done = _figures(coll, eff, down, points, ylabel, tmp / "figures")
+        files = {
+            "report.md": render(coll, eff, down, prov, done, command, ylabel),
+            "efficiency.csv": csv_text(eff) if eff else "",
+            "downstream.csv": csv_text(down) if down else "",
+            "provenance.csv": csv_text(prov),
+            "heldout_loss.csv": csv_text(rows) if (rows := curve_rows(coll)) else "",
+            "tradeoff.csv": csv_text(points) if points else "",
+        }
+        for name, text in files.items():
+            if text:
+                (tmp / name).write_text(text, encoding="utf-8")
+        umask = os.umask(0o022)
+        os.umask(umask)
+        for p in [tmp, *tmp.rglob("*")]:
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if old is not None:
+                os.replace(old, out)  # the previous report, as it was
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"--out: cannot write {out} ({exc.strerror or exc})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    drawn = [f"figures/{s}.{ext}" for s, why in done.items() if why is None
+             for ext in ("png", "pdf")]
+    skipped = [f"{s}: {why}" for s, why in done.items() if why is not None]
+    return Report(out, coll.notes, drawn, skipped)

@@ -1,0 +1,129 @@
+"""The distributed executor: the sampled clients of a round dealt to client groups.
+
+Each round, every rank deals the clients the same way (longest first, to the least-loaded
+group; ties by index), so no rank has to be told what to do. A group trains its clients one
+after another, data-parallel over its ranks, folding each upload into its own copy of the
+strategy's running sums. Then the groups merge those sums with collectives, only over the
+tensors some client sent (a block frozen on every client this round never moves), and every
+rank finishes the round with the same new global model.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+from ..fl.engine import steps_per_round
+from .data_parallel import group_dp
+from .world import World, gather_objects
+
+FAIL_ENV = "FDAPT_FAIL_AT"  # testing hook: "rank=R,round=N" (N counted from 1) raises there
+
+
+def deal(clients: Sequence[int], steps: dict[int, int], n_groups: int) -> list[list[int]]:
+    """Clients per group: longest first to the least-loaded group (ties: lowest index)."""
+    load = [0] * n_groups
+    groups: list[list[int]] = [[] for _ in range(n_groups)]
+    for c in sorted(clients, key=lambda c: (-steps[c], c)):
+        g = min(range(n_groups), key=lambda i: (load[i], i))
+        groups[g].append(c)
+        load[g] += steps[c]
+    return [sorted(g) for g in groups]
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the FDAPT_FAIL_AT testing hook."""
+
+
+def _injected(world: World, round_index: int) -> bool:
+    spec = os.environ.get(FAIL_ENV)
+    if not spec:
+        return False
+    kv = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+    return int(kv.get("rank", -1)) == world.rank and int(kv.get("round", -1)) == round_index + 1
+
+
+class DistributedExecutor:
+    name = "distributed"
+
+    def __init__(self, world: World):
+        self.world = world
+
+    def run_round(self, trainer, r: int, clients: Sequence[int],
+                  global_params: dict[str, torch.Tensor], rows: list[dict]) -> dict:
+        world, cfg = self.world, trainer.ctx.cfg
+        steps = {c: steps_per_round(len(trainer.ctx.client_blocks[c]), cfg) for c in clients}
+        mine = deal(clients, steps, world.n_groups)[world.group_index]
+        trainer.dp = group_dp(world)
+        norms_before = list(trainer.faults.accepted_norms)
+        moved_before = dict(world.bytes_moved)
+        t0 = time.perf_counter()
+        my_rows = []
+        for c in mine:
+            world.where = f"in round {r + 1} on client {c}"
+            if _injected(world, r):
+                raise InjectedFailure(f"injected failure ({FAIL_ENV})")
+            row = trainer.train_client(r, c, global_params)
+            my_rows.append({**row, "rank": world.rank, "group": world.group_index})
+        world.where = f"in round {r + 1} aggregating"
+        train_s = time.perf_counter() - t0
+        merge_strategy(world, trainer.strategy, lead=world.group_leader)
+        # every client's row, the screen's memory and persisted optimizers, on every rank
+        shared = gather_objects(world, {
+            "rows": my_rows if world.group_leader else [],
+            "opt": {c: trainer.client_opt_state[c] for c in mine
+                    if c in trainer.client_opt_state} if world.group_leader else {},
+            "rank": {"rank": world.rank, "group": world.group_index, "clients": mine,
+                     "local_train_s": sum(x["wall_s"] for x in my_rows),
+                     "round_train_s": train_s,
+                     "tokens": sum(x["tokens"] for x in my_rows) // world.group_size,
+                     "bytes_collectives": {k: v - moved_before.get(k, 0)
+                                           for k, v in world.bytes_moved.items()}}})
+        by_client = {x["client"]: x for s in shared for x in s["rows"]}
+        for c in clients:
+            rows.append(by_client[c])
+        for s in shared:
+            trainer.client_opt_state.update(s["opt"])
+        trainer.faults.accepted_norms = norms_before + [
+            by_client[c]["update_norm"] for c in clients
+            if c in trainer.strategy.accepted and by_client[c].get("update_norm") is not None]
+        ranks = [s["rank"] for s in shared]
+        for x in ranks:
+            x["tokens_per_s"] = x["tokens"] / x["local_train_s"] if x["local_train_s"] else None
+        world.where = f"after round {r + 1}"
+        return {"ranks": ranks}
+
+
+def merge_strategy(world: World, strategy, lead: bool) -> None:
+    """Sum the groups' running sums so every rank holds the whole round's.
+
+    Only a group's leader contributes (its G ranks hold the same sums). Per-parameter sent
+    weights go first, in one small tensor; then one flat float64 all-reduce over the
+    parameters that some client sent. A parameter nobody sent keeps the global value."""
+    keys = list(strategy._global)
+    meta = torch.tensor([strategy._sent_w[k] for k in keys] + [strategy._total_w],
+                        dtype=torch.float64)
+    if not lead:
+        meta.zero_()
+    dist.all_reduce(meta)
+    world.count("aggregation", meta.numel() * meta.element_size())
+    sent = [k for k, w in zip(keys, meta[:-1].tolist()) if w > 0]
+    if sent:
+        device = strategy._sum[sent[0]].device
+        flat = torch.cat([strategy._sum[k].reshape(-1) for k in sent]) if lead else \
+            torch.zeros(sum(strategy._sum[k].numel() for k in sent), dtype=torch.float64,
+                        device=device)
+        dist.all_reduce(flat)
+        world.count("aggregation", flat.numel() * flat.element_size())
+        offset = 0
+        for k in sent:
+            n = strategy._sum[k].numel()
+            strategy._sum[k] = flat[offset:offset + n].view_as(strategy._sum[k])
+            offset += n
+    strategy._sent_w = {k: float(w) for k, w in zip(keys, meta[:-1].tolist())}
+    strategy._total_w = float(meta[-1])
+    accepted = gather_objects(world, list(strategy.accepted) if lead else [])
+    strategy.accepted = sorted(c for part in accepted for c in part)

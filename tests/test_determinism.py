@@ -1,0 +1,148 @@
+"""Determinism on CPU: the same cell run twice, in fresh processes with fresh caches, gives the
+same numbers and the same weights, bit for bit; so does the preset tokenizer it trains.
+
+Fresh processes matter: `tokenizers`' own WordPiece trainer gave a different vocabulary in
+every process (a randomly seeded Rust hash map), which only a new process shows. Each pair of
+processes also gets a different PYTHONHASHSEED, so nothing may depend on Python's set or dict
+order of strings either.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from fdapt_core.wordpiece import learn_vocab
+from tests.conftest import ROOT, TINY
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def _env(hash_seed: int) -> dict:
+    return {**os.environ, "PYTHONHASHSEED": str(hash_seed), "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def _in_parallel(commands: list[list[str]], timeout: int = 300) -> list[str]:
+    """Run the commands at once in fresh processes (hash seeds 1, 2, …); their stdouts."""
+    procs = [subprocess.Popen(c, cwd=ROOT, env=_env(i + 1), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i, c in enumerate(commands)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err[-3000:]
+        outs.append(out)
+    return outs
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+_BUILD = """
+import json, sys
+from tokenizers import normalizers, pre_tokenizers
+from fdapt_core.data.synthetic import generate
+from fdapt_core.wordpiece import count_words, learn_vocab
+texts = [d.text for d in generate(n_docs=600, n_topics=6, seed=0)]
+counts = count_words(texts, normalizers.BertNormalizer(lowercase=False),
+                     pre_tokenizers.BertPreTokenizer())
+print(json.dumps({n: learn_vocab(counts, n, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+                  for n in (512, 1024, 4096)}))
+"""
+
+
+def test_preset_vocabulary_is_the_same_in_fresh_processes():
+    # the default corpus; `tokenizers`' WordPieceTrainer gave three different sets here
+    outs = [json.loads(o) for o in _in_parallel([[sys.executable, "-c", _BUILD]] * 3)]
+    assert outs[0] == outs[1] == outs[2]
+    assert [len(v) for v in outs[0].values()] == [512, 1024, 2236]  # 4096: merges run out
+
+
+def test_preset_tokenizer_wraps_the_learnt_vocabulary(tmp_path):
+    from tokenizers import normalizers, pre_tokenizers
+
+    from fdapt_core.data.synthetic import generate
+    from fdapt_core.model import load_tokenizer, train_tokenizer
+    from fdapt_core.wordpiece import BUILDER_VERSION, count_words
+
+    texts = [d.text for d in generate(n_docs=200, n_topics=6, seed=0)]
+    tok = train_tokenizer(texts, 700, tmp_path)
+    counts = count_words(texts, normalizers.BertNormalizer(lowercase=False),
+                         pre_tokenizers.BertPreTokenizer())
+    assert tok.convert_ids_to_tokens(list(range(len(tok)))) == learn_vocab(counts, 700, SPECIAL)
+    assert [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id,
+            tok.mask_token_id] == [0, 1, 2, 3, 4]
+    enc = tok("heart failure [MASK] troponin")["input_ids"]
+    assert enc[0] == 2 and enc[-1] == 3 and 4 in enc  # [CLS] … [SEP]; [MASK] kept whole
+    (folder,) = tmp_path.glob("tokenizer-*")
+    assert folder.name.startswith(f"tokenizer-dwp{BUILDER_VERSION}-700-")
+    tok.save_pretrained(tmp_path / "saved")
+    again = load_tokenizer(str(tmp_path / "saved"))
+    assert again.get_vocab() == tok.get_vocab() and again("a ##b [SEP]") == tok("a ##b [SEP]")
+    train_tokenizer(texts, 700, tmp_path)  # cached: no second folder
+    assert len(list(tmp_path.glob("tokenizer-*"))) == 1
+
+
+def test_learn_vocab_breaks_ties_by_the_pairs_strings():
+    # every pair occurs twice: ties everywhere; the smallest (left, right) strings merge first
+    counts = {"ab": 2, "cd": 2, "ba": 2}
+    vocab = learn_vocab(counts, 5 + 4 + 3 + 1, SPECIAL)
+    assert vocab[:5] == SPECIAL
+    assert vocab[5:9] == ["a", "b", "c", "d"] and vocab[9:12] == ["##a", "##b", "##d"]
+    assert vocab[12:] == ["ab"]  # ("a", "##b") < ("b", "##a") < ("c", "##d")
+    assert learn_vocab(counts, 100, SPECIAL)[12:] == ["ab", "ba", "cd"]
+    # a higher count wins over string order; the input's order does not matter
+    assert learn_vocab({"cd": 3, "ab": 2, "ba": 2}, 14, SPECIAL)[12:] == ["cd", "ab"]
+    assert learn_vocab(dict(reversed(list(counts.items()))), 100, SPECIAL) == \
+        learn_vocab(counts, 100, SPECIAL)
+
+
+def test_learn_vocab_builds_words_from_continuation_pieces():
+    counts = {"lowest": 5, "lower": 4, "newest": 6, "widest": 3}
+    full = learn_vocab(counts, 1000, SPECIAL)  # until no pair is left: every word whole
+    assert len(full) == len(set(full)) and set(counts) <= set(full) and "##st" in full
+    assert learn_vocab(counts, 26, SPECIAL) == full[:26]  # capped: a prefix of the same run
+    # the characters are always kept, even past the cap
+    assert learn_vocab({"lowest": 5, "lower": 4}, 3, SPECIAL)[5:] == \
+        ["e", "l", "o", "r", "s", "t", "w", "##e", "##o", "##r", "##s", "##t", "##w"]
+
+
+# ----------------------------------------------------------------------------- a whole cell
+
+def test_a_cell_run_twice_gives_the_same_numbers_and_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    def command(i: int) -> list[str]:
+        # a few steps are enough: with another vocabulary even the initial loss differs
+        out = tmp_path / f"out{i}"
+        sets = [*TINY, "train.max_local_steps=4", "profile.count_flops=false", "name=det",
+                f"output_dir={out}", f"cache_dir={out / 'cache'}"]
+        return [sys.executable, "-m", "bench", "run", "--method", "fdapt",
+                *[a for s in sets for a in ("--set", s)]]
+
+    _in_parallel([command(0), command(1)])
+    runs = [tmp_path / f"out{i}" / "det" / "fdapt" for i in range(2)]
+    a, b = (json.loads((r / "record.json").read_text()) for r in runs)
+    assert a["status"] == b["status"] == "finished"
+    assert a["seed"] == b["seed"] == a["config"]["seed"] == 0
+    assert a["manifest_sha256"] == b["manifest_sha256"] is not None
+    # config_hash covers output_dir and cache_dir too, which differ here: all else is equal
+    assert a["config_hash"] and b["config_hash"]
+    paths = ("output_dir", "cache_dir")
+    assert {k: v for k, v in a["config"].items() if k not in paths} == \
+        {k: v for k, v in b["config"].items() if k not in paths}
+    assert a["initial_eval"] == b["initial_eval"]
+    assert [r["eval_loss"] for r in a["rounds"]] == [r["eval_loss"] for r in b["rounds"]]
+    assert [[(c["loss"], c["update_norm"]) for c in r["clients"]] for r in a["rounds"]] == \
+        [[(c["loss"], c["update_norm"]) for c in r["clients"]] for r in b["rounds"]]
+    assert a["final_eval"] == b["final_eval"]
+    assert a["data"]["train_tokens"] == b["data"]["train_tokens"]
+    wa, wb = (load_file(str(r / "model" / "model.safetensors")) for r in runs)
+    assert wa.keys() == wb.keys()
+    for name in wa:  # names the first tensor that differs, if one does
+        assert wa[name].dtype == wb[name].dtype and wa[name].shape == wb[name].shape, name
+        assert wa[name].numpy().tobytes() == wb[name].numpy().tobytes(), name
+    assert (runs[0] / "model" / "model.safetensors").read_bytes() == \
+        (runs[1] / "model" / "model.safetensors").read_bytes()
+    assert (runs[0] / "model" / "tokenizer.json").read_bytes() == \
+        (runs[1] / "model" / "tokenizer.json").read_bytes()
