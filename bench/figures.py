@@ -121,22 +121,32 @@ def loss_curves(curves: dict[str, dict[str, tuple]], methods: list[str], colors:
         return _save(fig, folder, stem)
 
 
-def _grouped_bars(ax, groups: list[str], methods: list[str], colors: dict, value, error):
+def _grouped_bars(ax, groups: list[str], methods: list[str], colors: dict, value, error,
+                  slots: list[str] | None = None):
     """Bars of value(group, method) ± error(group, method): groups on x, one color per method.
-    With one group the methods name the ticks. Returns the methods drawn."""
+    With one group the methods name the ticks; `slots` keeps a place (marked n/a) for methods
+    without a value, so that panels side by side line up. Returns the methods drawn."""
     present = [m for m in methods if any(value(g, m) is not None for g in groups)]
     if not present:
         return []
+    if slots:
+        present = [m for m in methods if m in slots or m in present]
     width = 0.8 / len(present)
     for i, m in enumerate(present):
         xs, ys, es = [], [], []
         for j, g in enumerate(groups):
             v = value(g, m)
             if v is None:
+                if len(groups) == 1:
+                    ax.annotate("n/a", (j - 0.4 + width * (i + 0.5), 0), xytext=(0, 1),
+                                xycoords=("data", "axes fraction"), textcoords="offset points",
+                                ha="center", va="bottom", fontsize=7, color="#444444")
                 continue
             xs.append(j - 0.4 + width * (i + 0.5))
             ys.append(v)
             es.append(error(g, m) or 0.0)
+        if not xs:
+            continue
         ax.bar(xs, ys, width * 0.9, color=colors[m], label=m,
                yerr=es if any(es) else None, capsize=2,
                error_kw={"elinewidth": 0.8, "capthick": 0.8, "ecolor": "#444444"})
@@ -168,11 +178,12 @@ def downstream_bars(scores: dict[str, dict], tasks: list[tuple[str, str]], parti
         fig = Figure(figsize=(WIDTH, 0.6 + (1.9 if many else 2.7) * rows), layout="constrained")
         axes = fig.subplots(rows, cols, squeeze=False)
         drawn: list[str] = []
+        scored = [m for d in scores.values() for g, m in d]
         for ax, (label, metric) in zip(axes.flat, tasks):
             s = scores[label]
             got = _grouped_bars(ax, partitions, methods, colors,
                                 lambda g, m: s.get((g, m), (None, None))[0],
-                                lambda g, m: s.get((g, m), (None, None))[1])
+                                lambda g, m: s.get((g, m), (None, None))[1], slots=scored)
             drawn += [m for m in got if m not in drawn]
             lo = min(a - (b or 0) for a, b in s.values())
             hi = max(a + (b or 0) for a, b in s.values())
@@ -225,7 +236,8 @@ def cost_bars(cost: dict[tuple[str, str], dict], partitions: list[str], methods:
                 return None if c is None or err is None or c.get(err) is None \
                     else c[err] / factor
 
-            got = _grouped_bars(ax, partitions, methods, colors, value, error)
+            got = _grouped_bars(ax, partitions, methods, colors, value, error,
+                                slots=[m for g, m in cost])
             drawn += [m for m in got if m not in drawn]
             ax.set_ylabel(ylabel)
             if not got:
@@ -255,15 +267,17 @@ def tradeoff(points: list[tuple[str, str, float, float]], partitions: list[str],
         for part, m, x, y in points:
             ax.scatter([x], [y], s=36, color=colors[m], marker=markers[part],
                        edgecolors="white", linewidths=0.5, zorder=3)
-        if len(points) <= 12:
+        if len(points) <= 12:  # few enough to name each marker
             for part, m, x, y in points:
                 ax.annotate(m, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7,
                             color="#333333")
         xs, ys = [p[2] for p in points], [p[3] for p in points]
-        for lim, vals in ((ax.set_xlim, xs), (ax.set_ylim, ys)):
+        labelled = len(points) <= 12
+        for lim, vals, right in ((ax.set_xlim, xs, 0.25 if labelled else 0.12),
+                                 (ax.set_ylim, ys, 0.12)):
             lo, hi = min(0.0, *vals), max(0.0, *vals)
-            pad = 0.12 * (hi - lo) or 1.0
-            lim(lo - pad, hi + pad)
+            span = (hi - lo) or 1.0
+            lim(lo - 0.12 * span, hi + right * span)  # room for the labels on the right
         ax.set_xlabel("training FLOPs saved vs fdapt (%)")
         ax.set_ylabel(ylabel)
         order = [m for m in methods if any(p[1] == m for p in points)]

@@ -268,8 +268,9 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def hash(self, exclude: tuple[str, ...] = ()) -> str:
-        """A stable digest of the resolved config (keys in `exclude` left out)."""
+    def hash(self, exclude: tuple[str, ...] = ("output_dir", "cache_dir")) -> str:
+        """A stable digest of the resolved config (keys in `exclude` left out: by default the
+        paths, which say where a cell's files go, not what it computes)."""
         d = self.to_dict()
         for key in exclude:
             d.pop(key, None)

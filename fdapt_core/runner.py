@@ -247,6 +247,10 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
     if world is not None and main:
         world.barrier()
     cfg, method = prep.cfg, prep.method
+    if cfg.dist.engine == "deepspeed":
+        from .dist.zero import check_supported
+
+        check_supported(cfg, method)
     out = run_dir(cfg, label)
     config_hash = cfg.hash()
     write = write_json_atomic if main else _no_write  # only rank 0 writes
@@ -292,6 +296,10 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
                                        flops=ctx.flops)
         trainer = FederatedTrainer(ctx, freeze_plans, build_strategy(cfg.fl),
                                    executor or SequentialExecutor())
+        if cfg.dist.engine == "deepspeed":
+            from .dist.zero import ZeroTrainer
+
+            trainer.zero = ZeroTrainer(model, cfg, world)
 
     initial = heldout.evaluate(model, device, amp_dtype(cfg.train, device)) if main \
         else {"loss": None, "ppl": None}

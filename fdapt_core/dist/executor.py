@@ -80,6 +80,7 @@ class DistributedExecutor:
                      "local_train_s": sum(x["wall_s"] for x in my_rows),
                      "round_train_s": train_s,
                      "tokens": sum(x["tokens"] for x in my_rows) // world.group_size,
+                     "mem_mb": trainer.ctx.memory.current_mb(),
                      "bytes_collectives": {k: v - moved_before.get(k, 0)
                                            for k, v in world.bytes_moved.items()}}})
         by_client = {x["client"]: x for s in shared for x in s["rows"]}

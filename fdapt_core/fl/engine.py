@@ -153,6 +153,7 @@ class _RoundLoop:
             ev = ctx.heldout.evaluate(ctx.model, ctx.device, dtype) if ctx.is_main \
                 else {"loss": None, "ppl": None, "wall_s": 0.0}
             ctx.memory.sample()
+            row["mem_mb"] = ctx.memory.current_mb()
             row.update(eval_loss=ev["loss"], eval_ppl=ev["ppl"], eval_wall_s=ev["wall_s"],
                        wall_s=time.perf_counter() - t0, checkpoint_wall_s=None,
                        local_train_s=sum(c["wall_s"] for c in row["clients"]))
@@ -230,6 +231,7 @@ class FederatedTrainer(_RoundLoop):
         self.faults = Faults(ctx.cfg.faults, ctx.cfg.seed, window=2 * ctx.cfg.fl.clients)
         self.pending: Optional[dict] = None  # a partial-round checkpoint to continue from
         self.dp = None  # data-parallel helper of this rank's group (distributed executor)
+        self.zero = None  # a dist.zero.ZeroTrainer when dist.engine is deepspeed
 
     def train_round(self, r: int) -> dict:
         ctx, cfg = self.ctx, self.ctx.cfg
@@ -285,24 +287,19 @@ class FederatedTrainer(_RoundLoop):
         load_params(model, global_params)
         apply_freeze(model, plan)
         steps = steps_per_round(len(blocks), cfg)
-        persist = cfg.train.optimizer_reset == "persist"
-        total = steps * cfg.fl.rounds if persist else steps
-        opt, sched = make_optimizer(model, cfg.train, total, ctx.device)
-        if persist and client in self.client_opt_state:
-            opt.load_state_dict(self.client_opt_state[client]["opt"])
-            sched.load_state_dict(self.client_opt_state[client]["sched"])
         mask_gen = seed_client_round(cfg, client, r)
         stream = client_stream(cfg, client, len(blocks))
         start = r * cfg.train.local_epochs * stream.steps_per_epoch  # round r = its own epochs
         ctx.callbacks.client_start(client, steps)
-        st = train_steps(model, blocks, stream.take(start, steps),
-                         optimizer=opt, scheduler=sched, cfg=cfg.train, tok=ctx.tok,
-                         mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
-                         dp=self.dp, prox_mu=self.strategy.prox_mu, prox_ref=global_params)
-        if persist:
-            self.client_opt_state[client] = {"opt": to_cpu(opt.state_dict()),
-                                             "sched": sched.state_dict()}
-        del opt, sched
+        if self.zero is not None:  # a DeepSpeed ZeRO engine trains; the model takes its result
+            self.zero.reset(global_params)
+            st = self.zero.train(plan.names if plan else frozenset(), blocks,
+                                 stream.take(start, steps), steps, ctx.tok, mask_gen,
+                                 ctx.callbacks.step)
+            self.zero.copy_to(model)
+        else:
+            st = self.train_local(client, stream.take(start, steps), steps, mask_gen,
+                                  global_params)
         params = dict(model.named_parameters())
         # What crosses the network: the whole global model down; up, only what changed
         # (frozen blocks stay home unless fl.send_frozen), in the dtype it is held in.
@@ -319,6 +316,25 @@ class FederatedTrainer(_RoundLoop):
         apply_freeze(model, None)
         ctx.callbacks.client_end(client, row)
         return row
+
+    def train_local(self, client: int, batches, steps: int, mask_gen: torch.Generator,
+                    global_params: dict[str, torch.Tensor]) -> LocalStats:
+        """The plain loop with a fresh (or the client's persisted) AdamW and schedule."""
+        ctx, cfg = self.ctx, self.ctx.cfg
+        persist = cfg.train.optimizer_reset == "persist"
+        total = steps * cfg.fl.rounds if persist else steps
+        opt, sched = make_optimizer(ctx.model, cfg.train, total, ctx.device)
+        if persist and client in self.client_opt_state:
+            opt.load_state_dict(self.client_opt_state[client]["opt"])
+            sched.load_state_dict(self.client_opt_state[client]["sched"])
+        st = train_steps(ctx.model, ctx.client_blocks[client], batches,
+                         optimizer=opt, scheduler=sched, cfg=cfg.train, tok=ctx.tok,
+                         mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
+                         dp=self.dp, prox_mu=self.strategy.prox_mu, prox_ref=global_params)
+        if persist:
+            self.client_opt_state[client] = {"opt": to_cpu(opt.state_dict()),
+                                             "sched": sched.state_dict()}
+        return st
 
     def resume(self) -> int:
         start = super().resume()

@@ -64,16 +64,19 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, device:
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=fused, foreach=None if fused else True)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg,
+                                                                              total_steps))
+
+
+def lr_factor(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """The schedule's multiplier of the learning rate at `step`: linear warm-up, then linear
+    decay to 0 at `total_steps` (or constant)."""
     warm, total = cfg.warmup_steps, max(1, total_steps)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        if cfg.schedule == "constant":
-            return 1.0
-        return max(0.0, (total - step) / max(1, total - warm))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    if step < warm:
+        return (step + 1) / (warm + 1)
+    if cfg.schedule == "constant":
+        return 1.0
+    return max(0.0, (total - step) / max(1, total - warm))
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:

@@ -31,6 +31,13 @@ class PeakMemory:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
+    def current_mb(self) -> float:
+        """This process's memory now: CUDA allocated on a GPU, the resident set on a CPU (a
+        leak shows as growth from round to round)."""
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device) / 2**20
+        return current_rss_bytes() / 2**20
+
     def sample(self) -> None:
         self.peak_rss = max(self.peak_rss, current_rss_bytes())
 

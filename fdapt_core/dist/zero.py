@@ -1,0 +1,196 @@
+"""Local training through a DeepSpeed ZeRO engine, built once per process and reused.
+
+`deepspeed.initialize` per client leaks memory (DeepSpeed keeps buffers, hooks and process
+groups alive), so one engine serves every client and round of the process. Between clients
+the method needs a fresh start: the module's weights are set to the global model and copied
+into ZeRO's fp32 master partitions, and the optimizer's moments are dropped. A client's frozen
+blocks keep `requires_grad = False` (their backward is skipped) and their parameter groups get
+learning rate 0 (ZeRO steps every partition it owns; at lr 0 AdamW moves nothing, decay
+included), so a frozen block leaves the client exactly as it came.
+
+The optimizer is torch's AdamW (no DeepSpeed op to compile) with one parameter group per
+transformer block, one for the embeddings and one for the rest; the schedule is the same
+linear one as the plain loop, set on the groups before each step. ZeRO averages gradients over
+the group's ranks, so each rank's loss is its rows' share of the batch loss times G.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import RunConfig
+from ..data.masking import mask_tokens
+from ..errors import ConfigError
+from .. import interrupt
+from ..fl.local import LocalStats, amp_dtype, lr_factor
+from ..model import embedding_prefix, transformer_blocks
+from ..profiling.timing import PhaseTimer
+
+
+def load_deepspeed_config(cfg: RunConfig) -> dict:
+    path = Path(cfg.dist.deepspeed_config)
+    if not path.is_absolute() and not path.exists():
+        path = Path(__file__).resolve().parents[2] / path
+    try:
+        ds = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"dist.deepspeed_config: cannot read {path} ({exc.strerror})") \
+            from None
+    except ValueError as exc:
+        raise ConfigError(f"dist.deepspeed_config: {path} is not JSON ({exc})") from None
+    stage = ds.get("zero_optimization", {}).get("stage")
+    if stage not in (1, 2, 3):
+        raise ConfigError(f"dist.deepspeed_config: {path}: zero_optimization.stage must be "
+                          f"1, 2 or 3, got {stage!r}")
+    return ds
+
+
+def check_supported(cfg: RunConfig, method: str) -> None:
+    """What the ZeRO path does not cover, refused up front with the key to change."""
+    if cfg.dist.executor != "distributed":
+        raise ConfigError("dist.engine: deepspeed needs dist.executor=distributed (launch with "
+                          "torchrun or bench run --nproc N)")
+    if method == "central":
+        raise ConfigError("dist.engine: deepspeed runs federated methods; the central "
+                          "baseline runs with dist.engine=torch (data-parallel over all ranks)")
+    if cfg.train.optimizer_reset != "round":
+        raise ConfigError("train.optimizer_reset: persist is not supported with "
+                          "dist.engine=deepspeed (the engine's optimizer is reset per client)")
+    if cfg.fl.strategy == "fedprox":
+        raise ConfigError("fl.strategy: fedprox is not supported with dist.engine=deepspeed "
+                          "(its proximal term needs the plain loop); use dist.engine=torch")
+
+
+def _param_groups(model: nn.Module) -> tuple[list[dict], list[str]]:
+    """One group per transformer block, the embeddings, the rest; and each group's prefix."""
+    prefixes = [p for p, _ in transformer_blocks(model)] + [embedding_prefix(model)]
+    groups: dict[str, list] = {p: [] for p in prefixes}
+    groups[""] = []
+    for name, p in model.named_parameters():
+        key = next((x for x in prefixes if name.startswith(x)), "")
+        groups[key].append(p)
+    keys = [k for k in groups if groups[k]]
+    return [{"params": groups[k]} for k in keys], keys
+
+
+class ZeroTrainer:
+    """A client's local round through one reusable DeepSpeed engine."""
+
+    def __init__(self, server_model: nn.Module, cfg: RunConfig, world):
+        import deepspeed
+
+        self.cfg, self.world = cfg, world
+        if world.group_size != world.size:
+            raise ConfigError(f"dist.ranks_per_client: dist.engine=deepspeed shards one client "
+                              f"over the whole world; set it to {world.size}")
+        # the engine trains its own copy (ZeRO-3 partitions it); the harness's model stays the
+        # server's whole global model, for aggregation, evaluation and checkpoints
+        model = copy.deepcopy(server_model)
+        ds = load_deepspeed_config(cfg)
+        G = world.group_size
+        ds.setdefault("train_micro_batch_size_per_gpu", max(1, math.ceil(cfg.train.batch_size
+                                                                         / G)))
+        ds.setdefault("gradient_accumulation_steps", 1)
+        ds["train_batch_size"] = ds["train_micro_batch_size_per_gpu"] * G
+        ds["gradient_clipping"] = cfg.train.max_grad_norm
+        ds.setdefault("steps_per_print", 10**9)
+        ds.setdefault("wall_clock_breakdown", False)
+        if amp_dtype(cfg.train, world.device) == torch.bfloat16:
+            ds.setdefault("bf16", {"enabled": True})
+        for p in model.parameters():
+            p.requires_grad_(True)  # ZeRO partitions what trains at initialisation
+        groups, self.group_keys = _param_groups(model)
+        opt = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.stage = ds["zero_optimization"]["stage"]
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=opt,
+                                                                 config=ds)
+        self.model = self.engine.module
+
+    def reset(self, global_params: dict[str, torch.Tensor]) -> None:
+        """The global weights in the module and in ZeRO's fp32 masters; no optimizer moments."""
+        import deepspeed
+
+        params = list(self.model.named_parameters())
+        with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=0,
+                                               enabled=self.stage == 3):
+            with torch.no_grad():
+                for name, p in params:
+                    p.copy_(global_params[name])
+        self.optimizer._restore_from_bit16_weights()
+        self.optimizer.optimizer.state.clear()
+
+    def copy_to(self, server_model: nn.Module) -> None:
+        """The trained client weights into the server's model (gathered under ZeRO-3)."""
+        import deepspeed
+
+        params = dict(self.model.named_parameters())
+        with deepspeed.zero.GatheredParameters(list(params.values()), enabled=self.stage == 3):
+            with torch.no_grad():
+                for name, p in server_model.named_parameters():
+                    p.copy_(params[name])
+
+    def train(self, frozen: frozenset[str], blocks: torch.Tensor, batches: Iterator[np.ndarray],
+              n_steps: int, tok, mask_gen: torch.Generator, on_step=None) -> LocalStats:
+        cfg, world, engine = self.cfg.train, self.world, self.engine
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name not in frozen)
+        frozen_groups = [any(n.startswith(k) for n in frozen) if k else False
+                         for k in self.group_keys]
+        stats, timer = LocalStats(), PhaseTimer(world.device)
+        loss_sum = torch.zeros((), device=world.device)
+        G, g_rank = world.group_size, world.group_rank
+        dtype = amp_dtype(cfg, world.device)
+        engine.train()
+        t0 = time.perf_counter()
+        timer.start()
+        for step, idx in enumerate(batches):
+            x = blocks[torch.from_numpy(idx)]
+            inputs, labels = mask_tokens(x, tok, cfg.mlm_probability, mask_gen)
+            n_total = max(1, int((labels != -100).sum()))
+            bounds = np.linspace(0, len(x), G + 1).round().astype(int)
+            rows = slice(int(bounds[g_rank]), int(bounds[g_rank + 1]))
+            inputs = inputs[rows].to(world.device)
+            labels = labels[rows].to(world.device)
+            timer.mark("data")
+            with torch.autocast(world.device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                logits = engine(input_ids=inputs).logits
+            # ZeRO averages the ranks' gradients: × G makes it their sum, the batch gradient
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                   labels.reshape(-1), ignore_index=-100, reduction="sum") \
+                / n_total
+            engine.backward(loss * G)
+            timer.mark("backward")
+            factor = lr_factor(step, cfg, n_steps)
+            for group, is_frozen in zip(self.optimizer.param_groups, frozen_groups):
+                group["lr"] = 0.0 if is_frozen else cfg.lr * factor
+            engine.step()
+            loss_sum += loss.detach()
+            timer.mark("optimizer")
+            stats.steps += 1
+            stats.samples += x.shape[0]
+            stats.tokens += x.numel()
+            if on_step is not None:
+                on_step(stats.steps)
+            interrupt.check()
+        if world.device.type == "cuda":
+            torch.cuda.synchronize(world.device)
+        stats.wall_s = time.perf_counter() - t0
+        if G > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(loss_sum, group=world.group)
+        stats.loss = (loss_sum / max(1, stats.steps)).item()
+        stats.phases = timer.result()
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        return stats
