@@ -1,38 +1,70 @@
 #!/usr/bin/env bash
-# The comparison grid: each partition × {central, fdapt, ffdapt-paper, ffdapt-bottom}.
+# The paper grid, end to end: partitions × methods × seeds, then downstream, then the report.
 #
-#   ./run_all.sh                                  # configs/default.yaml, the offline default
-#   ./run_all.sh --config configs/ohsumed.yaml    # the real corpus
-#   ./run_all.sh --partitions iid,by_key --set fl.rounds=3
+#   ./run_all.sh --quick                  # the real corpus on 2 CPU cores, ~20 min (configs/quick.yaml)
+#   ./run_all.sh                          # configs/paper.yaml, the study's set-up (a GPU)
+#   ./run_all.sh --config configs/default.yaml --seeds 0,1 --partitions iid,by_key
 #
-# Each partition is one `bench compare` named <config name>-<partition>; a cell whose finished
-# record has the same config is reused, and a killed cell is resumed, so the script can be run
-# again after an interruption and only finishes what is missing.
+# Options: --config FILE, --partitions a,b,…, --methods a,b,…, --seeds 0,1,…, --tasks a,b,…,
+# --set key=value (repeatable), --no-downstream, --name NAME (the report's folder name).
+# Each (partition, seed) is one `bench compare` named <name>-<partition>-s<seed>; a finished
+# cell whose record has the same config is reused and a killed one is resumed, so running the
+# script again after an interruption only does what is missing. The report lands in
+# results/<name>/report/.
 set -euo pipefail
 cd "$(dirname "$0")"
+if [ ! -x .venv/bin/python ] && [ -z "${PYTHON:-}" ]; then
+  bash scripts/setup.sh   # from nothing: the environment first
+fi
 PY="${PYTHON:-.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-CONFIG=configs/default.yaml
+export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
+CONFIG=configs/paper.yaml
 PARTITIONS=iid,quantity,voc,len,by_key
-METHODS=central,fdapt,ffdapt-paper,ffdapt-bottom
+METHODS=central,fdapt,ffdapt-paper,ffdapt-bottom,ffdapt-budget,ffdapt-progressive
+SEEDS=0,1,2
+TASKS=ncbi_disease,chemprot,pubmedqa
+DOWNSTREAM=1
+QUICK=
+NAME=
 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --quick) QUICK=1; CONFIG=configs/quick.yaml; SEEDS=0; shift ;;
     --config) CONFIG="$2"; shift 2 ;;
     --partitions) PARTITIONS="$2"; shift 2 ;;
     --methods) METHODS="$2"; shift 2 ;;
+    --seeds) SEEDS="$2"; shift 2 ;;
+    --tasks) TASKS="$2"; shift 2 ;;
+    --name) NAME="$2"; shift 2 ;;
+    --no-downstream) DOWNSTREAM=; shift ;;
     --set) EXTRA+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+# the config (and every --set) is checked once, before the first cell trains
 BASE=$("$PY" -m bench config --config "$CONFIG" "${EXTRA[@]}" | sed -n 's/^name: //p')
+NAME="${NAME:-$BASE}"
 IFS=, read -r -a PARTS <<< "$PARTITIONS"
-n=${#PARTS[@]}; i=0
-for p in "${PARTS[@]}"; do
-  i=$((i + 1))
-  echo "== [$i/$n] partition $p: methods $METHODS (results/$BASE-$p/)"
-  "$PY" -m bench compare --config "$CONFIG" --methods "$METHODS" "${EXTRA[@]}" \
-    --set "name=$BASE-$p" --set "partition.method=$p"
+IFS=, read -r -a SEEDLIST <<< "$SEEDS"
+n=$(( ${#PARTS[@]} * ${#SEEDLIST[@]} )); i=0
+FOLDERS=()
+start=$(date +%s)
+for seed in "${SEEDLIST[@]}"; do
+  for p in "${PARTS[@]}"; do
+    i=$((i + 1))
+    cell="$NAME-$p-s$seed"
+    echo "== [$i/$n] $cell: partition $p, seed $seed, methods $METHODS ($(( $(date +%s) - start )) s so far)"
+    "$PY" -m bench compare --config "$CONFIG" --methods "$METHODS" "${EXTRA[@]}" \
+      --set "name=$cell" --set "partition.method=$p" --set "seed=$seed"
+    FOLDERS+=("results/$cell")
+  done
 done
-echo "== done: $n partitions; tables in results/$BASE-*/compare.md"
+RUNS=$(IFS=,; echo "${FOLDERS[*]}")
+if [ -n "$DOWNSTREAM" ]; then
+  echo "== downstream: $TASKS on every model of $n comparisons ($(( $(date +%s) - start )) s so far)"
+  "$PY" -m bench downstream --runs "$RUNS" --tasks "$TASKS" ${QUICK:+--quick}
+fi
+echo "== report ($(( $(date +%s) - start )) s so far)"
+"$PY" -m bench report --runs "$RUNS" --out "results/$NAME/report"
+echo "== done in $(( $(date +%s) - start )) s: results/$NAME/report/report.md"

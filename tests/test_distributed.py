@@ -120,3 +120,30 @@ def test_rows_of_a_batch_cover_it_once():
     for n in (0, 1, 3, 8):
         shares = [DataParallel(None, r, 3).rows(n) for r in range(3)]
         assert [i for s in shares for i in range(n)[s]] == list(range(n))
+
+
+def test_zero_stage2_engine_matches_sequential(tmp_path, cache_dir):
+    """A tiny model through one DeepSpeed ZeRO-2 engine per rank, reused for every client:
+    frozen blocks stay put (lr 0 groups), weights and moments reset between clients."""
+    extra = ["model.dropout=0", "dist.ranks_per_client=2", "dist.engine=deepspeed",
+             "dist.deepspeed_config=configs/deepspeed/zero2.json"]
+    ref = _sequential(tmp_path, cache_dir, "ffdapt", ["model.dropout=0"])
+    # the first engine on a machine compiles DeepSpeed's shared-memory op (about a minute),
+    # cached in TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)
+    res = _launch(_sets(tmp_path, cache_dir, "zero2", extra), "ffdapt")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _max_diff(_weights(tmp_path, "zero2", "ffdapt"), ref) <= 1e-5
+    rec = json.loads((tmp_path / "zero2" / "ffdapt" / "record.json").read_text())
+    assert rec["config"]["dist"]["engine"] == "deepspeed"
+    assert all(r["mem_mb"] > 0 for r in rec["rounds"])
+
+
+def test_zero_engine_refuses_what_it_does_not_cover(tiny):
+    from fdapt_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dist.executor=distributed"):
+        run(tiny("dist.engine=deepspeed"), "fdapt")
+    with pytest.raises(ConfigError, match="central"):
+        from fdapt_core.dist.zero import check_supported
+
+        check_supported(tiny("dist.engine=deepspeed", "dist.executor=distributed"), "central")

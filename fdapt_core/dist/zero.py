@@ -20,7 +20,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 import torch
