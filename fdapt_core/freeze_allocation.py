@@ -73,8 +73,8 @@ def bottom_allocation(n_clients: int, k: int, n_blocks: int) -> list[list[int]]:
     return [list(range(k)) for _ in range(n_clients)]
 
 
-def _validate(n_batches: Sequence[int], n_blocks: int, min_blocks: int, max_blocks: int) -> None:
-    """Reject inputs that make the share undefined or the clamp range impossible."""
+def _validate_batches(n_batches: Sequence[int]) -> None:
+    """At least one client, each with a positive number of training batches."""
     if len(n_batches) == 0:
         raise ConfigError("freeze allocation needs at least one client; n_batches is empty")
     bad = [(i, n) for i, n in enumerate(n_batches) if not n > 0]
@@ -83,6 +83,11 @@ def _validate(n_batches: Sequence[int], n_blocks: int, min_blocks: int, max_bloc
         raise ConfigError(
             f"every client needs a positive number of training batches; client {i} has {n}"
         )
+
+
+def _validate(n_batches: Sequence[int], n_blocks: int, min_blocks: int, max_blocks: int) -> None:
+    """Reject inputs that make the share undefined or the clamp range impossible."""
+    _validate_batches(n_batches)
     if n_blocks < 1:
         raise ConfigError(f"freeze allocation needs n_blocks >= 1, got {n_blocks}")
     if min_blocks < 0:
@@ -135,14 +140,7 @@ def random_allocation(seed: int, client: int, round_index: int, n_blocks: int,
 
 def budget_targets(n_batches: Sequence[int], target: float) -> list[float]:
     """Each client's target share of FLOPs saved: target × n_i·K/Σn (mean over clients: target)."""
-    if len(n_batches) == 0:
-        raise ConfigError("freeze allocation needs at least one client; n_batches is empty")
-    bad = [(i, n) for i, n in enumerate(n_batches) if not n > 0]
-    if bad:
-        i, n = bad[0]
-        raise ConfigError(
-            f"every client needs a positive number of training batches; client {i} has {n}"
-        )
+    _validate_batches(n_batches)
     if not 0.0 <= target <= 1.0:
         raise ConfigError(f"freeze.target_saving: {target} must be in [0, 1]")
     total, k = sum(n_batches), len(n_batches)

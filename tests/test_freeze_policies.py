@@ -320,21 +320,7 @@ def test_budget_run_records_the_saving_it_reaches(tiny):
 # ----------------------------------------------------------------------------- end to end
 
 
-class Stop(Exception):
-    pass
-
-
-class StopAfter:
-    def __init__(self, n):
-        self.n = n
-
-    def round_end(self, r, row):
-        if r == self.n:
-            raise Stop  # stands in for a kill once round n is checkpointed
-
-    def __getattr__(self, name):
-        return lambda *a, **k: None
-
+from test_invariants import Stop, StopAfter  # noqa: E402 (shared with the resume tests)
 
 def test_cli_progressive_run_resumed_after_round_1_is_exact(tmp_path, cache_dir):
     """Two rounds (TINY); killed once round 1 of 2 is checkpointed, resumed by the CLI."""

@@ -176,9 +176,7 @@ class ZeroTrainer:
             engine.step()
             loss_sum += loss.detach()
             timer.mark("optimizer")
-            stats.steps += 1
-            stats.samples += x.shape[0]
-            stats.tokens += x.numel()
+            stats.count(x)
             if on_step is not None:
                 on_step(stats.steps)
             interrupt.check()

@@ -33,6 +33,12 @@ class LocalStats:
     wall_s: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
 
+    def count(self, batch: torch.Tensor) -> None:
+        """One step over `batch` (sequences × tokens) done."""
+        self.steps += 1
+        self.samples += batch.shape[0]
+        self.tokens += batch.numel()
+
 
 class BatchStream:
     """An endless sequence of epochs over `n_blocks`, epoch e shuffled by `epoch_seed(e)`.
@@ -142,9 +148,7 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
         optimizer.zero_grad(set_to_none=True)
         loss_sum += loss.detach()
         timer.mark("optimizer")
-        stats.steps += 1
-        stats.samples += x.shape[0]
-        stats.tokens += x.numel()
+        stats.count(x)
         if on_step is not None:
             on_step(stats.steps)
         interrupt.check()  # a requested stop takes effect here, between whole steps
