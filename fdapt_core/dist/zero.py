@@ -158,6 +158,11 @@ class ZeroTrainer:
             n_total = max(1, int((labels != -100).sum()))
             bounds = np.linspace(0, len(x), G + 1).round().astype(int)
             rows = slice(int(bounds[g_rank]), int(bounds[g_rank + 1]))
+            # a short last batch may leave this rank no row: it still joins the gradient
+            # reduction, with one row whose loss counts zero
+            weight = 1.0 if rows.stop > rows.start else 0.0
+            if not weight:
+                rows = slice(0, 1)
             inputs = inputs[rows].to(world.device)
             labels = labels[rows].to(world.device)
             timer.mark("data")
@@ -167,7 +172,7 @@ class ZeroTrainer:
             # ZeRO averages the ranks' gradients: × G makes it their sum, the batch gradient
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                    labels.reshape(-1), ignore_index=-100, reduction="sum") \
-                / n_total
+                * (weight / n_total)
             engine.backward(loss * G)
             timer.mark("backward")
             factor = lr_factor(step, cfg, n_steps)
