@@ -9,6 +9,8 @@ from rich.table import Table
 
 from fdapt_core.records import write_text_atomic
 
+from .collect import saved_pct
+
 # (csv column, header, format, in the terminal table) — csv names carry their units so that
 # pandas reads them as they are; the terminal keeps the columns a first look needs.
 COLUMNS = [
@@ -41,19 +43,13 @@ COLUMNS = [
 SCALE = {"bytes_sent": 1e-6}
 
 
-def _pct_saved(value, reference):
-    if value is None or not reference:
-        return None
-    return 100.0 * (1.0 - value / reference)
-
-
 def rows_of(records: list[dict], reused: list[bool]) -> list[dict]:
     """One row per record; savings are relative to the fdapt row when there is one."""
     rows = [row_of(rec, r) for rec, r in zip(records, reused)]
     ref = next((row for row in rows if row["method"] == "fdapt"), None)
     for row in rows:
-        row["flops_saved_pct"] = _pct_saved(row["train_flops"], ref and ref["train_flops"])
-        row["train_wall_saved_pct"] = _pct_saved(row["local_train_s"],
+        row["flops_saved_pct"] = saved_pct(row["train_flops"], ref and ref["train_flops"])
+        row["train_wall_saved_pct"] = saved_pct(row["local_train_s"],
                                                  ref and ref["local_train_s"])
     return rows
 

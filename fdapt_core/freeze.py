@@ -40,9 +40,6 @@ from .freeze_allocation import (BudgetChoice, Candidate, budget_allocation, bott
                                 paper_allocation, progressive_allocation, random_allocation)
 from .model import embedding_prefix, transformer_blocks
 
-STATIC_POLICIES = ("paper", "bottom", "none", "budget")
-PER_ROUND_POLICIES = ("progressive", "random")
-
 
 @dataclass(frozen=True)
 class FreezePlan:

@@ -17,6 +17,21 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .world import all_reduce_flat
+
+
+def share(n: int, rank: int, size: int) -> slice:
+    """Rank `rank`'s contiguous share of a batch of n rows among `size` ranks (maybe empty)."""
+    bounds = np.linspace(0, n, size + 1).round().astype(int)
+    return slice(int(bounds[rank]), int(bounds[rank + 1]))
+
+
+def share_loss(logits: torch.Tensor, labels: torch.Tensor, n_total: int) -> torch.Tensor:
+    """These rows' token losses over the whole batch's masked-token count: summed over the
+    ranks, the whole batch's mean loss."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                           ignore_index=-100, reduction="sum") / n_total
+
 
 class DataParallel:
     """Rows and gradient sums for one rank of a group of `size` ranks."""
@@ -26,37 +41,27 @@ class DataParallel:
         self.counter, self.purpose = counter, purpose
 
     def rows(self, n: int) -> slice:
-        """This rank's contiguous share of a batch of n rows (possibly empty)."""
-        bounds = np.linspace(0, n, self.size + 1).round().astype(int)
-        return slice(int(bounds[self.rank]), int(bounds[self.rank + 1]))
+        return share(n, self.rank, self.size)
 
     def loss_and_backward(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                           autocast) -> torch.Tensor:
         """Backward this rank's share; return its share of the batch's mean loss."""
         n_total = int((labels != -100).sum())
-        share = self.rows(len(inputs))
-        inputs, labels = inputs[share], labels[share]
+        rows = self.rows(len(inputs))
+        inputs, labels = inputs[rows], labels[rows]
         if len(inputs) == 0 or n_total == 0:
             return torch.zeros((), device=inputs.device)
         with autocast():
             logits = model(input_ids=inputs).logits
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                               ignore_index=-100, reduction="sum") / n_total
+        loss = share_loss(logits, labels, n_total)
         loss.backward()
         return loss.detach()
 
     def all_reduce_grads(self, params: list[torch.Tensor]) -> None:
         """Sum the group's gradients in one flat buffer (a missing gradient counts as zero)."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, group=self.group)
-        if self.counter is not None:
-            self.counter(self.purpose, flat.numel() * flat.element_size())
-        offset = 0
-        for p, g in zip(params, grads):
-            n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(p)
-            offset += n
+        for p, g in zip(params, all_reduce_flat(grads, self.group, self.counter, self.purpose)):
+            p.grad = g
 
     def all_reduce_scalar(self, value: torch.Tensor) -> torch.Tensor:
         out = value.detach().clone()

@@ -14,11 +14,10 @@ import time
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 
 from ..fl.engine import steps_per_round
 from .data_parallel import group_dp
-from .world import World, gather_objects
+from .world import World, all_reduce_flat, gather_objects
 
 FAIL_ENV = "FDAPT_FAIL_AT"  # testing hook: "rank=R,round=N" (N counted from 1) raises there
 
@@ -99,32 +98,7 @@ class DistributedExecutor:
 
 
 def merge_strategy(world: World, strategy, lead: bool) -> None:
-    """Sum the groups' running sums so every rank holds the whole round's.
-
-    Only a group's leader contributes (its G ranks hold the same sums). Per-parameter sent
-    weights go first, in one small tensor; then one flat float64 all-reduce over the
-    parameters that some client sent. A parameter nobody sent keeps the global value."""
-    keys = list(strategy._global)
-    meta = torch.tensor([strategy._sent_w[k] for k in keys] + [strategy._total_w],
-                        dtype=torch.float64)
-    if not lead:
-        meta.zero_()
-    dist.all_reduce(meta)
-    world.count("aggregation", meta.numel() * meta.element_size())
-    sent = [k for k, w in zip(keys, meta[:-1].tolist()) if w > 0]
-    if sent:
-        device = strategy._sum[sent[0]].device
-        flat = torch.cat([strategy._sum[k].reshape(-1) for k in sent]) if lead else \
-            torch.zeros(sum(strategy._sum[k].numel() for k in sent), dtype=torch.float64,
-                        device=device)
-        dist.all_reduce(flat)
-        world.count("aggregation", flat.numel() * flat.element_size())
-        offset = 0
-        for k in sent:
-            n = strategy._sum[k].numel()
-            strategy._sum[k] = flat[offset:offset + n].view_as(strategy._sum[k])
-            offset += n
-    strategy._sent_w = {k: float(w) for k, w in zip(keys, meta[:-1].tolist())}
-    strategy._total_w = float(meta[-1])
-    accepted = gather_objects(world, list(strategy.accepted) if lead else [])
-    strategy.accepted = sorted(c for part in accepted for c in part)
+    """Sum the groups' running sums over the world; only a group's leader contributes (its G
+    ranks hold the same sums)."""
+    strategy.merge(lambda ts: all_reduce_flat(ts, count=world.count, purpose="aggregation"),
+                   lambda obj: gather_objects(world, obj), contribute=lead)

@@ -112,7 +112,7 @@ def close_world() -> None:
             dist.destroy_process_group()
 
 
-def broadcast_object(world: Optional[World], obj, purpose: str = "state"):
+def broadcast_object(world: Optional[World], obj):
     """Rank 0's `obj` on every rank (pickled; for checkpoints and small state)."""
     if world is None or world.size == 1:
         return obj
@@ -126,3 +126,14 @@ def gather_objects(world: World, obj) -> list:
     out = [None] * world.size
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_reduce_flat(tensors, group=None, count=None, purpose: str = "") -> list[torch.Tensor]:
+    """The sums of `tensors` over the group's ranks, through one flat all-reduce (one call
+    instead of one per tensor); `count(purpose, bytes)` is told what was sent."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, group=group)
+    if count is not None:
+        count(purpose, flat.numel() * flat.element_size())
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]),
+                                                tensors)]

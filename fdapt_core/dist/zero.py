@@ -24,7 +24,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import RunConfig
@@ -34,6 +33,7 @@ from .. import interrupt
 from ..fl.local import LocalStats, amp_dtype, lr_factor
 from ..model import embedding_prefix, transformer_blocks
 from ..profiling.timing import PhaseTimer
+from .data_parallel import share, share_loss
 
 
 def load_deepspeed_config(cfg: RunConfig) -> dict:
@@ -156,8 +156,7 @@ class ZeroTrainer:
             x = blocks[torch.from_numpy(idx)]
             inputs, labels = mask_tokens(x, tok, cfg.mlm_probability, mask_gen)
             n_total = max(1, int((labels != -100).sum()))
-            bounds = np.linspace(0, len(x), G + 1).round().astype(int)
-            rows = slice(int(bounds[g_rank]), int(bounds[g_rank + 1]))
+            rows = share(len(x), g_rank, G)
             # a short last batch may leave this rank no row: it still joins the gradient
             # reduction, with one row whose loss counts zero
             weight = 1.0 if rows.stop > rows.start else 0.0
@@ -170,9 +169,7 @@ class ZeroTrainer:
                                 enabled=dtype is not None):
                 logits = engine(input_ids=inputs).logits
             # ZeRO averages the ranks' gradients: × G makes it their sum, the batch gradient
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                   labels.reshape(-1), ignore_index=-100, reduction="sum") \
-                * (weight / n_total)
+            loss = share_loss(logits, labels, n_total) * weight
             engine.backward(loss * G)
             timer.mark("backward")
             factor = lr_factor(step, cfg, n_steps)

@@ -18,7 +18,7 @@ leaves alone and they override.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -77,6 +77,29 @@ class FedAvg:
         """The server's step from the round's average (`_sent_w` still says who sent what);
         FedAvg takes the average as the new model."""
         return averaged
+
+    def merge(self, reduce: Callable[[Sequence[torch.Tensor]], list[torch.Tensor]],
+              gather: Callable[[list], list[list]], contribute: bool = True) -> None:
+        """Add the running sums other processes built this round to this one's (the distributed
+        executor: each group folds in its own clients, then every rank holds the whole round).
+
+        `reduce` sums tensors across processes, `gather` collects a list from each. A process
+        with `contribute=False` holds a copy of another's sums and adds nothing. The
+        per-parameter sent weights go first; then only the parameters some client sent are
+        summed: a parameter nobody sent keeps the global value."""
+        keys = list(self._global)
+        meta = torch.tensor([self._sent_w[k] for k in keys] + [self._total_w],
+                            dtype=torch.float64)
+        (meta,) = reduce([meta if contribute else torch.zeros_like(meta)])
+        weights = meta.tolist()
+        sent = [k for k, w in zip(keys, weights) if w > 0]
+        sums = reduce([self._sum[k] if contribute else torch.zeros_like(self._sum[k])
+                       for k in sent]) if sent else []
+        self._sum.update(zip(sent, sums))
+        self._sent_w = dict(zip(keys, weights))
+        self._total_w = weights[-1]
+        parts = gather(list(self.accepted) if contribute else [])
+        self.accepted = sorted(c for part in parts for c in part)
 
     def partial_state(self) -> dict:
         """The round so far (for a partial-round checkpoint)."""
