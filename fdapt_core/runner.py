@@ -22,6 +22,7 @@ from .checkpoint import Checkpoints, ResumeError
 from .config import RunConfig
 from .data.corpus import read_hf, read_jsonl, read_text
 from .data.document import Document
+from .data.heldout import ScoredHeldOut, select_heldout
 from .data.packing import TokenizedCorpus, pack, tokenize_corpus
 from .data.partition import manifest as make_manifest
 from .data.partition import partition
@@ -143,7 +144,7 @@ class Prepared:
     tokenizer: object
     tokens: TokenizedCorpus
     client_blocks: list[torch.Tensor]
-    val_blocks: torch.Tensor
+    heldout: ScoredHeldOut  # the held-out blocks scored and the documents they hold
     model: nn.Module
     device: torch.device
     prepare_wall_s: float
@@ -189,13 +190,16 @@ def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) 
             n_tok = int(sum(tokens.doc_lengths()[i] for i in parts[c]))
             raise DataError(f"client {c} has {n_tok} tokens, fewer than one block of "
                             f"data.max_seq_length={L}; use fewer clients or shorter blocks")
-    val_blocks = pack(tokens, val_idx, L)[: cfg.eval.max_blocks]
-    if len(val_idx) and len(val_blocks) == 0:
+    # a seeded sample stratified by key, whatever the file order: the same for every method
+    heldout = select_heldout(tokens, val_idx, [d.key for d in docs], L, cfg.eval.max_blocks,
+                             np.random.default_rng(derive(cfg.seed, "heldout-sample")))
+    man["heldout_scored"] = [docs[i].id for i in heldout.doc_indices]
+    if len(val_idx) and len(heldout.blocks) == 0:
         raise DataError(f"the held-out documents hold fewer than data.max_seq_length={L} "
                         "tokens; raise data.val_fraction")
     model = build_model(cfg.model, tokenizer, L, cfg.seed).to(device)
     return Prepared(cfg, method, docs, train_idx, val_idx, parts, man, tokenizer, tokens,
-                    client_blocks, val_blocks, model, device, time.perf_counter() - t0)
+                    client_blocks, heldout, model, device, time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------- running
@@ -274,7 +278,7 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
 
     model, device = prep.model, prep.device
     tok = tokenizer_info(prep.tokenizer)
-    heldout = HeldOut(prep.val_blocks, tok, cfg.train.mlm_probability, cfg.seed,
+    heldout = HeldOut(prep.heldout.blocks, tok, cfg.train.mlm_probability, cfg.seed,
                       cfg.eval.batch_size)
     memory = PeakMemory(device)
     ctx = Context(cfg, model, tok, prep.client_blocks, heldout, device,
@@ -382,7 +386,10 @@ def data_summary(prep: Prepared) -> dict:
         "documents": len(prep.docs), "train_documents": len(prep.train_idx),
         "validation_documents": len(prep.val_idx),
         "train_tokens": int(sum(lengths[i] for i in prep.train_idx)),
-        "validation_blocks": len(prep.val_blocks),
+        "validation_blocks": len(prep.heldout.blocks),
+        # what the held-out loss is computed on: documents scored, per key where there is one
+        "heldout_scored": {"documents": len(prep.heldout.doc_indices),
+                           "by_key": prep.heldout.key_counts([d.key for d in prep.docs])},
         "tokenized_from_cache": prep.tokens.from_cache,
         "clients": [{"client": c, "documents": len(p), "blocks": len(b)}
                     for c, (p, b) in enumerate(zip(prep.parts, prep.client_blocks))],

@@ -1,0 +1,100 @@
+"""The held-out set scored is a representative sample of the held-out documents, whatever the
+file order (corpora often arrive sorted by category, as OHSUMED does)."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from fdapt_core.data.heldout import select_heldout, stratified_order
+from fdapt_core.data.packing import TokenizedCorpus
+from fdapt_core.data.synthetic import generate
+from fdapt_core.records import read_json
+from fdapt_core.runner import prepare, run
+
+
+def test_every_prefix_of_the_order_is_a_proportional_stratified_sample():
+    keys = ["a"] * 50 + ["b"] * 30 + ["c"] * 15 + ["d"] * 5  # sorted, as a corpus on disk
+    order = stratified_order(list(range(100)), keys, np.random.default_rng(0))
+    assert sorted(order) == list(range(100))
+    share = Counter(keys)
+    for m in range(1, 101):
+        got = Counter(keys[i] for i in order[:m])
+        for k, n in share.items():
+            # a random permutation strays by up to 9 here; the stratified order by under 2
+            assert abs(got[k] - m * n / 100) < 2, (m, k, got)
+    # seeded: the same seed, the same order; another seed, another
+    assert stratified_order(list(range(100)), keys, np.random.default_rng(0)) == order
+    assert stratified_order(list(range(100)), keys, np.random.default_rng(1)) != order
+
+
+def test_scored_documents_are_the_ones_inside_the_kept_blocks():
+    lengths = [7, 3, 12, 5, 9, 4]
+    flat = np.concatenate([np.full(n, i, dtype=np.int32) for i, n in enumerate(lengths)])
+    corpus = TokenizedCorpus(flat=flat, offsets=np.concatenate([[0], np.cumsum(lengths)]))
+    sel = select_heldout(corpus, range(6), [None] * 6, block_size=4, max_blocks=3,
+                         rng=np.random.default_rng(5))
+    assert sel.blocks.shape == (3, 4)
+    assert set(sel.blocks.unique().tolist()) == set(sel.doc_indices)
+    assert sel.key_counts([None] * 6) == {}
+
+
+def _sorted_corpus(path, n_docs=600, n_topics=6):
+    docs = sorted(generate(n_docs=n_docs, n_topics=n_topics, seed=0), key=lambda d: d.key)
+    with open(path, "w") as f:
+        for d in docs:
+            f.write(json.dumps({"id": d.id, "text": d.text, "topic": d.key}) + "\n")
+    return docs
+
+
+def test_scored_documents_span_the_keys_as_a_random_sample_does(tiny, tmp_path):
+    """On a corpus sorted by key, the scored documents' keys are spread as in a uniform random
+    sample of the held-out documents of the same size; a head cut of file order scores only
+    the first topic or two."""
+    _sorted_corpus(tmp_path / "sorted.jsonl")
+    cfg = tiny(f"data.source=jsonl", f"data.path={tmp_path / 'sorted.jsonl'}",
+               "data.text_fields=[text]", "data.id_field=id", "data.key_field=topic",
+               "data.val_fraction=0.2", "eval.max_blocks=300")
+    prep = prepare(cfg, "fdapt")
+    val_keys = [prep.docs[i].key for i in prep.val_idx]
+    scored = prep.manifest["heldout_scored"]
+    key_of = {d.id: d.key for d in prep.docs}
+    assert set(scored) <= {prep.docs[i].id for i in prep.val_idx}
+    got = Counter(key_of[s] for s in scored)
+    m, N = len(scored), len(val_keys)
+    assert 10 <= m < N  # a real subsample
+    # a uniform random sample of m of the N held-out documents: per key a hypergeometric count
+    rng = np.random.default_rng(0)
+    sims = [Counter(rng.choice(val_keys, size=m, replace=False)) for _ in range(2000)]
+    for k in set(val_keys):
+        lo, hi = np.quantile([s[k] for s in sims], [0.001, 0.999])
+        assert lo <= got[k] <= hi, (k, got[k], lo, hi)
+    covered = np.quantile([len(s) for s in sims], 0.001)
+    assert len(got) >= covered
+
+
+def test_the_record_says_what_was_scored(tiny, tmp_path):
+    _sorted_corpus(tmp_path / "sorted.jsonl", n_docs=120, n_topics=3)
+    cfg = tiny(f"data.source=jsonl", f"data.path={tmp_path / 'sorted.jsonl'}",
+               "data.text_fields=[text]", "data.id_field=id", "data.key_field=topic",
+               "fl.rounds=1", "train.max_local_steps=1", "data.val_fraction=0.25",
+               "eval.max_blocks=120")
+    rec = run(cfg, "fdapt")
+    folder = tmp_path / "results" / cfg.name / "fdapt"
+    man = read_json(folder / "manifest.json")
+    held = rec["data"]["heldout_scored"]
+    assert held["documents"] == len(man["heldout_scored"]) > 0
+    key_of = {json.loads(line)["id"]: json.loads(line)["topic"]
+              for line in (tmp_path / "sorted.jsonl").read_text().splitlines()}
+    assert held["by_key"] == dict(sorted(Counter(key_of[i] for i in man["heldout_scored"])
+                                         .items()))
+    assert len(held["by_key"]) == 3
+
+
+@pytest.mark.parametrize("method", ["central", "ffdapt"])
+def test_every_method_scores_the_same_documents(tiny, method):
+    cfg = tiny()
+    assert prepare(cfg, method).manifest["heldout_scored"] \
+        == prepare(cfg, "fdapt").manifest["heldout_scored"]
