@@ -37,7 +37,7 @@ from .freeze import freeze_schedule
 from .interrupt import StopRequested
 from .profiling.flops import FlopCache
 from .profiling.memory import PeakMemory
-from .profiling.peak import peak_flops
+from .profiling.peak import device_peak, utilisation
 from .model import build_model, build_tokenizer, parameter_count, tokenizer_info
 from .records import (SCHEMA_VERSION, environment, read_json, write_json_atomic,
                       write_text_atomic)
@@ -349,11 +349,11 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
                                           "bytes_collectives": dict(world.bytes_moved)})
         record["totals"]["ranks"] = per_rank
         record["totals"]["peak_mem_mb"] = max(x["peak_mem_mb"] for x in per_rank)
-    peak = peak_flops(device, cfg.profile.peak_tflops)
-    flops = record["totals"]["train_flops"]
-    record["totals"]["peak_flops"] = peak
-    record["totals"]["mfu"] = flops / record["totals"]["local_train_s"] / peak \
-        if peak and flops and record["totals"]["local_train_s"] > 0 else None
+    # a client trained data-parallel used its group's G devices (central: the whole world)
+    devices = 1 if world is None else world.size if method == "central" else world.group_size
+    record["totals"].update(utilisation(
+        record["totals"]["train_flops"], record["totals"]["local_train_s"], devices,
+        device_peak(device, amp_dtype(cfg.train, device), cfg.profile.peak_tflops)))
     last = trainer.rounds[-1]
     record["final_eval"] = {"loss": last["eval_loss"], "ppl": last["eval_ppl"]}
     if main:

@@ -11,7 +11,8 @@ import torch
 from fdapt_core.config import FreezeConfig
 from fdapt_core.freeze import FreezePlan, apply_freeze, plan_freezing
 from fdapt_core.model import build_from_preset
-from fdapt_core.profiling.flops import FlopCache, analytic_flops, count_step_flops
+from fdapt_core.profiling.flops import FlopCache, count_step_flops
+from fdapt_core.profiling.peak import Peak, datasheet_tflops, precision_of, utilisation
 from fdapt_core.runner import run
 
 V, L, B, D, DFF = 300, 32, 4, 64, 256  # the tiny preset: d=64, d_ff=256
@@ -107,7 +108,8 @@ def test_record_flops_scale_with_samples_and_beat_the_estimate_when_frozen(tiny)
         step = c["step_flops"]
         assert c["train_flops"] == round((step["forward"] + step["backward"]) / step["batch"]
                                          * c["samples"])
-        assert c["analytic_flops"] == analytic_flops(rec["model"]["parameters"], c["tokens"])
+        # the 6·N·tokens estimate, tokens from the samples and TINY's 32-token blocks
+        assert c["analytic_flops"] == 6 * rec["model"]["parameters"] * c["samples"] * 32
     t = rec["totals"]
     assert t["train_flops"] == sum(c["train_flops"] for c in rec["rounds"][0]["clients"])
     assert t["tokens_per_s"] > 0 and t["peak_mem_mb"] > 0
@@ -117,10 +119,41 @@ def test_record_flops_scale_with_samples_and_beat_the_estimate_when_frozen(tiny)
     assert t["bytes_sent"] == t["bytes_up"] + t["bytes_down"]
 
 
-def test_mfu_against_a_configured_peak(tiny):
+def test_mfu_divides_by_every_device_that_trained():
+    """Two clients of 3 TFLOP each, trained in 2 s and 4 s, each data-parallel over a group of
+    2 devices: 6 TFLOP in 12 device-seconds on a 1 TF/s device is 50 % (not 100 %)."""
+    peak = Peak("bf16", datasheet=1e12, datasheet_source="profile.peak_tflops", measured=2e12)
+    u = utilisation(6e12, 2.0 + 4.0, 2, peak)
+    assert u["device_train_s"] == 12.0
+    assert u["mfu"] == pytest.approx(0.5)
+    assert u["mfu_measured_peak"] == pytest.approx(0.25)
+    assert utilisation(6e12, 6.0, 1, peak)["mfu"] == pytest.approx(1.0)
+    assert utilisation(None, 6.0, 1, peak)["mfu"] is None
+
+
+@pytest.mark.parametrize("name, precision, tflops", [
+    ("NVIDIA H200", "bf16", 989.4), ("NVIDIA H100 80GB HBM3", "bf16", 989.4),
+    ("NVIDIA H100 PCIe", "bf16", 756.5), ("NVIDIA A100-SXM4-80GB", "fp32", 19.5),
+    ("NVIDIA L40S", "bf16", 362.1), ("NVIDIA L4", "bf16", 121.0),
+    ("NVIDIA GeForce RTX 3060", "bf16", None)])
+def test_datasheet_peaks_by_device_name_and_precision(name, precision, tflops):
+    assert datasheet_tflops(name, precision) == tflops
+
+
+def test_precision_is_the_one_trained_in():
+    cpu = torch.device("cpu")
+    assert precision_of(torch.bfloat16, cpu) == "bf16"
+    assert precision_of(None, cpu) == "fp32"
+
+
+def test_record_mfu_is_labelled_with_its_peak(tiny):
     rec = run(tiny("fl.rounds=1", "profile.peak_tflops=0.5"), "fdapt")
     t = rec["totals"]
-    assert t["peak_flops"] == 0.5e12
-    assert t["mfu"] == pytest.approx(t["train_flops"] / t["local_train_s"] / 0.5e12)
+    assert t["devices_per_client"] == 1 and t["device_train_s"] == t["local_train_s"]
+    assert t["peak"] == {"precision": "fp32", "datasheet": 0.5e12,
+                         "datasheet_source": "profile.peak_tflops", "measured": None}
+    assert 0 < t["mfu"] < 1 and t["mfu_measured_peak"] is None  # no matmul peak on a CPU
     off = run(tiny("fl.rounds=1", "profile.count_flops=false", "name=off"), "fdapt")
     assert off["totals"]["train_flops"] is None and off["totals"]["mfu"] is None
+    none = run(tiny("fl.rounds=1", "name=nopeak"), "fdapt")  # a CPU has no datasheet row
+    assert none["totals"]["mfu"] is None and none["totals"]["peak"]["datasheet"] is None

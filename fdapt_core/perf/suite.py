@@ -121,14 +121,22 @@ def run_suite(device: str = "auto", cache_dir: str | Path = "results/.cache",
     return result
 
 
-def _mfu(model, blocks, cfg, tokenizer, device, tokens_per_s: float) -> float:
-    """Model FLOPs utilisation of the harness loop: counted FLOPs per token × tokens/s / peak."""
+def _mfu(model, blocks, cfg, tokenizer, device, tokens_per_s: float) -> dict:
+    """Model FLOPs utilisation of the harness loop (one device): counted FLOPs per token ×
+    tokens/s over the datasheet peak and over the measured one, in the precision trained."""
     from ..data.masking import mask_tokens
     from ..profiling.flops import count_step_flops
-    from ..profiling.peak import peak_flops
+    from ..profiling.peak import device_peak
 
     x = blocks[: cfg.train.batch_size]
     inputs, labels = mask_tokens(x, tokenizer_info(tokenizer), 0.15, torch.Generator())
     sf = count_step_flops(model, inputs.to(device), labels.to(device),
                           amp_dtype(cfg.train, device))
-    return sf.total / x.numel() * tokens_per_s / peak_flops(device, cfg.profile.peak_tflops)
+    dtype = amp_dtype(cfg.train, device)
+    peak = device_peak(device, dtype, cfg.profile.peak_tflops)
+    flops_per_s = sf.total / x.numel() * tokens_per_s
+    return {"precision": peak.precision, "datasheet_source": peak.datasheet_source,
+            "mfu": flops_per_s / peak.datasheet if peak.datasheet else None,
+            "mfu_measured_peak": flops_per_s / peak.measured if peak.measured else None,
+            "peak_tflops": (peak.datasheet or 0) / 1e12 or None,
+            "measured_peak_tflops": (peak.measured or 0) / 1e12 or None}
