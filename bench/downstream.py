@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,9 +25,12 @@ def _method_order(methods) -> list[str]:
 
 
 def downstream_rows(records: dict[str, dict], tasks) -> list[dict]:
-    """Per method: each task's headline mean ± std (points), Δ vs central, fluctuation."""
+    """Per method: each task's headline mean ± std (points), Δ vs central, fluctuation.
+
+    A Δ is left None where its reference (central, fdapt) has no score on the task, e.g. a
+    folder of federated runs only: `downstream_notes` says why."""
     def score(method, task):
-        d = records[method].get("downstream", {}).get(task.name)
+        d = records.get(method, {}).get("downstream", {}).get(task.name)
         if not d:
             return None, None
         s = d["scores"][task.metric]
@@ -49,6 +53,26 @@ def downstream_rows(records: dict[str, dict], tasks) -> list[dict]:
         row["fluctuation_vs_fdapt_pts"] = max(diffs) if diffs and m != "fdapt" else None
         rows.append(row)
     return rows
+
+
+def downstream_notes(records: dict[str, dict], tasks) -> list[str]:
+    """The table's footnotes: units, and why a Δ column is empty where it is."""
+    out = ["scores in points (×100), mean ± std over seeds; Δ central in points (and %); "
+           "fluctuation: largest |difference from fdapt| over the tasks"]
+    for ref, what in (("central", "Δ central is left empty (-)"),
+                      ("fdapt", "fluctuation is left empty (-)")):
+        scored = records.get(ref, {}).get("downstream", {})
+        lacking = [t.name for t in tasks if not scored.get(t.name)]
+        if ref not in records:
+            out.append(f"no {ref} run in this folder: {what}")
+        elif len(lacking) == len(tasks):
+            out.append(f"{ref} has no scores: {what}")
+        elif lacking and ref == "central":
+            out.append(f"central has no score on {', '.join(lacking)}: {what} there")
+        elif lacking:
+            out.append(f"fdapt has no score on {', '.join(lacking)}: fluctuation leaves "
+                       "those tasks out")
+    return out
 
 
 def _fmt(v) -> str:
@@ -101,9 +125,10 @@ def run_downstream(out: Console, err: Console, runs: list[Path], task_names: lis
         rows = downstream_rows(records, tasks)
         mode = "quick (subsets, 1 seed)" if quick else "full"
         title = f"{folder.name}: downstream, {mode}"
+        footnotes = downstream_notes(records, tasks)
         out.print(render(rows, tasks, title))
-        out.print("[dim]- scores in points (×100), mean ± std over seeds; Δ central in points "
-                  "(and %); fluctuation: largest |difference from fdapt| over the tasks[/dim]")
-        write_text_atomic(folder / "downstream.md", markdown(rows, title))
+        for line in footnotes:
+            out.print(f"[dim]- {escape(line)}[/dim]")
+        write_text_atomic(folder / "downstream.md", markdown(rows, title, footnotes))
         write_text_atomic(folder / "downstream.csv", csv_text(rows))
         out.print(f"tables: {folder / 'downstream.md'}, {folder / 'downstream.csv'}")

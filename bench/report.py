@@ -217,7 +217,22 @@ def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
             line.append("ref" if m == "fdapt" else _signed(sum(d) / len(d) if d else None))
             table.append(line)
         out += [_part_heading(coll, part), ""] + _table(header, table)
+        out += _missing_refs(prow, tasks)
     return out
+
+
+def _missing_refs(prow: list[dict], tasks) -> list[str]:
+    """Why a Δ column of one partition is '-': its reference has no score there."""
+    out = []
+    for ref in ("central", "fdapt"):
+        lacking = [t.label for t in tasks
+                   if not any(r["method"] == ref and r["task_label"] == t.label for r in prow)]
+        if len(lacking) == len(tasks):
+            out.append(f"No {ref} scores in this partition: Δ {ref} is left empty (-).")
+        elif lacking:
+            out.append(f"No {ref} score on {', '.join(lacking)} in this partition: Δ {ref} "
+                       "is left empty (-) there.")
+    return [line for n in out for line in (f"*{n}*", "")]
 
 
 def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
@@ -257,6 +272,9 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
                 _fmt(r["final_ppl"], 1),
             ])
         out += [_part_heading(coll, part), ""] + _table(header, table)
+        if not any(r["method"] == "fdapt" for r in prow):
+            out += ["*No fdapt run in this partition: FLOPs saved %, time saved % and "
+                    "Δ loss fdapt are left empty (-).*", ""]
     return out
 
 

@@ -115,6 +115,9 @@ def notes(records: list[dict]) -> list[str]:
                "step per frozen set (forward + backward), the 6ND estimate is blind to freezing; "
                "MB sent is uploads + downloads; peak MB is process RSS on CPU, CUDA max "
                "allocated on GPU")
+    if not any(r["method"] == "fdapt" for r in records):
+        out.append("no fdapt run in this comparison: time saved % and FLOPs saved % are left "
+                   "empty")
     out.append("held-out loss: MLM cross-entropy on the same masked held-out blocks for every "
                "method; 'loss start' (initial_loss) is the starting model's")
     return out

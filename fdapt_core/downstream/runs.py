@@ -33,29 +33,28 @@ def finished_runs(folder: Path) -> dict[str, Path]:
             continue
         if rec.get("status") == "finished" and (rec_path.parent / "model").is_dir():
             runs[rec["method"]] = rec_path.parent
-    if not runs:
+    if not set(runs) - {GENERAL}:  # the starting model alone is nothing to compare
         raise DataError(f"--runs: {folder} holds no finished run with a model "
                         "(run `bench compare` first)")
     return runs
 
 
 def ensure_general(folder: Path, runs: dict[str, Path]) -> Path:
-    """The folder of the starting model's record (created on first use)."""
+    """The folder of the starting model's record: reused, with its scores, while it is the
+    start of the runs in `folder`; written afresh (dropping its scores) when it is not."""
     out = folder / GENERAL
     rec_path = out / "record.json"
-    if rec_path.is_file() and (out / "model").exists():
-        return out
     source = read_json(next(r for m, r in runs.items() if m != GENERAL) / "record.json")
     cfg = build_config(source["config"])
-    model_dir = out / "model"
+    # a preset's seeded init is saved here; a pretrained model is named where it lies
+    model_ref = "model" if cfg.model.preset else _pretrained_ref(cfg.model.name_or_path)
+    if _is_start(rec_path, source["config"], model_ref):
+        return out
     if cfg.model.preset:
         from ..runner import prepare, save_model
 
         prep = prepare(cfg, "fdapt")  # the same seeded init and tokenizer every method began from
-        save_model(prep.model, prep.tokenizer, model_dir)
-        model_ref = "model"
-    else:
-        model_ref = resolve_model_path(cfg.model.name_or_path)
+        save_model(prep.model, prep.tokenizer, out / "model")
     write_json_atomic(rec_path, {
         "schema_version": SCHEMA_VERSION, "name": cfg.name, "method": GENERAL,
         "base_method": GENERAL, "status": "finished", "config": source["config"],
@@ -63,10 +62,40 @@ def ensure_general(folder: Path, runs: dict[str, Path]) -> Path:
     return out
 
 
+def _pretrained_ref(name_or_path: str) -> str:
+    """A local model folder as an absolute path (the record is read from elsewhere later);
+    a hub id as it is."""
+    ref = resolve_model_path(name_or_path)
+    return str(Path(ref).resolve()) if Path(ref).is_dir() else ref
+
+
+def _start_of(config: dict) -> dict:
+    """What the starting model depends on: a pretrained model is itself; a preset's seeded
+    init also depends on the seed and the corpus its tokenizer is trained on."""
+    model = config.get("model") or {}
+    if model.get("preset"):
+        return {"model": model, "seed": config.get("seed"), "data": config.get("data")}
+    return {"model": model}
+
+
+def _is_start(rec_path: Path, config: dict, model_ref: str) -> bool:
+    """Whether the `general` record there is the start of runs with this config."""
+    try:
+        rec = read_json(rec_path)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(rec, dict) and rec.get("status") == "finished"
+            and rec.get("model_dir") == model_ref
+            and _start_of(rec.get("config") or {}) == _start_of(config)
+            and (model_ref != "model" or (rec_path.parent / "model").is_dir()))
+
+
 def model_folder(run: Path) -> Path:
+    """A run's model: `model_dir` relative to the run folder, an absolute path, or a hub id."""
     rec = read_json(run / "record.json")
-    ref = Path(rec.get("model_dir", "model"))
-    return ref if ref.is_absolute() else run / ref
+    ref = rec.get("model_dir", "model")
+    local = run / ref
+    return local if Path(ref).is_absolute() or local.exists() or ref == "model" else Path(ref)
 
 
 def task_hash(task: TaskConfig, quick: bool) -> str:
