@@ -180,8 +180,9 @@ class FreezeConfig:
 class CentralConfig:
     """The central baseline: one trainer on the union of the clients' text."""
 
-    budget: str = opt("match", "match = the same number of training steps as fdapt "
-                      "(so the same tokens), epochs = one pass over the union per round",
+    budget: str = opt("match", "match = as many training sequences (so tokens) per round as "
+                      "fdapt's clients, in full batches; epochs = one pass over the union "
+                      "per round",
                       choices=("match", "epochs"))
 
 

@@ -29,7 +29,7 @@ from .data.partition import partition
 from .data.synthetic import generate as generate_synthetic
 from .errors import ConfigError, DataError
 from .fl.engine import (CentralTrainer, Context, FederatedTrainer, NoCallbacks,
-                        SequentialExecutor, sample_clients, steps_per_round)
+                        SequentialExecutor, client_stream, sample_clients, steps_per_round)
 from .fl.evaluate import HeldOut
 from .fl.strategies import STRATEGIES, build_strategy
 from .fl.local import amp_dtype
@@ -205,12 +205,20 @@ def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) 
 # ----------------------------------------------------------------------------- running
 
 def central_plan(cfg: RunConfig, client_blocks: list[torch.Tensor], n_union: int) -> list[int]:
-    """Steps of each central round: fdapt's steps that round (match) or one union epoch."""
+    """Sequences of each central round: as many as fdapt's clients train that round (match:
+    the same token budget) or one union epoch."""
     if cfg.central.budget == "epochs":
-        return [cfg.train.local_epochs * math.ceil(n_union / cfg.train.batch_size)] \
-            * cfg.fl.rounds
-    return [sum(steps_per_round(len(client_blocks[c]), cfg) for c in sample_clients(cfg, r))
-            for r in range(cfg.fl.rounds)]
+        return [cfg.train.local_epochs * n_union] * cfg.fl.rounds
+    plan = []
+    for r in range(cfg.fl.rounds):
+        n = 0
+        for c in sample_clients(cfg, r):
+            stream = client_stream(cfg, c, len(client_blocks[c]))
+            steps = steps_per_round(len(client_blocks[c]), cfg)
+            start = r * cfg.train.local_epochs * stream.steps_per_epoch  # as train_client
+            n += sum(len(idx) for idx in stream.take(start, steps))
+        plan.append(n)
+    return plan
 
 
 def finished_record(cfg: RunConfig, method: str) -> Optional[dict]:

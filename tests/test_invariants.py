@@ -184,3 +184,25 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
         r, params, state = ck.load_latest()
     assert r == 1 and torch.equal(params["w"], torch.full((4,), 1.0))
     assert state == {"round_state": 1}
+
+
+def test_central_trains_the_same_tokens_as_fdapt(tiny):
+    """Clients end epochs on short batches; central's are full. Matching steps gave central
+    more tokens (+1.7 % on the default config); the budget is matched in sequences."""
+    cfg = tiny("fl.clients=3", "train.batch_size=3", "fl.rounds=3")
+    fed, cen = run(cfg, "fdapt"), run(cfg, "central")
+    for rf, rc in zip(fed["rounds"], cen["rounds"]):
+        assert sum(c["tokens"] for c in rf["clients"]) == rc["clients"][0]["tokens"]
+    assert fed["totals"]["tokens"] == cen["totals"]["tokens"]
+    assert cen["totals"]["steps"] <= fed["totals"]["steps"]
+
+
+def test_a_sequence_budget_resumes_mid_batch():
+    from fdapt_core.fl.local import BatchStream
+
+    s = BatchStream(10, 4, lambda epoch: epoch)
+    whole = [i for b in s.take(0, 9) for i in b]  # 3 epochs of batches 4, 4, 2
+    a, b = list(s.take_sequences(0, 7)), list(s.take_sequences(7, 16))
+    assert [len(x) for x in a] == [4, 3] and [len(x) for x in b] == [1, 2, 4, 4, 2, 3]
+    assert [i for x in a + b for i in x] == whole[:23]
+    assert s.count_batches(7, 16) == 6

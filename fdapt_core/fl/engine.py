@@ -6,7 +6,8 @@ checkpoint, append the round to the record. They differ only in what "train" mea
 * `FederatedTrainer`: sample clients, let the executor run each client's local training from
   the global model, fold each upload into the strategy, and take the strategy's new model.
 * `CentralTrainer`: one trainer on the union of the clients' text, with one optimizer and one
-  schedule for the whole run; its round r runs as many steps as fdapt's round r (same budget).
+  schedule for the whole run; its round r trains as many sequences as fdapt's round r (the
+  same tokens).
 """
 from __future__ import annotations
 
@@ -371,14 +372,17 @@ class SequentialExecutor:
 class CentralTrainer(_RoundLoop):
     """DAPT on the union of the clients' text: the upper reference.
 
-    `plan[r]` is the number of steps of round r (fdapt's steps, by default), drawn from one
-    endless stream over the union, with one optimizer and one schedule over all of them."""
+    `plan[r]` is the number of sequences of round r (fdapt's that round, by default: the same
+    tokens), drawn from one endless stream over the union, with one optimizer and one schedule
+    over all of them. Its batches are full where fdapt's clients end epochs on short ones, so
+    it may take fewer steps for the same tokens."""
 
     def __init__(self, ctx: Context, union_blocks: torch.Tensor, plan: list[int]):
         super().__init__(ctx)
         self.blocks, self.plan = union_blocks, plan
         self.stream = client_stream(ctx.cfg, 0, len(union_blocks))
-        self.opt, self.sched = make_optimizer(ctx.model, ctx.cfg.train, sum(plan), ctx.device)
+        self.opt, self.sched = make_optimizer(
+            ctx.model, ctx.cfg.train, self.stream.count_batches(0, sum(plan)), ctx.device)
         from ..dist.data_parallel import group_dp
 
         self.dp = group_dp(ctx.world, whole_world=True)  # data-parallel over every rank
@@ -388,12 +392,13 @@ class CentralTrainer(_RoundLoop):
         ctx.callbacks.round_start(r, cfg.fl.rounds, [0])
         if ctx.world is not None:
             ctx.world.where = f"in round {r + 1} (central, data-parallel)"
-        steps = self.plan[r]
+        start = sum(self.plan[:r])
+        steps = self.stream.count_batches(start, self.plan[r])
         step_flops = self.count_flops(self.blocks, frozenset())
         mask_gen = seed_client_round(cfg, 0, r)
         ctx.callbacks.client_start(0, steps)
         t0 = time.perf_counter()
-        st = train_steps(ctx.model, self.blocks, self.stream.take(sum(self.plan[:r]), steps),
+        st = train_steps(ctx.model, self.blocks, self.stream.take_sequences(start, self.plan[r]),
                          optimizer=self.opt, scheduler=self.sched, cfg=cfg.train, tok=ctx.tok,
                          mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
                          dp=self.dp)

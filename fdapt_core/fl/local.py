@@ -63,6 +63,29 @@ class BatchStream:
                 n -= 1
             epoch, offset = epoch + 1, 0
 
+    def take_sequences(self, start: int, n: int) -> Iterator[np.ndarray]:
+        """The batches holding sequences start … start+n−1 of the stream: the usual batches,
+        the first and last cut where the stretch begins and ends. A budget in sequences (the
+        central baseline's, matched to fdapt's tokens) thus resumes mid-batch exactly."""
+        step, skip = self._locate(start)
+        for idx in self.take(step, self.steps_per_epoch * (n // self.n_blocks + 2)):
+            idx = idx[skip:][:n]
+            skip = 0
+            if len(idx) == 0:
+                return
+            yield idx
+            n -= len(idx)
+
+    def count_batches(self, start: int, n: int) -> int:
+        """How many batches `take_sequences(start, n)` yields."""
+        return sum(1 for _ in self.take_sequences(start, n))
+
+    def _locate(self, sequence: int) -> tuple[int, int]:
+        """(step, rows into it) of the stream's sequence number `sequence`."""
+        epoch, within = divmod(sequence, self.n_blocks)
+        step, rows = divmod(within, self.batch_size)
+        return epoch * self.steps_per_epoch + step, rows
+
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device):
     """AdamW over the trainable parameters and a linear (or constant) schedule to 0."""
