@@ -238,8 +238,11 @@ def config_cmd(
     import yaml
 
     if keys:
-        for key, default, help_ in describe():
-            out.print(f"[bold]{key}[/bold] = {default}\n    {help_}", highlight=False)
+        from rich.markup import escape
+
+        for key, default, help_ in describe():  # "[a | b]" lists the allowed values: not markup
+            out.print(f"[bold]{escape(key)}[/bold] = {escape(default)}\n    {escape(help_)}",
+                      highlight=False)
         return
     cfg = _load(config, set_)
     out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), highlight=False)

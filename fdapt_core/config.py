@@ -441,8 +441,9 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not UTF-8 text") from None
-    if data is None:
-        return {}
+    if data is None:  # else an empty file would run on the code's defaults, unannounced
+        raise ConfigError(f"{p}: the file is empty (no key is set, only blank lines or "
+                          "comments)")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys")
     return data

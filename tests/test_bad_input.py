@@ -31,6 +31,18 @@ def jsonl_corpus(tmp_path, name: str, content: bytes) -> list[str]:
             "--set", "data.text_fields=[title, abstract]"]
 
 
+def text_corpus(tmp_path, name: str, content: bytes) -> list[str]:
+    f = tmp_path / name
+    f.write_bytes(content)
+    return ["--set", "data.source=text", "--set", f"data.path={f}"]
+
+
+def config_file(tmp_path, name: str, text: str) -> list[str]:
+    f = tmp_path / name
+    f.write_text(text)
+    return ["--config", str(f)]
+
+
 GOOD = b'{"title": "a", "abstract": "b c d"}\n'
 CASES = {
     "empty corpus": (lambda t: jsonl_corpus(t, "empty.jsonl", b""), ["empty.jsonl"]),
@@ -56,6 +68,13 @@ CASES = {
     "out of range": (lambda t: ["--set", "data.val_fraction=0.9"],
                      ["data.val_fraction", "maximum"]),
     "contradiction": (lambda t: ["--set", "faults.min_clients=9"], ["faults.min_clients"]),
+    "NUL bytes in a text corpus": (lambda t: text_corpus(t, "nul.txt", b"\0" * 512),
+                                   ["nul.txt:1", "NUL"]),
+    "NUL characters in a JSONL corpus": (lambda t: jsonl_corpus(
+        t, "esc.jsonl", GOOD + b'{"title": "\\u0000\\u0000", "abstract": "x"}\n'),
+        ["esc.jsonl:2", "NUL"]),
+    "empty config file": (lambda t: config_file(t, "empty.yaml", "# nothing set\n"),
+                          ["empty.yaml", "empty"]),
 }
 
 

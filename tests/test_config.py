@@ -89,3 +89,23 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, needle
     assert needle in p.stderr
     assert "Traceback" not in p.stderr + p.stdout
     assert not out.exists()
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n  # and another\n", "---\n"])
+def test_an_empty_config_file_is_an_error_naming_it(tmp_path, text):
+    p = tmp_path / "empty.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty\.yaml: the file is empty"):
+        load_config(p)
+
+
+def test_config_keys_shows_the_allowed_values():
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    result = CliRunner().invoke(app, ["config", "--keys"])
+    assert result.exit_code == 0, result.output
+    # "[a | b]" once read as rich markup, and vanished
+    assert "corpus reader [synthetic | text | jsonl" in result.output
+    assert "[iid |" in result.output

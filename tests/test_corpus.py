@@ -285,3 +285,27 @@ def test_reads_the_real_ohsumed_corpus() -> None:
     assert len({d.id for d in docs}) == 7400
     train = read_jsonl(corpus, ("title", "abstract"), id_field="id", filter={"split": "train"})
     assert len(train) == 3357
+
+
+# ------------------------------------------------------------------------- binary (NUL)
+
+
+@pytest.mark.parametrize("per", ["line", "file"])
+@pytest.mark.parametrize("content, line", [(b"\0" * 64, 1), (b"good text\n\0\0\0\n", 2)])
+def test_text_with_nul_bytes_is_refused_naming_file_and_line(
+    tmp_path: Path, per: str, content: bytes, line: int
+) -> None:
+    file = tmp_path / "bin.txt"
+    file.write_bytes(content)
+    with pytest.raises(DataError, match=rf"bin\.txt:{line}: holds a NUL byte"):
+        read_text(file, per=per)
+
+
+def test_jsonl_with_nul_bytes_or_characters_is_refused(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_bytes(b'{"text": "ok"}\n' + b"\0" * 64)
+    with pytest.raises(DataError, match=r"raw\.jsonl:2: holds a NUL byte"):
+        read_jsonl(raw)
+    escaped = _write_jsonl(tmp_path / "esc.jsonl", [{"text": "ok"}, {"text": "\u0000" * 8}])
+    with pytest.raises(DataError, match=r"esc\.jsonl:2: text field 'text' holds a NUL"):
+        read_jsonl(escaped)

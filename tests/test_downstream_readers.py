@@ -213,3 +213,32 @@ def test_real_pubmedqa_test_split():
     assert len(examples) == 500
     assert set(label_set(examples)) == {"yes", "no", "maybe"}
     assert all(e.pair for e in examples)
+
+
+def test_conll_more_than_two_tab_columns_names_file_and_line(tmp_path):
+    # else "per<TAB>O" became the token and the third column a training label
+    path = write(tmp_path, "ner.tsv", "a\tO\n\nper\tO\tEXTRA\n")
+    with pytest.raises(DataError, match=r"ner\.tsv:3: .*3 tab-separated columns"):
+        read_conll(path)
+
+
+@pytest.mark.parametrize("content, where", [
+    (b"\0" * 64, "bin.tsv:1"),
+    (b"a\tO\n\nb\0\tO\n", "bin.tsv:3"),
+])
+def test_conll_nul_bytes_are_binary_not_text(tmp_path, content, where):
+    path = tmp_path / "bin.tsv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=f"{where}: holds a NUL byte"):
+        read_conll(path)
+
+
+def test_jsonl_examples_refuse_nul_characters(tmp_path):
+    path = write_jsonl(tmp_path, [{"text": "ok", "label": "a"},
+                                  {"text": ["x", "\u0000\u0000"], "label": "b"}])
+    with pytest.raises(DataError, match=r"data\.jsonl:2: text field 'text' holds a NUL"):
+        read_jsonl_examples(path, "text", "label")
+    raw = tmp_path / "raw.jsonl"
+    raw.write_bytes(b"\0" * 64)
+    with pytest.raises(DataError, match=r"raw\.jsonl:1: holds a NUL byte"):
+        read_jsonl_examples(raw, "text", "label")

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from fdapt_core.data.document import Document
-from fdapt_core.data.textfile import matches, parse_object, read_lines
+from fdapt_core.data.textfile import NUL_MESSAGE, matches, parse_object, read_lines
 from fdapt_core.errors import DataError
 
 __all__ = ["read_hf", "read_jsonl", "read_text"]
@@ -77,7 +77,8 @@ def read_text(path: str | Path, per: str = "line") -> list[Document]:
 
     ``per="line"`` makes one document per non-empty line, ``per="file"`` one per file; see the
     module docstring for ids. Raises `DataError` for a missing path, a file that is not UTF-8
-    (naming the file and line) or a corpus without any non-blank text.
+    text (a bad byte or a NUL; naming the file and line) or a corpus without any non-blank
+    text.
     """
     if per not in ("line", "file"):
         raise ValueError(f"per must be 'line' or 'file', got {per!r}")
@@ -113,6 +114,9 @@ def _line_documents(file: Path, name: str) -> Iterator[Document]:
 
 def _file_document(file: Path, name: str) -> Document | None:
     data = file.read_bytes().removeprefix(codecs.BOM_UTF8)
+    if b"\0" in data:
+        lineno = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise DataError(f"{file}:{lineno}: {NUL_MESSAGE}")
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError as exc:
@@ -136,8 +140,9 @@ def read_jsonl(
 
     Objects whose joined text is blank are skipped, as are objects that do not match
     ``filter`` (a field matches when its value, as a string, equals the given string).
-    Raises `DataError` naming ``<file>:<line>`` for invalid JSON, a non-object, no text field,
-    a missing id or key field, or a duplicate id (naming both lines).
+    Raises `DataError` naming ``<file>:<line>`` for invalid JSON, a NUL byte or character, a
+    non-object, no text field, a missing id or key field, or a duplicate id (naming both
+    lines).
     """
     file = _existing(path)
     if file.is_dir():
@@ -266,10 +271,13 @@ def _text_part(value: Any, name: str, where: str) -> str:
     """A text field as a string: null is empty, lists of strings (passages) join with spaces."""
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value.strip()
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return " ".join(item.strip() for item in value if item.strip())
+        value = " ".join(item.strip() for item in value if item.strip())
+    if isinstance(value, str):
+        if "\0" in value:  # JSON's \u0000: binary data packed into a string
+            raise DataError(f"{where}: text field {name!r} holds a NUL character (binary "
+                            "data, not text)")
+        return value.strip()
     raise DataError(
         f"{where}: text field {name!r} must be a string or a list of strings, "
         f"got {type(value).__name__}"

@@ -12,12 +12,16 @@ from typing import Any
 from ..errors import DataError
 
 
+NUL_MESSAGE = "holds a NUL byte: binary data (or UTF-16), not UTF-8 text"
+
+
 def read_lines(file: Path) -> Iterator[tuple[int, str]]:
     """Yield ``(1-based line number, decoded line)``; a bad byte names the file and line.
 
     Lines are split on ``\\n`` only (as editors count them), not on the extra Unicode breaks
     `str.splitlines` knows, so the numbers in messages and ids match what users see; a UTF-8
-    byte-order mark on the first line is dropped.
+    byte-order mark on the first line is dropped. A NUL byte is refused: it is valid UTF-8,
+    but text holds none, so the file is binary (or UTF-16) and would train on garbage.
     """
     try:
         handle = file.open("rb")
@@ -25,6 +29,8 @@ def read_lines(file: Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"{file}: cannot be read ({exc.strerror})") from None
     with handle:
         for lineno, raw in enumerate(handle, start=1):
+            if b"\0" in raw:
+                raise DataError(f"{file}:{lineno}: {NUL_MESSAGE}")
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:

@@ -63,12 +63,12 @@ def _existing_file(path: str | Path) -> Path:
 def read_conll(path: str | Path) -> list[TokenExample]:
     """Read ``token<TAB>tag`` lines, one sentence per block between blank lines.
 
-    The tag is what follows the last tab (or, on a line without a tab, the last space), so
-    a token may itself hold spaces. Runs of blank lines are one boundary, a last sentence
+    The tag is what follows the tab (or, on a line without a tab, the last space), so a
+    token may itself hold spaces. Runs of blank lines are one boundary, a last sentence
     without a final blank line counts, and ``-DOCSTART-`` lines are skipped (they also end a
-    sentence). Raises `DataError` naming ``<file>:<line>`` for a line without separator, an
-    empty token or tag, or bytes that are not UTF-8, and naming the file when it holds no
-    sentence at all.
+    sentence). Raises `DataError` naming ``<file>:<line>`` for a line without separator or
+    with more than two tab-separated columns, an empty token or tag, bytes that are not
+    UTF-8 or a NUL byte, and naming the file when it holds no sentence at all.
     """
     file = _existing_file(path)
     sentences = list(_sentences(file))
@@ -99,6 +99,10 @@ def _token_and_tag(line: str, where: str) -> tuple[str, str]:
     separator = "\t" if "\t" in line else " "
     if separator not in line:
         raise DataError(f"{where}: expected 'token<TAB>tag', found no tab or space in {line!r}")
+    columns = line.count("\t") + 1
+    if columns > 2:  # else the extra column would silently become the tag
+        raise DataError(f"{where}: expected 'token<TAB>tag', found {columns} tab-separated "
+                        f"columns in {line!r}")
     token, tag = (part.strip() for part in line.rsplit(separator, 1))
     if not token:
         raise DataError(f"{where}: empty token in {line!r}")
@@ -123,9 +127,10 @@ def read_jsonl_examples(
     A field whose value is a list of strings (PubMedQA's ``contexts``) is joined with
     ``join``. ``filter`` keeps the objects whose field, as a string, equals the given value,
     so that one file holding several splits can serve each. Only kept objects are checked.
-    Raises `DataError` naming ``<file>:<line>`` for invalid JSON, a non-object, a missing
-    text, pair or label field, or a label that is neither a string nor an integer (integers
-    become strings); and naming the file (and the filter) when no example is left.
+    Raises `DataError` naming ``<file>:<line>`` for invalid JSON, a NUL byte or character, a
+    non-object, a missing text, pair or label field, or a label that is neither a string nor
+    an integer (integers become strings); and naming the file (and the filter) when no
+    example is left.
     """
     file = _existing_file(path)
     wanted = dict(filter or {})
@@ -162,10 +167,13 @@ def _field(record: Mapping[str, Any], name: str, role: str, where: str) -> Any:
 
 def _text(record: Mapping[str, Any], name: str, role: str, join: str, where: str) -> str:
     value = _field(record, name, role, where)
-    if isinstance(value, str):
-        return value
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return join.join(value)
+        value = join.join(value)
+    if isinstance(value, str):
+        if "\0" in value:  # JSON's \u0000: binary data packed into a string
+            raise DataError(f"{where}: {role} field {name!r} holds a NUL character (binary "
+                            "data, not text)")
+        return value
     raise DataError(f"{where}: {role} field {name!r} must be a string or a list of strings, "
                     f"got {json_type(value)}")
 
