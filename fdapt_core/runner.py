@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from .fl.local import amp_dtype
 from .freeze import freeze_schedule
 from .interrupt import StopRequested
 from .profiling.flops import FlopCache
+from .profiling.host import HostLoad, RunRegistry, default_threads, live_runs
 from .profiling.memory import PeakMemory
 from .profiling.peak import device_peak, utilisation
 from .model import build_model, build_tokenizer, parameter_count, tokenizer_info
@@ -167,8 +169,8 @@ def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) 
     t0 = time.perf_counter()
     method, cfg = parse_method(method, cfg)
     device = device or resolve_device(cfg.train.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    # unset: the host's cores shared among the fdapt runs alive on it (ranks included)
+    torch.set_num_threads(cfg.train.threads or default_threads(os.cpu_count() or 1, live_runs()))
     docs = load_documents(cfg)
     train_idx, val_idx = split_validation(len(docs), cfg.data.val_fraction, cfg.seed)
     train_docs = [docs[i] for i in train_idx]
@@ -241,11 +243,12 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
 
     With `dist.executor: distributed` every rank of the torch.distributed world calls this;
     rank 0 alone evaluates and writes, and a rank that fails names itself and its client."""
-    if cfg.dist.executor == "distributed":
-        from .dist.launch import run_distributed
+    with RunRegistry():  # other runs on this host see this one when they pick threads
+        if cfg.dist.executor == "distributed":
+            from .dist.launch import run_distributed
 
-        return run_distributed(cfg, method, resume, callbacks, _run)
-    return _run(cfg, method, resume, callbacks)
+            return run_distributed(cfg, method, resume, callbacks, _run)
+        return _run(cfg, method, resume, callbacks)
 
 
 def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
@@ -289,6 +292,7 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
     heldout = HeldOut(prep.heldout.blocks, tok, cfg.train.mlm_probability, cfg.seed,
                       cfg.eval.batch_size)
     memory = PeakMemory(device)
+    host = HostLoad(torch.get_num_threads())
     ctx = Context(cfg, model, tok, prep.client_blocks, heldout, device,
                   Checkpoints(out / "checkpoints"), callbacks, memory,
                   FlopCache(model) if cfg.profile.count_flops else None, world)
@@ -334,6 +338,8 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
     write(out / "record.json", record)
 
     def round_end(r: int, row: dict) -> None:
+        if world is None:  # a rank would count its siblings as others: the run's view at the end
+            row["host"] = host.sample()
         write(out / "record.json", record)  # progress survives a kill
         callbacks.round_end(r, row)
 
@@ -354,9 +360,15 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
         from .dist.world import gather_objects
 
         per_rank = gather_objects(world, {"rank": world.rank, **memory.summary(),
-                                          "bytes_collectives": dict(world.bytes_moved)})
+                                          "bytes_collectives": dict(world.bytes_moved),
+                                          "host": socket.gethostname(), "cpu_s": host.own_s()})
         record["totals"]["ranks"] = per_rank
         record["totals"]["peak_mem_mb"] = max(x["peak_mem_mb"] for x in per_rank)
+        # the sibling ranks on this host are this run, not contention
+        mine = sum(x["cpu_s"] for x in per_rank if x["host"] == socket.gethostname())
+        record["host"] = host.sample(ranks_cpu_s=mine)
+    else:
+        record["host"] = host.sample()
     # a client trained data-parallel used its group's G devices (central: the whole world)
     devices = 1 if world is None else world.size if method == "central" else world.group_size
     record["totals"].update(utilisation(
