@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -108,6 +109,28 @@ def lr_factor(step: int, cfg: TrainConfig, total_steps: int) -> float:
     return max(0.0, (total - step) / max(1, total - warm))
 
 
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+
+
+def forward_module(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """The module a training step calls: the model, or with `train.compile` its compiled
+    wrapper (made once per model and kept: it shares the model's parameters, and recompiles
+    by itself when the frozen set changes)."""
+    if not cfg.compile:
+        return model
+    if model not in _COMPILED:
+        _COMPILED[model] = torch.compile(model)
+    return _COMPILED[model]
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; on CUDA through pinned memory, so the copy is truly
+    asynchronous and the step never waits on the host."""
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
     if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
                                    and torch.cuda.is_bf16_supported()):
@@ -131,6 +154,7 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
     `dp` (a `dist.data_parallel.DataParallel`) spreads each batch over a group of ranks; the
     step is then the whole batch's step, gradients summed over the group."""
     model.train()
+    forward = forward_module(model, cfg)
     dtype = amp_dtype(cfg, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if prox_mu > 0:
@@ -143,18 +167,17 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
     for idx in batches:
         x = blocks[torch.from_numpy(idx)]
         inputs, labels = mask_tokens(x, tok, cfg.mlm_probability, mask_gen)
-        inputs = inputs.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
+        inputs, labels = to_device(inputs, device), to_device(labels, device)
         timer.mark("data")
         if dp is None:
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
-                loss = model(input_ids=inputs, labels=labels).loss
+                loss = forward(input_ids=inputs, labels=labels).loss
             timer.mark("forward")
             loss.backward()
             timer.mark("backward")
         else:  # this rank's rows, then the group's summed gradient
-            loss = dp.loss_and_backward(model, inputs, labels, lambda: torch.autocast(
+            loss = dp.loss_and_backward(forward, inputs, labels, lambda: torch.autocast(
                 device.type, dtype=dtype or torch.float32, enabled=dtype is not None))
             timer.mark("backward")
             dp.all_reduce_grads(trainable)
