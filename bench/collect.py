@@ -353,11 +353,27 @@ def efficiency_stats(cell: Cell) -> dict | None:
                                      else x["bytes_up"] + x["bytes_down"] for x in t]),
         "tokens_per_s": _mean_or_none([x["tokens_per_s"] for x in t]),
         "peak_mem_mb": _mean_or_none([x["peak_mem_mb"] for x in t]),
+        "contended_runs": sum(contended(r.rec) for r in runs),
         "initial_loss": statistics.fmean(r.rec["initial_eval"]["loss"] for r in runs),
         "final_loss": loss_mean, "final_loss_std": loss_std,
         "final_ppl": statistics.fmean(r.rec["final_eval"].get("ppl")
                                       or math.exp(r.rec["final_eval"]["loss"]) for r in runs),
     }
+
+
+def contended(rec: dict) -> bool:
+    """Whether a record's wall times were taken while other processes took cores it needed
+    (the run's `host` measure; older records without it count as not flagged)."""
+    return bool((rec.get("host") or {}).get("contended"))
+
+
+def contention_note(label: str, rec: dict) -> str:
+    """The footnote of a run timed under contention: by how much, and what follows."""
+    h = rec["host"]
+    return (f"{label}: timed under contention: other processes kept {h['other_cpu_cores']:.1f} "
+            f"of the host's {h['cpus']} cores busy while it ran with {h['threads']} "
+            f"thread(s); its wall times, tokens/s and the time savings computed from them are "
+            f"not comparable (marked !): re-run it on a quiet machine")
 
 
 def saved_pct(value: float | None, reference: float | None) -> float | None:

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fdapt_core.errors import FdaptError
+
+from .collect import contended, contention_note
 from fdapt_core.perf.baseline import compare
 from fdapt_core.perf.suite import QUICK, run_suite
 from fdapt_core.records import read_json, write_json_atomic
@@ -42,6 +44,11 @@ def summary_table(rec: dict) -> Table:
         t.add_row(f"peak memory, {k} clients", f"{mb:,.0f} MB")
     t.add_row("peak memory growth", f"{100 * rec['memory_growth']:+.1f} %")
     t.add_row("suite wall time", f"{rec['suite_wall_s']:.0f} s")
+    h = rec.get("host")
+    if h and h.get("other_cpu_cores") is not None:
+        t.add_row("other processes' CPU use while measuring",
+                  f"{h['other_cpu_cores']:.2f} of {h['cpus']} cores"
+                  + (" [red]contended[/red]" if h["contended"] else ""))
     return t
 
 
@@ -74,6 +81,9 @@ def run_perf(out: Console, err: Console, out_file: Optional[Path], baseline: Opt
     write_json_atomic(out_file, rec)
     out.print(summary_table(rec))
     out.print(f"record: {out_file}")
+    if contended(rec):
+        err.print("[yellow]warning:[/yellow] " + contention_note("this perf run", rec)
+                  + "; a regression verdict from it is not to be trusted")
     if base is None:
         return 0
     rows = compare(rec, base)

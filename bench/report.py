@@ -78,6 +78,9 @@ def efficiency_rows(coll: Collection) -> list[dict]:
                 "final_loss_std": s["final_loss_std"], "final_ppl": s["final_ppl"],
                 "final_loss_vs_fdapt": None if ref is None
                 else s["final_loss"] - ref["final_loss"],
+                # runs of the cell timed under contention (their times are marked "!")
+                "contended_runs": s["contended_runs"],
+                "timed_dirty": bool(s["contended_runs"] or (ref and ref["contended_runs"])),
             })
     return rows
 
@@ -253,6 +256,7 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
             continue
         table = []
         for r in prow:
+            flag = "!" if r["timed_dirty"] else ""
             wall = _fmt(r["local_train_s"], 1)
             if r["n_seeds"] > 1 and r["local_train_s_std"] is not None:
                 wall += f" ± {r['local_train_s_std']:.1f}"
@@ -263,10 +267,11 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
                 r["method"], r["seeds"], r["rounds"],
                 _fmt(None if r["train_flops"] is None else r["train_flops"] / factor, 2),
                 "ref" if r["method"] == "fdapt" else _fmt(r["flops_saved_vs_fdapt_pct"], 1),
-                wall,
-                "ref" if r["method"] == "fdapt" else _fmt(r["train_time_saved_vs_fdapt_pct"], 1),
+                wall + flag,
+                ("ref" if r["method"] == "fdapt" else _fmt(r["train_time_saved_vs_fdapt_pct"], 1))
+                + flag,
                 _fmt(r["bytes_up_mb"], 1), _fmt(r["bytes_down_mb"], 1),
-                _fmt(r["bytes_sent_mb"], 1), _fmt(r["tokens_per_s"], 0),
+                _fmt(r["bytes_sent_mb"], 1), _fmt(r["tokens_per_s"], 0) + flag,
                 _fmt(r["peak_mem_mb"], 0), loss,
                 "ref" if r["method"] == "fdapt" else _signed(r["final_loss_vs_fdapt"], 3),
                 _fmt(r["final_ppl"], 1),
@@ -275,6 +280,13 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
         if not any(r["method"] == "fdapt" for r in prow):
             out += ["*No fdapt run in this partition: FLOPs saved %, time saved % and "
                     "Δ loss fdapt are left empty (-).*", ""]
+        dirty = [r for r in prow if r["contended_runs"]]
+        if dirty:
+            out += ["*! Timed under contention (other processes took cores the run needed): "
+                    + "; ".join(f"{r['method']} ({_n(r['contended_runs'], 'run')})"
+                                for r in dirty)
+                    + ". Their local times, tokens/s and the time savings that use them are "
+                    "not comparable; each record's `host` says by how much.*", ""]
     return out
 
 

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from fdapt_core.records import write_text_atomic
 
-from .collect import saved_pct
+from .collect import contended, contention_note, saved_pct
 
 # (csv column, header, format, in the terminal table) — csv names carry their units so that
 # pandas reads them as they are; the terminal keeps the columns a first look needs.
@@ -37,10 +37,17 @@ COLUMNS = [
     ("outside_train_pct", "outside %", "{:.1f}", False),
     ("peak_mem_mb", "peak MB", "{:,.0f}", True),
     ("mfu_pct", "MFU %", "{:.1f}", False),
+    ("mfu_measured_peak_pct", "MFU % (measured peak)", "{:.1f}", False),
+    ("threads", "threads", "{}", False),
+    ("other_cpu_cores", "others' cores", "{:.2f}", False),
+    ("contended", "contended", "{}", False),
     ("reused", "reused", "{}", False),
 ]
 # shown in MB in the terminal; the CSV keeps bytes
 SCALE = {"bytes_sent": 1e-6}
+# wall-time figures: marked "!" in the terminal and Markdown when taken under contention
+TIMED = ("wall_s", "train_wall_s", "local_train_s", "tokens_per_s", "outside_train_pct",
+         "mfu_pct", "mfu_measured_peak_pct")
 
 
 def rows_of(records: list[dict], reused: list[bool]) -> list[dict]:
@@ -51,6 +58,8 @@ def rows_of(records: list[dict], reused: list[bool]) -> list[dict]:
         row["flops_saved_pct"] = saved_pct(row["train_flops"], ref and ref["train_flops"])
         row["train_wall_saved_pct"] = saved_pct(row["local_train_s"],
                                                  ref and ref["local_train_s"])
+        # a saving is as clean as the two timings it compares
+        row["_saving_dirty"] = bool(row["contended"] or (ref and ref["contended"]))
     return rows
 
 
@@ -82,6 +91,11 @@ def row_of(record: dict, reused: bool) -> dict:
         "outside_train_pct": None if share is None else 100.0 * share,
         "peak_mem_mb": t["peak_mem_mb"],
         "mfu_pct": None if t["mfu"] is None else 100.0 * t["mfu"],
+        "mfu_measured_peak_pct": None if t.get("mfu_measured_peak") is None
+        else 100.0 * t["mfu_measured_peak"],
+        "threads": (record.get("host") or {}).get("threads"),
+        "other_cpu_cores": (record.get("host") or {}).get("other_cpu_cores"),
+        "contended": (record.get("host") or {}).get("contended"),
         "reused": reused,
     }
 
@@ -92,7 +106,9 @@ def _cell(row: dict, key: str, fmt: str, scaled: bool = False) -> str:
         return "-" if scaled else ""
     if scaled and key in SCALE:
         value = value * SCALE[key]
-    return fmt.format(value)
+    dirty = row.get("_saving_dirty") if key == "train_wall_saved_pct" \
+        else key in TIMED and row.get("contended")
+    return fmt.format(value) + ("!" if dirty else "")
 
 
 def notes(records: list[dict]) -> list[str]:
@@ -105,11 +121,19 @@ def notes(records: list[dict]) -> list[str]:
            f"held-out documents, {data['train_tokens']:,} training tokens; "
            f"partition {cfg['partition']['method']} over {cfg['fl']['clients']} clients; "
            f"model {cfg['model']['preset'] or cfg['model']['name_or_path']}"]
-    if any(r["base_method"] == "central" for r in records):
-        budget = cfg["central"]["budget"]
-        out.append("central: the same number of training steps as fdapt (so the same token "
-                   "budget)" if budget == "match" else "central: one pass over the union of "
-                   "the clients' text per round")
+    central = next((r for r in records if r["base_method"] == "central"), None)
+    if central is not None:
+        fed = next((r for r in records if r["method"] == "fdapt"), None)
+        if cfg["central"]["budget"] != "match":
+            out.append("central: one pass over the union of the clients' text per round")
+        elif fed is None or fed["totals"]["tokens"] == central["totals"]["tokens"]:
+            out.append("central: as many training tokens per round as fdapt's clients (in "
+                       "full batches, so it may take fewer steps)")
+        else:  # an older record, or a federated run whose clients dropped out
+            diff = central["totals"]["tokens"] / fed["totals"]["tokens"] - 1
+            out.append(f"central trained {central['totals']['tokens']:,} tokens, fdapt "
+                       f"{fed['totals']['tokens']:,} ({100 * diff:+.1f} %): not the same "
+                       "token budget")
     out.append("savings (time saved %, FLOPs saved %) are relative to fdapt; time is the "
                "clients' local-training loops; FLOPs are counted with FlopCounterMode on one "
                "step per frozen set (forward + backward), the 6ND estimate is blind to freezing; "
@@ -120,6 +144,7 @@ def notes(records: list[dict]) -> list[str]:
                    "empty")
     out.append("held-out loss: MLM cross-entropy on the same masked held-out blocks for every "
                "method; 'loss start' (initial_loss) is the starting model's")
+    out += [contention_note(r["method"], r) for r in records if contended(r)]
     return out
 
 
@@ -167,7 +192,8 @@ def markdown(rows: list[dict], title: str, footnotes: list[str] = (),
 
 def csv_text(rows: list[dict], fields: list[str] | None = None) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields or list(rows[0]), lineterminator="\n")
+    fields = fields or [k for k in rows[0] if not k.startswith("_")]  # "_": display only
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()

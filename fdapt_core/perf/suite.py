@@ -22,6 +22,7 @@ import torch
 from ..config import build_config
 from ..fl.local import amp_dtype
 from ..model import build_model, tokenizer_info
+from ..profiling.host import HostLoad
 from ..records import environment
 from ..data.packing import pack
 from ..runner import prepare, resolve_device, run
@@ -64,6 +65,8 @@ def run_suite(device: str = "auto", cache_dir: str | Path = "results/.cache",
     sizes = sizes or (GPU if dev.type == "cuda" else CPU)
     cache = Path(cache_dir)
     t_start = time.perf_counter()
+    host = HostLoad(torch.get_num_threads())  # timings are only as clean as the host was
+    children0 = _children_cpu_s()
     with tempfile.TemporaryDirectory(prefix="fdapt-perf-") as tmp:
         base = _base_overrides(cache, Path(tmp), sizes, str(dev))
         result = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -118,7 +121,14 @@ def run_suite(device: str = "auto", cache_dir: str | Path = "results/.cache",
                             f"growth_{lo}_to_{hi}": mem[str(hi)] / mem[str(lo)] - 1.0}
         result["memory_growth"] = result["memory"][f"growth_{lo}_to_{hi}"]
     result["suite_wall_s"] = time.perf_counter() - t_start
+    # the memory probes are this suite's own children: their CPU time is not contention
+    result["host"] = host.sample(ranks_cpu_s=host.own_s() + _children_cpu_s() - children0)
     return result
+
+
+def _children_cpu_s() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def _mfu(model, blocks, cfg, tokenizer, device, tokens_per_s: float) -> dict:
