@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from fdapt_core.config import build_config
 
@@ -45,3 +46,13 @@ def needs_shared_data(path: str) -> Path:
         pytest.skip(f"{p} is absent (the shared data folder is not beside the project; "
                     "set FDAPT_DATA_DIR)")
     return p
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped, with the reason, where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run scripts/gpu_check.sh on a GPU)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
