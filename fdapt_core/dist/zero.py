@@ -2,8 +2,11 @@
 
 `deepspeed.initialize` per client leaks memory (DeepSpeed keeps buffers, hooks and process
 groups alive), so one engine serves every client and round of the process. Between clients
-the method needs a fresh start: the module's weights are set to the global model and copied
-into ZeRO's fp32 master partitions, and the optimizer's moments are dropped. A client's frozen
+the method needs a fresh start: ZeRO's fp32 master partitions are set to the global model
+and the optimizer's moments are dropped. With bf16 the module holds a bf16 copy for the forward
+and backward; the masters are what the optimizer steps and what the client uploads, so they are
+set from the global fp32 values and read back through DeepSpeed's public accessors (the bf16
+copy would round the global model at every client). A client's frozen
 blocks keep `requires_grad = False` (their backward is skipped) and their parameter groups get
 learning rate 0 (ZeRO steps every partition it owns; at lr 0 AdamW moves nothing, decay
 included), so a frozen block leaves the client exactly as it came.
@@ -109,34 +112,66 @@ class ZeroTrainer:
         for p in model.parameters():
             p.requires_grad_(True)  # ZeRO partitions what trains at initialisation
         groups, self.group_keys = _param_groups(model)
-        opt = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        # ZeRO steps this optimizer on its fp32 partitions; kept to drop its moments per client
+        self.base_optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr,
+                                                weight_decay=cfg.train.weight_decay)
         self.stage = ds["zero_optimization"]["stage"]
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=opt,
-                                                                 config=ds)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=self.base_optimizer, config=ds)
         self.model = self.engine.module
 
     def reset(self, global_params: dict[str, torch.Tensor]) -> None:
-        """The global weights in the module and in ZeRO's fp32 masters; no optimizer moments."""
+        """The global weights exactly in ZeRO's fp32 masters (and, cast, in the module's
+        copy that the forward reads); no optimizer moments."""
         import deepspeed
 
         params = list(self.model.named_parameters())
+        self._all_trainable()
         with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=0,
                                                enabled=self.stage == 3):
             with torch.no_grad():
                 for name, p in params:
                     p.copy_(global_params[name])
-        self.optimizer._restore_from_bit16_weights()
-        self.optimizer.optimizer.state.clear()
+        for name, p in params:
+            self._set_master(p, global_params[name])
+        # AdamW builds its moments and step count afresh at its next step (the step count is
+        # out of reach of DeepSpeed's optimizer-state accessors)
+        self.base_optimizer.state.clear()
+
+    def _all_trainable(self) -> None:
+        # ZeRO-3's accessors skip a parameter that does not require grad (set: nothing; get: None)
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+
+    def _set_master(self, p: nn.Parameter, value: torch.Tensor) -> None:
+        from deepspeed.utils import safe_set_full_fp32_param, safe_set_local_fp32_param
+
+        value = value.detach().to(device=p.device, dtype=torch.float32)
+        if self.stage != 3:
+            safe_set_full_fp32_param(p, value)  # each rank takes the fragment it owns
+            return
+        # ZeRO-3's full setter cuts rank r's slice without the padding of the last partition
+        # (it fails when the ranks do not divide the size); cut it here with the padding. ZeRO
+        # partitions over the whole world (one client group, checked at initialisation).
+        n, world = p.ds_tensor.numel(), self.world
+        flat = torch.zeros(n * world.size, dtype=torch.float32, device=p.device)
+        flat[:value.numel()] = value.flatten()
+        safe_set_local_fp32_param(p, flat[n * world.rank:n * (world.rank + 1)])
 
     def copy_to(self, server_model: nn.Module) -> None:
-        """The trained client weights into the server's model (gathered under ZeRO-3)."""
-        import deepspeed
+        """The trained client weights, ZeRO's fp32 masters, into the server's model (every rank
+        of the group joins: the masters are gathered from their partitions)."""
+        from deepspeed.utils import safe_get_full_fp32_param
 
         params = dict(self.model.named_parameters())
-        with deepspeed.zero.GatheredParameters(list(params.values()), enabled=self.stage == 3):
-            with torch.no_grad():
-                for name, p in server_model.named_parameters():
-                    p.copy_(params[name])
+        self._all_trainable()
+        with torch.no_grad():
+            for name, p in server_model.named_parameters():
+                master = safe_get_full_fp32_param(params[name])
+                if master is None:  # ZeRO keeps no master for it: never upload the bf16 copy
+                    raise RuntimeError(f"ZeroTrainer.copy_to: ZeRO holds no fp32 master for "
+                                       f"{name}")
+                p.copy_(master.view_as(p))
 
     def train(self, frozen: frozenset[str], blocks: torch.Tensor, batches: Iterator[np.ndarray],
               n_steps: int, tok, mask_gen: torch.Generator, on_step=None) -> LocalStats:
