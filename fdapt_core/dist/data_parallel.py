@@ -13,11 +13,10 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .world import all_reduce_flat
+from .collectives import all_reduce, all_reduce_one
 
 
 def share(n: int, rank: int, size: int) -> slice:
@@ -34,11 +33,13 @@ def share_loss(logits: torch.Tensor, labels: torch.Tensor, n_total: int) -> torc
 
 
 class DataParallel:
-    """Rows and gradient sums for one rank of a group of `size` ranks."""
+    """Rows and gradient sums for one rank of a group of `size` ranks; `device` is the
+    world's, where the sums are taken (None: where the tensors are)."""
 
-    def __init__(self, group, rank: int, size: int, counter=None, purpose: str = "gradients"):
+    def __init__(self, group, rank: int, size: int, counter=None, purpose: str = "gradients",
+                 device: Optional[torch.device] = None):
         self.group, self.rank, self.size = group, rank, size
-        self.counter, self.purpose = counter, purpose
+        self.counter, self.purpose, self.device = counter, purpose, device
 
     def rows(self, n: int) -> slice:
         return share(n, self.rank, self.size)
@@ -60,13 +61,12 @@ class DataParallel:
     def all_reduce_grads(self, params: list[torch.Tensor]) -> None:
         """Sum the group's gradients in one flat buffer (a missing gradient counts as zero)."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        for p, g in zip(params, all_reduce_flat(grads, self.group, self.counter, self.purpose)):
+        for p, g in zip(params, all_reduce(grads, self.device, self.group, self.counter,
+                                           self.purpose)):
             p.grad = g
 
     def all_reduce_scalar(self, value: torch.Tensor) -> torch.Tensor:
-        out = value.detach().clone()
-        dist.all_reduce(out, group=self.group)
-        return out
+        return all_reduce_one(value, self.device, self.group)
 
 
 def group_dp(world, whole_world: bool = False) -> Optional[DataParallel]:
@@ -75,8 +75,9 @@ def group_dp(world, whole_world: bool = False) -> Optional[DataParallel]:
     if world is None:
         return None
     if whole_world:
-        return DataParallel(None, world.rank, world.size, world.count) if world.size > 1 \
-            else None
+        return DataParallel(None, world.rank, world.size, world.count,
+                            device=world.device) if world.size > 1 else None
     if world.group_size == 1:
         return None
-    return DataParallel(world.group, world.group_rank, world.group_size, world.count)
+    return DataParallel(world.group, world.group_rank, world.group_size, world.count,
+                        device=world.device)

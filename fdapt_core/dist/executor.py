@@ -2,10 +2,17 @@
 
 Each round, every rank deals the clients the same way (longest first, to the least-loaded
 group; ties by index), so no rank has to be told what to do. A group trains its clients one
-after another, data-parallel over its ranks, folding each upload into its own copy of the
-strategy's running sums. Then the groups merge those sums with collectives, only over the
-tensors some client sent (a block frozen on every client this round never moves), and every
-rank finishes the round with the same new global model.
+after another, data-parallel over its ranks. Then every rank learns every client's row (its
+update's norm and finite check among them) and applies the server's screen in client order,
+exactly as the sequential executor does, so both accept the same updates; each group folds its
+own accepted uploads into its copy of the strategy's running sums, in client order. The groups
+merge those sums with collectives, only over the tensors some client sent (a block frozen on
+every client this round never moves), and every rank finishes the round with the same new
+global model.
+
+While the screen compares norms with earlier ones (`faults.max_norm_ratio`), a group leader
+keeps its clients' uploads (on the CPU) until the screen has spoken; without it an update is
+judged on its own and is folded in as soon as it is trained.
 """
 from __future__ import annotations
 
@@ -15,9 +22,10 @@ from typing import Sequence
 
 import torch
 
-from ..fl.engine import steps_per_round
+from ..fl.engine import steps_per_round, to_cpu
+from .collectives import all_reduce, gather_objects
 from .data_parallel import group_dp
-from .world import World, all_reduce_flat, gather_objects
+from .world import World
 
 FAIL_ENV = "FDAPT_FAIL_AT"  # testing hook: "rank=R,round=N" (N counted from 1) raises there
 
@@ -57,7 +65,8 @@ class DistributedExecutor:
         steps = {c: steps_per_round(len(trainer.ctx.client_blocks[c]), cfg) for c in clients}
         mine = deal(clients, steps, world.n_groups)[world.group_index]
         trainer.dp = group_dp(world)
-        norms_before = list(trainer.faults.accepted_norms)
+        lead = world.group_leader  # the G ranks of a group hold the same uploads: one sends
+        held: dict[int, dict[str, torch.Tensor]] = {}  # uploads waiting for the screen
         moved_before = dict(world.bytes_moved)
         t0 = time.perf_counter()
         my_rows = []
@@ -65,32 +74,35 @@ class DistributedExecutor:
             world.where = f"in round {r + 1} on client {c}"
             if _injected(world, r):
                 raise InjectedFailure(f"injected failure ({FAIL_ENV})")
-            row = trainer.train_client(r, c, global_params)
+            row, upload = trainer.train_client(r, c, global_params)
+            if lead and upload is not None and row["rejected"] is None:
+                if trainer.faults.needs_history:  # the next client overwrites the model
+                    held[c] = to_cpu(upload)
+                else:  # judged on its own: the screen in client order will accept it
+                    trainer.strategy.accumulate(c, upload, row["weight"])
             my_rows.append({**row, "rank": world.rank, "group": world.group_index})
         world.where = f"in round {r + 1} aggregating"
         train_s = time.perf_counter() - t0
-        merge_strategy(world, trainer.strategy, lead=world.group_leader)
-        # every client's row, the screen's memory and persisted optimizers, on every rank
+        # every client's row and persisted optimizer state, on every rank
         shared = gather_objects(world, {
-            "rows": my_rows if world.group_leader else [],
+            "rows": my_rows if lead else [],
             "opt": {c: trainer.client_opt_state[c] for c in mine
-                    if c in trainer.client_opt_state} if world.group_leader else {},
-            "rank": {"rank": world.rank, "group": world.group_index, "clients": mine,
-                     "local_train_s": sum(x["wall_s"] for x in my_rows),
-                     "round_train_s": train_s,
-                     "tokens": sum(x["tokens"] for x in my_rows) // world.group_size,
-                     "mem_mb": trainer.ctx.memory.current_mb(),
-                     "bytes_collectives": {k: v - moved_before.get(k, 0)
-                                           for k, v in world.bytes_moved.items()}}})
+                    if c in trainer.client_opt_state} if lead else {}})
         by_client = {x["client"]: x for s in shared for x in s["rows"]}
-        for c in clients:
-            rows.append(by_client[c])
         for s in shared:
             trainer.client_opt_state.update(s["opt"])
-        trainer.faults.accepted_norms = norms_before + [
-            by_client[c]["update_norm"] for c in clients
-            if c in trainer.strategy.accepted and by_client[c].get("update_norm") is not None]
-        ranks = [s["rank"] for s in shared]
+        for c in clients:  # the sequential executor's screen, in client order, on every rank
+            # an upload not held is another group's, or already folded in
+            trainer.settle(by_client[c], held.pop(c, None))
+            rows.append(by_client[c])
+        merge_strategy(world, trainer.strategy, lead=lead)
+        ranks = gather_objects(world, {
+            "rank": world.rank, "group": world.group_index, "clients": mine,
+            "local_train_s": sum(x["wall_s"] for x in my_rows), "round_train_s": train_s,
+            "tokens": sum(x["tokens"] for x in my_rows) // world.group_size,
+            "mem_mb": trainer.ctx.memory.current_mb(),
+            "bytes_collectives": {k: v - moved_before.get(k, 0)
+                                  for k, v in world.bytes_moved.items()}})
         for x in ranks:
             x["tokens_per_s"] = x["tokens"] / x["local_train_s"] if x["local_train_s"] else None
         world.where = f"after round {r + 1}"
@@ -100,5 +112,6 @@ class DistributedExecutor:
 def merge_strategy(world: World, strategy, lead: bool) -> None:
     """Sum the groups' running sums over the world; only a group's leader contributes (its G
     ranks hold the same sums)."""
-    strategy.merge(lambda ts: all_reduce_flat(ts, count=world.count, purpose="aggregation"),
+    strategy.merge(lambda ts: all_reduce(ts, world.device, count=world.count,
+                                         purpose="aggregation"),
                    lambda obj: gather_objects(world, obj), contribute=lead)

@@ -62,7 +62,7 @@ def run_distributed(cfg, method: str, resume: bool, callbacks, run_fn) -> dict:
             pass
         raise RankFailed(msg + " (the last finished round is kept: continue with --resume)") \
             from None
-    close_world()
+    close_world(world)
     return record
 
 

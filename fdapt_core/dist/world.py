@@ -18,6 +18,8 @@ import torch.distributed as dist
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from . import collectives
+from .collectives import broadcast_object, gather_objects  # noqa: F401 (their old home)
 
 
 @dataclass
@@ -48,7 +50,7 @@ class World:
         return self.group_rank == 0
 
     def barrier(self) -> None:
-        dist.barrier()
+        collectives.barrier(self)
 
     def describe(self) -> dict:
         """The layout, for the run record."""
@@ -83,6 +85,7 @@ def init_world(cfg: RunConfig, device_name: str) -> World:
                                                    and torch.cuda.is_available())
     if use_cuda:
         device = torch.device("cuda", local_rank)
+        # before the group: NCCL's object collectives put their buffers on the current device
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
@@ -103,37 +106,10 @@ def init_world(cfg: RunConfig, device_name: str) -> World:
     return world
 
 
-def close_world() -> None:
+def close_world(world: Optional[World] = None) -> None:
     """Leave the process group cleanly (a rank that exits without it can abort at exit)."""
     if dist.is_initialized():
         try:
-            dist.barrier()
+            collectives.barrier(world)
         finally:
             dist.destroy_process_group()
-
-
-def broadcast_object(world: Optional[World], obj):
-    """Rank 0's `obj` on every rank (pickled; for checkpoints and small state)."""
-    if world is None or world.size == 1:
-        return obj
-    box = [obj if world.is_main else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def gather_objects(world: World, obj) -> list:
-    """Every rank's `obj`, in rank order, on every rank."""
-    out = [None] * world.size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def all_reduce_flat(tensors, group=None, count=None, purpose: str = "") -> list[torch.Tensor]:
-    """The sums of `tensors` over the group's ranks, through one flat all-reduce (one call
-    instead of one per tensor); `count(purpose, bytes)` is told what was sent."""
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat, group=group)
-    if count is not None:
-        count(purpose, flat.numel() * flat.element_size())
-    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]),
-                                                tensors)]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import Checkpoints
+from ..checkpoint import Checkpoints, ResumeError
 from ..config import RunConfig
 from ..errors import FdaptError
 from ..interrupt import StopRequested
@@ -101,6 +101,28 @@ def to_cpu(obj):
     return obj
 
 
+def save_moments(opt: torch.optim.Optimizer, model: nn.Module) -> dict[str, dict]:
+    """The optimizer's per-parameter state (AdamW: step, exp_avg, exp_avg_sq) by parameter
+    name, on the CPU; parameters without state (no step taken) are left out."""
+    return {n: to_cpu(opt.state[p]) for n, p in model.named_parameters() if p in opt.state}
+
+
+def load_moments(opt: torch.optim.Optimizer, model: nn.Module,
+                 moments: dict[str, dict]) -> None:
+    """Give each parameter of a fresh optimizer the state saved under its name, if any.
+
+    Through `load_state_dict`, which numbers the parameters in the groups' order and puts
+    each state tensor where the optimizer wants it (device, dtype; `step` on the CPU unless
+    fused); the groups' hyper-parameters stay the fresh ones."""
+    position = {id(p): i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
+    sd = opt.state_dict()
+    # copies: the optimizer steps its state in place, and the saved one must stay as it was
+    # (a round stopped half-way is checkpointed with it)
+    sd["state"] = {position[id(p)]: to_cpu(moments[n]) for n, p in model.named_parameters()
+                   if id(p) in position and n in moments}
+    opt.load_state_dict(sd)
+
+
 def steps_per_round(n_blocks: int, cfg: RunConfig) -> int:
     """A client's local steps in one round: local epochs over its batches, capped."""
     steps = cfg.train.local_epochs * math.ceil(n_blocks / cfg.train.batch_size)
@@ -171,7 +193,7 @@ class _RoundLoop:
 
     def resume(self) -> int:
         """Load the latest checkpoint; return the round to start from (0 if none)."""
-        from ..dist.world import broadcast_object
+        from ..dist.collectives import broadcast_object
 
         # rank 0 reads, every rank gets it: other hosts need not share the filesystem
         found = broadcast_object(self.ctx.world, self.ctx.checkpoints.load_latest()
@@ -271,8 +293,11 @@ class FederatedTrainer(_RoundLoop):
                 "rejected": {str(s["client"]): s["rejected"] for s in stats
                              if s.get("rejected")}, **(extra or {})}
 
-    def train_client(self, r: int, client: int, global_params: dict[str, torch.Tensor]) -> dict:
-        """One client's round, from the global model; its upload goes to the strategy."""
+    def train_client(self, r: int, client: int, global_params: dict[str, torch.Tensor]
+                     ) -> tuple[dict, Optional[dict[str, torch.Tensor]]]:
+        """One client's round, from the global model: (its row, its upload or None if it
+        dropped). The upload holds the model's own tensors until the next client loads; the
+        row's `rejected` is final only after `settle`."""
         ctx, cfg = self.ctx, self.ctx.cfg
         model, blocks = ctx.model, ctx.client_blocks[client]
         plan = self.plans.plan(client, r) if self.plans is not None else None
@@ -284,7 +309,7 @@ class FederatedTrainer(_RoundLoop):
             row = self.client_row(client, LocalStats(), plan, step_flops, 0, 0)
             row.update(weight=weight, dropped=True, rejected=None, fault="drop")
             ctx.callbacks.client_end(client, row)
-            return row
+            return row, None
         load_params(model, global_params)
         apply_freeze(model, plan)
         steps = steps_per_round(len(blocks), cfg)
@@ -306,35 +331,57 @@ class FederatedTrainer(_RoundLoop):
         # (frozen blocks stay home unless fl.send_frozen), in the dtype it is held in.
         sent = {n: p for n, p in params.items() if cfg.fl.send_frozen or p.requires_grad}
         upload = self.faults.corrupt(fault, sent, global_params) if fault else sent
-        rejected, norm = self.faults.screen(upload, global_params)
-        if rejected is None:
-            self.strategy.accumulate(client, upload, weight)
-            self.faults.accept(norm)
+        # the half of the screen that needs this update only; `settle` judges the rest
+        rejected, norm = self.faults.check(upload, global_params)
         row = self.client_row(client, st, plan, step_flops, nbytes(params.values()),
                               nbytes(sent.values()))
         row.update(weight=weight, dropped=False, rejected=rejected, fault=fault,
                    update_norm=norm if math.isfinite(norm) else None)
         apply_freeze(model, None)
         ctx.callbacks.client_end(client, row)
-        return row
+        return row, upload
+
+    def settle(self, row: dict, upload: Optional[dict[str, torch.Tensor]]) -> None:
+        """The server's screen of one client's finished round; call it in client order.
+
+        Sets the row's final `rejected`, and records an accepted norm in the screen's history
+        before the next client is judged. An accepted upload, where this process holds it, is
+        folded into the strategy (a rank may judge clients another group trained: their uploads
+        arrive with the merge)."""
+        if row["dropped"] or row["rejected"]:
+            return
+        row["rejected"] = self.faults.judge(row["update_norm"])
+        if row["rejected"] is None:
+            self.faults.accept(row["update_norm"])
+            if upload is not None:
+                self.strategy.accumulate(row["client"], upload, row["weight"])
 
     def train_local(self, client: int, batches, steps: int, mask_gen: torch.Generator,
                     global_params: dict[str, torch.Tensor]) -> LocalStats:
-        """The plain loop with a fresh (or the client's persisted) AdamW and schedule."""
+        """The plain loop with a fresh (or the client's persisted) AdamW and schedule.
+
+        Persisted AdamW state is kept by parameter name, so a frozen set that changes from
+        round to round gives every parameter its own moments back: one frozen this round keeps
+        what it left with until it trains again."""
         ctx, cfg = self.ctx, self.ctx.cfg
         persist = cfg.train.optimizer_reset == "persist"
         total = steps * cfg.fl.rounds if persist else steps
         opt, sched = make_optimizer(ctx.model, cfg.train, total, ctx.device)
-        if persist and client in self.client_opt_state:
-            opt.load_state_dict(self.client_opt_state[client]["opt"])
-            sched.load_state_dict(self.client_opt_state[client]["sched"])
+        kept = self.client_opt_state.get(client) if persist else None
+        if kept is not None:
+            load_moments(opt, ctx.model, kept["moments"])
+            sched.load_state_dict(kept["sched"])
+            # the schedule's state leaves the groups' learning rate at step 0's: set it
+            for group, lr in zip(opt.param_groups, sched.get_last_lr()):
+                group["lr"] = lr
         st = train_steps(ctx.model, ctx.client_blocks[client], batches,
                          optimizer=opt, scheduler=sched, cfg=cfg.train, tok=ctx.tok,
                          mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
                          dp=self.dp, prox_mu=self.strategy.prox_mu, prox_ref=global_params)
         if persist:
-            self.client_opt_state[client] = {"opt": to_cpu(opt.state_dict()),
-                                             "sched": sched.state_dict()}
+            moments = dict(kept["moments"]) if kept is not None else {}
+            moments.update(save_moments(opt, ctx.model))
+            self.client_opt_state[client] = {"moments": moments, "sched": sched.state_dict()}
         return st
 
     def resume(self) -> int:
@@ -350,6 +397,10 @@ class FederatedTrainer(_RoundLoop):
 
     def load_state(self, state: dict) -> None:
         self.strategy.load_state_dict(state["strategy"])
+        if any("moments" not in s for s in state["client_opt"].values()):
+            raise ResumeError("--resume: the checkpoint holds the clients' optimizer state by "
+                              "position (an older version), which cannot be matched to "
+                              "parameters; start the run again without --resume")
         self.client_opt_state = dict(state["client_opt"])
         self.faults.accepted_norms = list(state.get("accepted_norms", []))
 
@@ -364,9 +415,12 @@ class SequentialExecutor:
 
     def run_round(self, trainer: FederatedTrainer, r: int, clients: Sequence[int],
                   global_params: dict[str, torch.Tensor], rows: list[dict]) -> None:
-        """Train `clients` in turn, appending each one's row as soon as it is done."""
+        """Train `clients` in turn (client order), screening and folding in each one's upload
+        and appending its row as soon as it is done."""
         for c in clients:
-            rows.append(trainer.train_client(r, c, global_params))
+            row, upload = trainer.train_client(r, c, global_params)
+            trainer.settle(row, upload)
+            rows.append(row)
 
 
 class CentralTrainer(_RoundLoop):

@@ -5,6 +5,12 @@ as a clean one. The screen runs on every update, injected or not: a non-finite v
 rejected; an update whose norm ‖θ_client − θ_global‖ is more than `max_norm_ratio` times the
 median of recently accepted norms is rejected too (the first updates of a run, with nothing to
 compare to, pass the finite check only).
+
+The screen has two halves. `check` needs the update alone (finite? its norm?), so it runs
+wherever the client trained. `judge` compares a norm with the run's history, so the server
+applies it in CLIENT ORDER once a round's clients are trained, `accept`ing each norm it lets
+through before judging the next: every executor then sees the same history and rejects the same
+updates (the sequential one trains in client order and can judge each as it arrives).
 """
 from __future__ import annotations
 
@@ -48,23 +54,37 @@ class Faults:
             first.view(-1)[0] = math.nan if kind == "nan" else math.inf
         return out
 
-    def screen(self, sent: Mapping[str, torch.Tensor],
-               global_params: Mapping[str, torch.Tensor]) -> tuple[Optional[str], float]:
-        """(reason to reject or None, update norm)."""
+    @property
+    def needs_history(self) -> bool:
+        """Whether `judge` looks at earlier updates (if not, any order judges the same)."""
+        return self.cfg.max_norm_ratio is not None
+
+    def check(self, sent: Mapping[str, torch.Tensor],
+              global_params: Mapping[str, torch.Tensor]) -> tuple[Optional[str], float]:
+        """What the update alone tells: (reason to reject or None, update norm)."""
         sq = 0.0
         for k, v in sent.items():
             if not torch.isfinite(v).all():
                 return f"non-finite values in {k}", math.nan
             sq += float((v.detach().double() - global_params[k].double()).pow(2).sum())
-        norm = math.sqrt(sq)
+        return None, math.sqrt(sq)
+
+    def judge(self, norm: float) -> Optional[str]:
+        """Reason to reject a finite update of this norm given the recently accepted ones."""
         ratio = self.cfg.max_norm_ratio
         recent = self.accepted_norms[-self.window:]
         if ratio is not None and recent:
             ref = statistics.median(recent)
             if ref > 0 and norm > ratio * ref:
                 return (f"update norm {norm:.4g} is more than {ratio:g} × the median of recent "
-                        f"accepted updates ({ref:.4g})"), norm
-        return None, norm
+                        f"accepted updates ({ref:.4g})")
+        return None
+
+    def screen(self, sent: Mapping[str, torch.Tensor],
+               global_params: Mapping[str, torch.Tensor]) -> tuple[Optional[str], float]:
+        """Both halves at once: (reason to reject or None, update norm)."""
+        reason, norm = self.check(sent, global_params)
+        return (reason or self.judge(norm)), norm
 
     def accept(self, norm: float) -> None:
         self.accepted_norms.append(norm)
