@@ -135,3 +135,14 @@ def test_no_collective_is_called_outside_the_helpers():
     found = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "fdapt_core").rglob("*.py")
                    if p.name != "collectives.py" and calls.search(p.read_text()))
     assert set(found) <= allowed, found
+
+
+def test_an_upload_held_on_the_cpu_folds_into_sums_on_the_models_device(lazy):
+    """The distributed executor keeps uploads on the CPU while the norm screen waits for the
+    whole round; the running sums live with the parameters."""
+    g = {"a": torch.zeros(3).to(lazy)}
+    fedavg = FedAvg()
+    fedavg.begin_round(g)
+    fedavg.accumulate(0, {"a": torch.tensor([1.0, 2.0, 3.0])}, 2.0)
+    new = fedavg.finish()
+    assert new["a"].device == lazy and torch.equal(new["a"].cpu(), torch.tensor([1.0, 2.0, 3.0]))

@@ -50,8 +50,8 @@ class FedAvg:
         if weight <= 0:
             raise ValueError(f"client {client}: FedAvg weight must be positive, got {weight}")
         for k, g in self._global.items():
-            if k in sent:
-                self._sum[k].add_(sent[k].detach().to(torch.float64), alpha=weight)
+            if k in sent:  # an upload may be held elsewhere (the CPU) than the sums
+                self._sum[k].add_(sent[k].detach().to(g.device, torch.float64), alpha=weight)
                 self._sent_w[k] += weight
             elif self.frozen_aggregation == "global":
                 # in the client's turn, so the sum is bit-identical to having sent it
