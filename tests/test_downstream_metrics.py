@@ -100,3 +100,65 @@ def test_classification_input_errors():
         classification_scores(TRUE, PRED, ["false"], exclude=["false"])
     with pytest.raises(ValueError, match="6 true labels but 5"):
         classification_scores(TRUE, PRED[:5], ["A", "B", "false"])
+
+
+# ----------------------------------------------------------------------------- evaluate modules
+
+@pytest.mark.parametrize("name, kwargs, expected", [
+    ("seqeval_f1", {"references": [["B-D", "I-D", "O", "B-D"]],
+                    "predictions": [["B-D", "O", "O", "B-D"]]},
+     {"precision": 0.5, "recall": 0.5, "f1": 0.5, "accuracy": 3 / 4}),
+    ("f1", {"references": TRUE, "predictions": PRED, "labels": ["A", "B", "false"],
+            "average": "macro"}, {"f1": 59 / 90}),
+    ("f1", {"references": TRUE, "predictions": PRED, "labels": ["A", "B"],
+            "average": "micro"}, {"f1": 4 / 7}),
+    ("accuracy", {"references": TRUE, "predictions": PRED}, {"accuracy": 2 / 3}),
+])
+def test_shipped_metric_folders_load_offline_with_evaluate(name, kwargs, expected):
+    # what a user does with the shipped folder, with no hub (HF_HUB_OFFLINE is set in conftest)
+    import evaluate
+
+    from fdapt_core.downstream.metrics import MODULES
+
+    module = evaluate.load(str(MODULES / name), keep_in_memory=True)
+    assert module.compute(**kwargs) == pytest.approx(expected)
+
+
+def test_scores_go_through_the_evaluate_modules(monkeypatch):
+    # classification_scores reads its numbers from the loaded modules, not beside them
+    from fdapt_core.downstream import metrics
+
+    seen = []
+    real = metrics.load_metric
+
+    def spy(name):
+        seen.append(name)
+        return real(name)
+
+    monkeypatch.setattr(metrics, "load_metric", spy)
+    classification_scores(TRUE, PRED, ["A", "B", "false"], exclude=["false"])
+    ner_scores([["B-D"]], [["B-D"]])
+    assert sorted(set(seen)) == ["accuracy", "f1", "seqeval_f1"]
+    assert real("f1") is real("f1")  # loaded once per process
+
+
+def test_a_metric_folder_outside_the_package_loads(tmp_path):
+    from fdapt_core.downstream.metrics import MODULES, load_metric
+
+    folder = tmp_path / "share_right"
+    folder.mkdir()
+    # a copy of the shipped accuracy script under another name: a folder path works as an id
+    (folder / "share_right.py").write_text((MODULES / "accuracy" / "accuracy.py").read_text())
+    assert load_metric(str(folder)).compute(predictions=["a", "b"],
+                                            references=["a", "a"]) == {"accuracy": 0.5}
+
+
+@pytest.mark.parametrize("name", ["no-such-metric-here", "someone/no-such-metric"])
+def test_a_metric_that_cannot_be_loaded_is_named_in_one_line(name):
+    # offline, a hub id is neither on a reachable hub nor in the cache
+    from fdapt_core.downstream.metrics import load_metric
+    from fdapt_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"metric '{name}': cannot load it") as info:
+        load_metric(name)
+    assert "\n" not in str(info.value) and "seqeval_f1, f1, accuracy" in str(info.value)

@@ -1,10 +1,12 @@
-"""Scores for the downstream tasks, computed with the metric packages themselves.
+"""Scores for the downstream tasks, computed by `evaluate` modules shipped in this package.
 
-Why not ``evaluate.load("seqeval")`` or ``evaluate.load("f1")``: those load a metric script
-from the Hugging Face hub at run time, which is not reachable on offline or air-gapped
-machines, and the script's version is not pinned by this project. The scripts are thin
-wrappers around `seqeval` and scikit-learn, so calling those directly gives the same numbers
-with no network and versions that pip records.
+Each score comes from `evaluate.load(<folder>)` of a metric module under `metric_modules/`
+(`seqeval_f1`, `f1`, `accuracy`): thin scripts over seqeval and scikit-learn that load from
+the installed package, with no network and at the versions pip records. `evaluate.load("f1")`
+would instead fetch a script from the Hugging Face hub at run time, which offline and air-gapped
+machines cannot reach and which this project does not pin. `load_metric` also takes a folder
+path or a hub id, for a metric this package does not ship, where a hub or its cache is
+reachable.
 
 Tagging (`ner_scores`):
   * ``precision``, ``recall``, ``f1``: entity level, micro-averaged over all entity types
@@ -30,10 +32,33 @@ Every score uses ``zero_division=0``: a class that is never predicted (or never 
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from pathlib import Path
 
-from seqeval import metrics as seqeval_metrics
-from sklearn.metrics import accuracy_score, f1_score
+from ..errors import ConfigError
+
+MODULES = Path(__file__).resolve().parent / "metric_modules"
+SHIPPED = ("seqeval_f1", "f1", "accuracy")
+
+
+@functools.lru_cache(maxsize=None)
+def load_metric(name: str):
+    """The `evaluate` module for a shipped metric's name, a metric folder or a hub id.
+
+    Loaded once per process (a load re-reads and hashes the script); kept in memory, so that
+    concurrent runs share no cache file. An id that cannot be loaded (no hub and no cached
+    copy, no such folder) raises ConfigError naming it.
+    """
+    import evaluate  # deferred: importing it (and `datasets`) takes seconds
+
+    path = str(MODULES / name) if name in SHIPPED else name
+    try:
+        return evaluate.load(path, keep_in_memory=True)
+    except (FileNotFoundError, ConnectionError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"metric {name!r}: cannot load it ({first}); shipped: "
+                          f"{', '.join(SHIPPED)}") from None
 
 
 def ner_scores(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, float]:
@@ -44,13 +69,7 @@ def ner_scores(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[s
     truncation would give wrong scores.
     """
     _check_aligned(true_tags, pred_tags)
-    return {
-        "f1": float(seqeval_metrics.f1_score(true_tags, pred_tags, zero_division=0)),
-        "precision": float(seqeval_metrics.precision_score(true_tags, pred_tags,
-                                                           zero_division=0)),
-        "recall": float(seqeval_metrics.recall_score(true_tags, pred_tags, zero_division=0)),
-        "accuracy": float(seqeval_metrics.accuracy_score(true_tags, pred_tags)),
-    }
+    return load_metric("seqeval_f1").compute(predictions=pred_tags, references=true_tags)
 
 
 def _check_aligned(true_tags: list[list[str]], pred_tags: list[list[str]]) -> None:
@@ -81,10 +100,11 @@ def classification_scores(y_true: list[str], y_pred: list[str], labels: list[str
     kept = [name for name in labels if name not in exclude]
     if not kept:
         raise ValueError(f"exclude {list(exclude)} leaves no label to score")
+    f1 = load_metric("f1")
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
-                                   zero_division=0)),
-        "micro_f1": float(f1_score(y_true, y_pred, labels=kept, average="micro",
-                                   zero_division=0)),
+        **load_metric("accuracy").compute(predictions=y_pred, references=y_true),
+        "macro_f1": f1.compute(predictions=y_pred, references=y_true, labels=list(labels),
+                               average="macro")["f1"],
+        "micro_f1": f1.compute(predictions=y_pred, references=y_true, labels=kept,
+                               average="micro")["f1"],
     }
