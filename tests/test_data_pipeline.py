@@ -1,6 +1,8 @@
 """Packing, masking, validation split and the per-client data a run builds."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from fdapt_core.data.document import Document
@@ -36,8 +38,41 @@ def test_masking_spares_special_tokens_and_is_seeded():
     assert not chosen[:, 0].any() and not chosen[:, -1].any()
     assert 0.12 < chosen.float().mean() < 0.18
     assert torch.equal(a_lab[chosen], x[chosen])
-    assert (a_in[chosen] == 4).float().mean() > 0.7  # ~80 % become [MASK]
     assert torch.equal(a_in[~chosen], x[~chosen])  # the rest is untouched
+
+
+def _within(k: int, n: int, p: float, z: float = 4.0) -> bool:
+    """k successes of n draws agree with probability p: within z binomial standard errors."""
+    return abs(k - n * p) <= z * math.sqrt(n * p * (1 - p))
+
+
+def test_masking_follows_the_80_10_10_rule():
+    # Each chosen position is told apart by its input alone: [MASK] = masked, the original
+    # token = kept, anything else = a random token. A random draw (over the whole vocabulary,
+    # as BERT does) equals [MASK] or the original with probability 1/V each, which moves
+    # 0.1/V of the chosen positions from "random" to each of the other two.
+    V, mask_id = 100, 4
+    tok = TokenizerInfo(vocab_size=V, mask_id=mask_id, pad_id=0, special_ids=(0, 1, 2, 3, 4))
+    x = torch.randint(5, V, (512, 512), generator=torch.Generator().manual_seed(0))
+    inputs, labels = mask_tokens(x, tok, 0.15, torch.Generator().manual_seed(1))
+    chosen = labels != IGNORE
+    masked = chosen & (inputs == mask_id)
+    kept = chosen & (inputs == x)
+    random = chosen & ~masked & ~kept
+    n = int(chosen.sum())
+    assert _within(n, x.numel(), 0.15)
+    assert _within(int(masked.sum()), n, 0.8 + 0.1 / V)
+    assert _within(int(kept.sum()), n, 0.1 + 0.1 / V)
+    assert _within(int(random.sum()), n, 0.1 - 0.2 / V)
+    # the random tokens are spread over the vocabulary: every id but [MASK] turns up, and a
+    # chi-square against uniform stays within z = 4 of its degrees of freedom
+    counts = torch.bincount(inputs[random], minlength=V).double()
+    others = torch.tensor([i != mask_id for i in range(V)])
+    assert (counts[others] > 0).all() and counts[mask_id] == 0
+    expected = counts.sum() / others.sum()
+    chi2 = float(((counts[others] - expected) ** 2 / expected).sum())
+    dof = int(others.sum()) - 1
+    assert chi2 < dof + 4 * math.sqrt(2 * dof), chi2
 
 
 def test_validation_split_is_seeded_and_disjoint():
