@@ -65,6 +65,27 @@ def test_config_keys_are_listed():
     assert p.returncode == 0 and "fl.frozen_aggregation" in p.stdout
 
 
+# `bench run` as a user starts it, held after its first round until the test lets it go: the
+# signal then always lands in a run that has rounds left, however fast the machine is.
+PAUSED_RUN = """
+import sys, time
+from pathlib import Path
+from bench import progress
+paused, go = Path(sys.argv[1]), Path(sys.argv[2])
+end_round = progress.RichCallbacks.round_end
+def round_end(self, r, row):
+    end_round(self, r, row)
+    if r == 0:
+        paused.touch()
+        while not go.exists():
+            time.sleep(0.01)
+progress.RichCallbacks.round_end = round_end
+sys.argv = ["bench", *sys.argv[3:]]
+from bench.cli import main
+main()
+"""
+
+
 @pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM", "SIGINT"])
 def test_signal_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir, signame):
     import os
@@ -79,29 +100,33 @@ def test_signal_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir, si
                             f"cache_dir={cache_dir}", f"name={name}"] for a in ("--set", s)]
 
     assert bench("run", "--method", "fdapt", *sets("straight")).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--method", "fdapt",
-                             *sets("killed")], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    record = tmp_path / "killed" / "fdapt" / "record.json"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until a round is checkpointed, then kill mid-run
-        try:
-            if len(json.loads(record.read_text())["rounds"]) >= 1:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
+    paused, go = tmp_path / "paused", tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_RUN, str(paused), str(go), "run",
+                             "--method", "fdapt", *sets("killed")], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not paused.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    if not paused.exists():
+        proc.kill()
+        pytest.fail(f"the run never finished its first round: {proc.communicate()[1]}")
     sig = getattr(signal, signame)
     os.kill(proc.pid, sig)
-    _, stderr = proc.communicate(timeout=60)  # a graceful stop is bounded: one step
+    go.touch()  # round 2 starts; a graceful stop comes after its first step
+    _, stderr = proc.communicate(timeout=120)
+    record = tmp_path / "killed" / "fdapt" / "record.json"
     rec = json.loads(record.read_text())
-    assert 1 <= len(rec["rounds"]) < 4
+    assert len(rec["rounds"]) == 1  # the run was stopped, with rounds left to do
+    checkpoints = tmp_path / "killed" / "fdapt" / "checkpoints"
+    assert (checkpoints / "round-0000").is_dir()
     if sig == signal.SIGKILL:
         assert proc.returncode == -sig and rec["status"] == "running"
     else:
         assert proc.returncode == 128 + sig, stderr
         assert f"stopped by {signame}" in stderr and "Traceback" not in stderr
         assert rec["status"] == "interrupted"
+        assert (checkpoints / "partial-0001").is_dir()  # what round 2 had done
+    assert not (tmp_path / "killed" / "fdapt" / "model").exists()
     p = bench("run", "--method", "fdapt", "--resume", *sets("killed"))
     assert p.returncode == 0, p.stderr
     a = load_file(str(tmp_path / "straight" / "fdapt" / "model" / "model.safetensors"))
@@ -109,6 +134,7 @@ def test_signal_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir, si
     assert all(torch.equal(a[k], b[k]) for k in a)
     ra = json.loads((tmp_path / "straight" / "fdapt" / "record.json").read_text())
     rb = json.loads(record.read_text())
+    assert rb["status"] == "finished" and rb["resumed_from_round"] == 1
     assert [r["eval_loss"] for r in ra["rounds"]] == [r["eval_loss"] for r in rb["rounds"]]
 
 
