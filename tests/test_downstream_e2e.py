@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from fdapt_core.downstream.finetune import evaluate_task
 from fdapt_core.downstream.tasks import load_task
@@ -13,7 +18,65 @@ from fdapt_core.errors import ConfigError
 from fdapt_core.runner import run, run_dir
 from tests.conftest import ROOT, TINY, needs_shared_data
 
-WORDS = ["cardiac", "tumour", "patients", "showed", "increased", "risk", "after", "therapy"]
+# Task files with a signal a tiny model learns in a few epochs: an entity is always one of three
+# two-word phrases among filler words; a class is told by its own words. The cue words of the
+# classes are whole tokens of the tiny tokenizer (trained on the synthetic corpus), so that a
+# cue is one input id, not a run of letters shared with the other classes. Imbalanced classes
+# make the majority baseline a real bar. Train, dev and test are drawn separately.
+FILLER = ["patients", "showed", "increased", "risk", "after", "therapy", "with", "the",
+          "study", "of"]
+ENTITIES = [("cardiac", "tumour"), ("renal", "failure"), ("liver", "cancer")]
+CUES = {"relation": ["significant", "compared", "matched"],
+        "none": ["cohort", "months", "controls"]}
+REL_LABELS = ["none"] * 6 + ["relation"] * 4  # the excluded negative class is the majority
+QA_LABELS = {"yes": "relation", "no": "none"}  # the answer's cue words, in the passage
+QA_SHARE = ["yes"] * 6 + ["no"] * 4
+SIZES = {"train": 80, "dev": 20, "test": 40}
+
+
+def _conll(n: int, seed: int) -> list[list[tuple[str, str]]]:
+    rng = random.Random(seed)
+    sents = []
+    for i in range(n):
+        words = [(rng.choice(FILLER), "O") for _ in range(6)]
+        at, (first, second) = rng.randrange(5), ENTITIES[i % 3]
+        words[at:at + 2] = [(first, "B-Disease"), (second, "I-Disease")]
+        sents.append(words)
+    return sents
+
+
+def _rows(n: int, seed: int, split: str) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label, answer = REL_LABELS[i % 10], QA_SHARE[(i * 3) % 10]
+        rows.append({"text": " ".join(rng.choices(CUES[label], k=4)), "label": label,
+                     "q": "treat patients",
+                     "ctx": [" ".join(rng.choices(CUES[QA_LABELS[answer]], k=4))],
+                     "answer": answer, "split": split})
+    return rows
+
+
+def majority_baseline(task: dict) -> dict[str, float]:
+    """The scores of predicting the test split's most frequent label everywhere, counted from
+    the test file (no model, no metric code)."""
+    if task["type"] == "token_classification":
+        tags = Counter(line.split("\t")[1] for line in
+                       Path(task["test"]).read_text().split("\n") if line.strip())
+        top, count = tags.most_common(1)[0]
+        assert top == "O"  # all O finds no entity: entity F1 0, token accuracy the O share
+        return {"f1": 0.0, "accuracy": count / sum(tags.values())}
+    rows = [json.loads(line) for line in Path(task["test"]).read_text().splitlines()]
+    rows = [r for r in rows if all(r[k] == v for k, v in task.get("test_filter", {}).items())]
+    labels = Counter(r[task.get("label_field", "label")] for r in rows)
+    top, n_top = labels.most_common(1)[0]
+    n = sum(labels.values())
+    kept = [l for l in labels if l not in task.get("exclude_labels", [])]
+    # micro-F1 over the kept labels: every example is predicted `top`
+    tp = n_top if top in kept else 0
+    fp = n - n_top if top in kept else 0
+    fn = sum(labels[l] for l in kept if l != top)
+    return {"accuracy": n_top / n, "micro_f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -36,56 +99,54 @@ def cache_dir_module(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def task_files(tmp_path_factory):
-    """Small task files of each type, with a learnable signal."""
+    """Small task files of each type, with a learnable signal; name -> (yaml path, body)."""
     d = tmp_path_factory.mktemp("tasks")
-    conll = []
-    for i in range(60):
-        sent = [(WORDS[(i + j) % 8], "O") for j in range(6)]
-        sent[2] = ("cardiac", "B-Disease")
-        sent[3] = ("tumour", "I-Disease")
-        conll.append("\n".join(f"{w}\t{t}" for w, t in sent))
-    for split in ("train", "dev", "test"):
-        (d / f"ner_{split}.tsv").write_text("\n\n".join(conll) + "\n")
-        rows = [{"text": " ".join(WORDS[:4] if i % 2 else WORDS[4:]),
-                 "q": "is it cardiac", "ctx": ["patients showed", "risk"],
-                 "label": "yes" if i % 2 else "no", "split": "a" if i < 40 else "b"}
-                for i in range(60)]
+    for seed, (split, n) in enumerate(SIZES.items()):
+        sents = _conll(n, seed)
+        (d / f"ner_{split}.tsv").write_text("\n\n".join(
+            "\n".join(f"{w}\t{t}" for w, t in s) for s in sents) + "\n")
+        # the qa task trains on split "a" and tests on split "b" of the test file
+        rows = _rows(n, seed, "a") + (_rows(n, seed + 10, "b") if split == "test" else [])
         (d / f"cls_{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     tasks = {
         "ner": {"type": "token_classification", "format": "conll", "train": d / "ner_train.tsv",
                 "dev": d / "ner_dev.tsv", "test": d / "ner_test.tsv", "metric": "f1"},
         "rel": {"type": "sequence_classification", "train": d / "cls_train.jsonl",
                 "dev": d / "cls_dev.jsonl", "test": d / "cls_test.jsonl",
-                "metric": "micro_f1", "exclude_labels": ["no"]},
+                "metric": "micro_f1", "exclude_labels": ["none"], "test_filter": {"split": "a"}},
         "qa": {"type": "pair_classification", "train": d / "cls_train.jsonl", "dev": None,
                "train_filter": {"split": "a"}, "test": d / "cls_test.jsonl",
                "test_filter": {"split": "b"}, "text_field": "q", "pair_field": "ctx",
-               "metric": "accuracy"},
+               "label_field": "answer", "metric": "accuracy"},
     }
-    paths = {}
+    out = {}
     for name, t in tasks.items():
         body = {k: str(v) if k in ("train", "dev", "test") and v is not None else v
                 for k, v in t.items()}
-        body.update(name=name, epochs=2, seeds=2, lr=1e-3, max_length=32,
+        body.update(name=name, epochs=4, seeds=2, lr=2e-3, max_length=32,
                     quick={"train_examples": 30, "dev_examples": 20, "test_examples": 20,
                            "epochs": 1, "seeds": 1})
-        import yaml
         (d / f"{name}.yaml").write_text(yaml.safe_dump(body))
-        paths[name] = d / f"{name}.yaml"
-    return paths
+        out[name] = (d / f"{name}.yaml", body)
+    return out
 
 
 @pytest.mark.parametrize("name", ["ner", "rel", "qa"])
-def test_each_task_type_fine_tunes_and_is_reproducible(adapted, task_files, name):
+def test_each_task_type_learns_and_is_reproducible(adapted, task_files, name):
     cfg, folder = adapted
-    task = load_task(task_files[name])
+    path, body = task_files[name]
+    task = load_task(path)
     model = run_dir(cfg, "fdapt") / "model"
-    a = evaluate_task(model, task, __import__("torch").device("cpu"), quick=False)
+    a = evaluate_task(model, task, torch.device("cpu"), quick=False)
     assert a["seeds"] == 2 and len(a["runs"]) == 2
-    assert len(a["runs"][0]["dev_by_epoch"]) == 2
-    for key, s in a["scores"].items():
-        assert 0.0 <= s["mean"] <= 1.0 and s["std"] >= 0.0, key
-    b = evaluate_task(model, task, __import__("torch").device("cpu"), quick=False)
+    assert len(a["runs"][0]["dev_by_epoch"]) == 4
+    # every seed beats predicting the majority class, on the headline score and on accuracy,
+    # by more than a few test examples' worth (one example moves accuracy by 1/40)
+    baseline = majority_baseline(body)
+    for key in (task.metric, "accuracy"):
+        for value in a["scores"][key]["values"]:
+            assert value > baseline[key] + 0.1, (key, value, baseline)
+    b = evaluate_task(model, task, torch.device("cpu"), quick=False)
     for key in a["scores"]:
         assert a["scores"][key]["values"] == pytest.approx(b["scores"][key]["values"], abs=1e-6)
 
@@ -105,7 +166,7 @@ def test_task_yaml_errors_name_the_file(tmp_path):
 
 def test_cli_downstream_writes_scores_into_records(adapted, task_files):
     cfg, folder = adapted
-    tasks = ",".join(str(task_files[n]) for n in ("ner", "rel", "qa"))
+    tasks = ",".join(str(task_files[n][0]) for n in ("ner", "rel", "qa"))
     p = subprocess.run([sys.executable, "-m", "bench", "downstream", "--runs", str(folder),
                         "--tasks", tasks, "--quick"], cwd=ROOT, capture_output=True,
                        text=True, timeout=600)
@@ -133,9 +194,18 @@ def test_real_task_quick_fine_tune(adapted, name):
     task = load_task(ROOT / "configs" / "tasks" / f"{name}.yaml")
     task.quick.train_examples, task.quick.dev_examples, task.quick.test_examples = 64, 32, 64
     res = evaluate_task(run_dir(cfg, "central") / "model", task,
-                        __import__("torch").device("cpu"), quick=True)
+                        torch.device("cpu"), quick=True)
+    # the real files read, encode, train and score end to end; whether a model learns is
+    # asserted on the synthetic tasks above (64 examples teach a tiny model too little to
+    # beat the majority class reliably)
     assert res["examples"] == {"train": 64, "dev": 32, "test": 64}
-    assert 0.0 <= res["scores"][task.metric]["mean"] <= 1.0
+    token_level = task.type == "token_classification"
+    assert set(res["scores"]) == ({"f1", "precision", "recall", "accuracy"} if token_level
+                                  else {"accuracy", "macro_f1", "micro_f1"})
+    for r in res["runs"]:
+        history = r["dev_by_epoch"]
+        assert len(history) == task.quick.epochs
+        assert r["best_epoch"] == history.index(max(history))  # the dev-best epoch is scored
 
 
 def test_ner_alignment_labels_first_piece_only(tmp_path):
