@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import types
 import re
@@ -108,7 +109,9 @@ class TrainConfig:
     local_epochs: int = opt(1, "passes over a client's data per round", min=1)
     max_local_steps: Optional[int] = opt(None, "cap on a client's steps per round", min=1)
     optimizer_reset: str = opt("round", "fresh AdamW + schedule every round (the study) or "
-                               "each client's optimizer persisted across rounds",
+                               "each client's optimizer persisted across rounds (AdamW's "
+                               "state kept per parameter name: a parameter frozen for a "
+                               "round resumes the moments it left with)",
                                choices=("round", "persist"))
     precision: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU",
                          choices=("auto", "fp32", "bf16"))
@@ -464,6 +467,13 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     return build_config(load_yaml(path) if path else {}, overrides)
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # a module set to None in sys.modules: deliberately absent
+        return False
+
+
 def validate(cfg: RunConfig) -> None:
     """Rules that span keys (each field's own range was checked while building)."""
     m = cfg.model
@@ -489,6 +499,9 @@ def validate(cfg: RunConfig) -> None:
     if f.min_blocks > f.max_blocks:
         raise ConfigError(f"freeze.min_blocks ({f.min_blocks}) is above freeze.max_blocks "
                           f"({f.max_blocks})")
+    if cfg.dist.engine == "deepspeed" and not _importable("deepspeed"):
+        raise ConfigError("dist.engine: deepspeed needs the deepspeed extra: "
+                          "pip install 'fdapt-bench[deepspeed]'")
     if not cfg.name or "/" in cfg.name or "\\" in cfg.name or cfg.name.startswith("."):
         raise ConfigError(f"name: {cfg.name!r} must be a plain folder name (no '/', not hidden)")
     if d.synthetic.n_docs < cfg.fl.clients and d.source == "synthetic":

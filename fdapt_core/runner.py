@@ -357,7 +357,7 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
     record["totals"]["prepare_wall_s"] = prep.prepare_wall_s
     record["totals"].update(memory.summary())  # this session's peak (a resumed run: since resume)
     if world is not None:
-        from .dist.world import gather_objects
+        from .dist.collectives import gather_objects
 
         per_rank = gather_objects(world, {"rank": world.rank, **memory.summary(),
                                           "bytes_collectives": dict(world.bytes_moved),

@@ -19,8 +19,9 @@ from fdapt_core.runner import run
 
 from conftest import ROOT, TINY
 
-DIST = [*[s for s in TINY if not s.startswith("train.threads")], "fl.clients=4",
-        "train.max_local_steps=3", "data.synthetic.n_docs=120"]
+# one thread in the reference and in every rank: the float sums of a step depend on the thread
+# count, and Adam turns that noise into lr-sized steps on parameters whose gradient is ~0
+DIST = [*TINY, "fl.clients=4", "train.max_local_steps=3", "data.synthetic.n_docs=120"]
 
 
 def _sets(tmp_path, cache_dir, name, extra=()):
@@ -125,6 +126,7 @@ def test_rows_of_a_batch_cover_it_once():
 def test_zero_stage2_engine_matches_sequential(tmp_path, cache_dir):
     """A tiny model through one DeepSpeed ZeRO-2 engine per rank, reused for every client:
     frozen blocks stay put (lr 0 groups), weights and moments reset between clients."""
+    pytest.importorskip("deepspeed")
     # batches of one sequence: rank 1 never has a row and must still join every reduction
     extra = ["model.dropout=0", "train.batch_size=1", "dist.ranks_per_client=2",
              "dist.engine=deepspeed", "dist.deepspeed_config=configs/deepspeed/zero2.json"]

@@ -37,6 +37,8 @@ BF16 = ["model.dropout=0", "train.precision=bf16", "model.vocab_size=251",
         "freeze.policy=bottom", "freeze.k=1", "fl.send_frozen=true"]
 
 
+pytest.importorskip("deepspeed")  # the [deepspeed] extra
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache_dir):
     """The sequential bf16 run's final weights, the initial weights and the frozen names."""

@@ -19,7 +19,6 @@ import torch.distributed as dist
 from ..config import RunConfig
 from ..errors import ConfigError
 from . import collectives
-from .collectives import broadcast_object, gather_objects  # noqa: F401 (their old home)
 
 
 @dataclass

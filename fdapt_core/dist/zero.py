@@ -221,9 +221,9 @@ class ZeroTrainer:
             torch.cuda.synchronize(world.device)
         stats.wall_s = time.perf_counter() - t0
         if G > 1:
-            import torch.distributed as dist
+            from .collectives import all_reduce_one
 
-            dist.all_reduce(loss_sum, group=world.group)
+            loss_sum = all_reduce_one(loss_sum, world.device, world.group)
         stats.loss = (loss_sum / max(1, stats.steps)).item()
         stats.phases = timer.result()
         for p in self.model.parameters():
