@@ -86,8 +86,26 @@ main()
 """
 
 
+SIGNAL_RUN = [*TINY, "fl.rounds=4"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, cache_dir):
+    """The uninterrupted run every signal test resumes to (in process: the same config as
+    `bench run`'s, configs/default.yaml with the same --set values)."""
+    from fdapt_core.config import load_config
+    from fdapt_core.runner import run
+
+    out = tmp_path_factory.mktemp("straight")
+    run(load_config(ROOT / "configs" / "default.yaml",
+                    [*SIGNAL_RUN, f"output_dir={out}", f"cache_dir={cache_dir}",
+                     "name=straight"]), "fdapt")
+    return out / "straight" / "fdapt"
+
+
 @pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM", "SIGINT"])
-def test_signal_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir, signame):
+def test_signal_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir, straight,
+                                                         signame):
     import os
     import signal
     import time
@@ -96,10 +114,9 @@ def test_signal_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir, si
     from safetensors.torch import load_file
 
     def sets(name):
-        return [a for s in [*TINY, "fl.rounds=4", f"output_dir={tmp_path}",
-                            f"cache_dir={cache_dir}", f"name={name}"] for a in ("--set", s)]
+        return [a for s in [*SIGNAL_RUN, f"output_dir={tmp_path}", f"cache_dir={cache_dir}",
+                            f"name={name}"] for a in ("--set", s)]
 
-    assert bench("run", "--method", "fdapt", *sets("straight")).returncode == 0
     paused, go = tmp_path / "paused", tmp_path / "go"
     proc = subprocess.Popen([sys.executable, "-c", PAUSED_RUN, str(paused), str(go), "run",
                              "--method", "fdapt", *sets("killed")], cwd=ROOT,
@@ -129,10 +146,10 @@ def test_signal_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir, si
     assert not (tmp_path / "killed" / "fdapt" / "model").exists()
     p = bench("run", "--method", "fdapt", "--resume", *sets("killed"))
     assert p.returncode == 0, p.stderr
-    a = load_file(str(tmp_path / "straight" / "fdapt" / "model" / "model.safetensors"))
+    a = load_file(str(straight / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "fdapt" / "model" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    ra = json.loads((tmp_path / "straight" / "fdapt" / "record.json").read_text())
+    ra = json.loads((straight / "record.json").read_text())
     rb = json.loads(record.read_text())
     assert rb["status"] == "finished" and rb["resumed_from_round"] == 1
     assert [r["eval_loss"] for r in ra["rounds"]] == [r["eval_loss"] for r in rb["rounds"]]
