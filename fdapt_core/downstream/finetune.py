@@ -3,7 +3,9 @@
 A plain PyTorch loop (the same reasoning as local training: building an HF Trainer per task and
 seed costs more than a quick run), AdamW with a linear schedule, bf16 autocast on CUDA, dynamic
 padding. For NER the first word-piece of a word carries its tag and the rest are ignored; a word
-cut off by truncation is predicted `O`, so that scores count every gold entity.
+cut off by truncation is predicted `O`, so that scores count every gold entity. Encoders and
+decoders (causal LMs, told apart by their config) share the loop; decoders.py says what a
+decoder needs besides.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..runner import resolve_data_path
+from .decoders import encode_pairs, fit_model, is_decoder, task_tokenizer
 from .metrics import classification_scores, ner_scores
 from .readers import (TextExample, TokenExample, carve_dev, check_labels, label_set,
                       read_conll, read_jsonl_examples, tag_set)
@@ -110,13 +113,18 @@ def encode_tokens(examples: list[TokenExample], tokenizer, labels: list[str],
 
 
 def encode_texts(examples: list[TextExample], tokenizer, labels: list[str],
-                 max_length: int) -> list[dict]:
+                 max_length: int, separator: Optional[int] = None) -> list[dict]:
+    """Ids and label index; a pair is joined by the tokenizer's template, or by `separator`
+    where the template puts nothing between the segments (decoders)."""
     index = {t: i for i, t in enumerate(labels)}
+    texts = [e.text for e in examples]
     pairs = [e.pair for e in examples] if examples and examples[0].pair is not None else None
-    enc = tokenizer([e.text for e in examples], pairs, max_length=max_length,
-                    truncation="only_second" if pairs else True)
-    return [{"input_ids": ids, "label": index[e.label]}
-            for ids, e in zip(enc["input_ids"], examples)]
+    if pairs and separator is not None:
+        ids = encode_pairs(tokenizer, texts, pairs, max_length, separator)
+    else:
+        ids = tokenizer(texts, pairs, max_length=max_length,
+                        truncation="only_second" if pairs else True)["input_ids"]
+    return [{"input_ids": x, "label": index[e.label]} for x, e in zip(ids, examples)]
 
 
 def _batch(items: list[dict], pad_id: int, token_level: bool) -> dict:
@@ -173,16 +181,18 @@ def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
                   device: torch.device, epochs: int,
                   on_step: Optional[Callable[[], None]] = None) -> dict:
     """One seed: train `epochs`, keep the dev-best epoch, score it on test."""
-    from transformers import (AutoModelForSequenceClassification,
-                              AutoModelForTokenClassification, AutoTokenizer)
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
     from transformers.utils import logging as hf_logging
 
     token_level = task.type == "token_classification"
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    tokenizer.model_max_length = 10**9
-    encode = encode_tokens if token_level else encode_texts
-    train, dev, test = (encode(s, tokenizer, data.labels, task.max_length)
-                        for s in (data.train, data.dev, data.test))
+    decoder = is_decoder(model_dir)
+    tokenizer, separator = task_tokenizer(model_dir, decoder, task.type)
+    if token_level:
+        train, dev, test = (encode_tokens(s, tokenizer, data.labels, task.max_length)
+                            for s in (data.train, data.dev, data.test))
+    else:
+        train, dev, test = (encode_texts(s, tokenizer, data.labels, task.max_length, separator)
+                            for s in (data.train, data.dev, data.test))
     torch.manual_seed(seed)  # the fresh classification head and dropout
     cls = AutoModelForTokenClassification if token_level else AutoModelForSequenceClassification
     level = hf_logging.get_verbosity()
@@ -191,9 +201,12 @@ def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
         model = cls.from_pretrained(str(model_dir), num_labels=len(data.labels),
                                     id2label=dict(enumerate(data.labels)),
                                     label2id={l: i for i, l in enumerate(data.labels)},
-                                    use_safetensors=True).to(device)
+                                    use_safetensors=True)
     finally:
         hf_logging.set_verbosity(level)
+    if decoder:
+        fit_model(model, tokenizer)
+    model.to(device)
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     steps_per_epoch = math.ceil(len(train) / task.batch_size)
     total = steps_per_epoch * epochs
@@ -250,8 +263,9 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
                         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                         "values": values}
     return {"task": task.name, "metric": task.metric, "quick": quick, "seeds": seeds,
-            "epochs": epochs, "lr": task.lr, "max_length": task.max_length, "examples": {"train": len(data.train), "dev": len(data.dev),
-                                           "test": len(data.test)},
+            "epochs": epochs, "lr": task.lr, "max_length": task.max_length,
+            "decoder": is_decoder(model_dir),
+            "examples": {"train": len(data.train), "dev": len(data.dev), "test": len(data.test)},
             "scores": summary, "runs": runs}
 
 
