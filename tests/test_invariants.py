@@ -95,6 +95,7 @@ def test_local_training_leaves_frozen_parameters_bit_identical(tiny):
     from fdapt_core.freeze import apply_freeze, plan_freezing
     from fdapt_core.fl.local import BatchStream, make_optimizer, train_steps
     from fdapt_core.model import build_from_preset, TokenizerInfo
+    from fdapt_core.objective import MaskedLM
 
     cfg = tiny()
     model = build_from_preset("tiny", 256, 64)
@@ -105,7 +106,8 @@ def test_local_training_leaves_frozen_parameters_bit_identical(tiny):
     blocks = torch.randint(5, 256, (24, 16))
     tok = TokenizerInfo(vocab_size=256, mask_id=4, pad_id=0, special_ids=(0, 1, 2, 3, 4))
     train_steps(model, blocks, BatchStream(24, 8, lambda e: e).take(0, 3), optimizer=opt,
-                scheduler=sched, cfg=cfg.train, tok=tok, mask_gen=torch.Generator(),
+                scheduler=sched, cfg=cfg.train, objective=MaskedLM(tok),
+                mask_gen=torch.Generator(),
                 device=torch.device("cpu"))
     for n, p in model.named_parameters():
         if n in plans[0].names:

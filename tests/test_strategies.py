@@ -211,6 +211,7 @@ def test_proximal_gradient_in_the_local_loop(tiny):
     from fdapt_core.fl.local import BatchStream, train_steps
     from fdapt_core.freeze import apply_freeze, plan_freezing
     from fdapt_core.model import TokenizerInfo, build_from_preset
+    from fdapt_core.objective import MaskedLM
 
     cfg = tiny()
     train_cfg = dataclasses.replace(cfg.train, max_grad_norm=0.0)
@@ -233,7 +234,8 @@ def test_proximal_gradient_in_the_local_loop(tiny):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
         torch.manual_seed(1)  # dropout
         st = train_steps(model, blocks, BatchStream(16, 8, lambda e: e).take(0, 1),
-                         optimizer=opt, scheduler=sched, cfg=train_cfg, tok=tok,
+                         optimizer=opt, scheduler=sched, cfg=train_cfg,
+                         objective=MaskedLM(tok),
                          mask_gen=torch.Generator().manual_seed(2), device=torch.device("cpu"),
                          prox_mu=m, prox_ref=ref if m else None)
         out[m] = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..data.masking import mask_tokens
 from ..errors import ConfigError
 from .. import interrupt
 from ..fl.local import LocalStats, amp_dtype, lr_factor
@@ -174,7 +173,7 @@ class ZeroTrainer:
                 p.copy_(master.view_as(p))
 
     def train(self, frozen: frozenset[str], blocks: torch.Tensor, batches: Iterator[np.ndarray],
-              n_steps: int, tok, mask_gen: torch.Generator, on_step=None) -> LocalStats:
+              n_steps: int, objective, mask_gen: torch.Generator, on_step=None) -> LocalStats:
         cfg, world, engine = self.cfg.train, self.world, self.engine
         for name, p in self.model.named_parameters():
             p.requires_grad_(name not in frozen)
@@ -189,7 +188,7 @@ class ZeroTrainer:
         timer.start()
         for step, idx in enumerate(batches):
             x = blocks[torch.from_numpy(idx)]
-            inputs, labels = mask_tokens(x, tok, cfg.mlm_probability, mask_gen)
+            inputs, labels = objective.batch(x, mask_gen)
             n_total = max(1, int((labels != -100).sum()))
             rows = share(len(x), g_rank, G)
             # a short last batch may leave this rank no row: it still joins the gradient

@@ -20,16 +20,18 @@ def is_decoder(model_dir: Path) -> bool:
     """Whether the folder's architecture is a causal LM: its model type has a causal-LM class
     and no masked-LM one (BERT and RoBERTa have both and are encoders), read from config.json."""
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    from ..model import objective_of
 
     try:
-        kind = AutoConfig.from_pretrained(str(model_dir)).model_type
+        config = AutoConfig.from_pretrained(str(model_dir))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{model_dir}: cannot read the model's config "
                          f"({str(exc).splitlines()[0]})") from None
-    return (kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-            and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    try:
+        return objective_of(config) == "clm"
+    except ModelError:  # neither head: not a decoder (a plain encoder fine-tunes as one)
+        return False
 
 
 def task_tokenizer(model_dir: Path, decoder: bool, task_type: str):

@@ -25,7 +25,7 @@ from ..config import RunConfig
 from ..errors import FdaptError
 from ..interrupt import StopRequested
 from ..freeze import FreezePlan, FreezeSchedule, apply_freeze
-from ..model import TokenizerInfo
+from ..objective import Objective
 from ..profiling.flops import FlopCache, analytic_flops
 from ..profiling.memory import PeakMemory
 from ..seeding import derive
@@ -60,7 +60,7 @@ class Context:
 
     cfg: RunConfig
     model: nn.Module
-    tok: TokenizerInfo
+    objective: Objective  # MLM or CLM: how a batch of blocks becomes inputs and labels
     client_blocks: list[torch.Tensor]
     heldout: HeldOut
     device: torch.device
@@ -320,7 +320,7 @@ class FederatedTrainer(_RoundLoop):
         if self.zero is not None:  # a DeepSpeed ZeRO engine trains; the model takes its result
             self.zero.reset(global_params)
             st = self.zero.train(plan.names if plan else frozenset(), blocks,
-                                 stream.take(start, steps), steps, ctx.tok, mask_gen,
+                                 stream.take(start, steps), steps, ctx.objective, mask_gen,
                                  ctx.callbacks.step)
             self.zero.copy_to(model)
         else:
@@ -375,7 +375,8 @@ class FederatedTrainer(_RoundLoop):
             for group, lr in zip(opt.param_groups, sched.get_last_lr()):
                 group["lr"] = lr
         st = train_steps(ctx.model, ctx.client_blocks[client], batches,
-                         optimizer=opt, scheduler=sched, cfg=cfg.train, tok=ctx.tok,
+                         optimizer=opt, scheduler=sched, cfg=cfg.train,
+                         objective=ctx.objective,
                          mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
                          dp=self.dp, prox_mu=self.strategy.prox_mu, prox_ref=global_params)
         if persist:
@@ -453,7 +454,8 @@ class CentralTrainer(_RoundLoop):
         ctx.callbacks.client_start(0, steps)
         t0 = time.perf_counter()
         st = train_steps(ctx.model, self.blocks, self.stream.take_sequences(start, self.plan[r]),
-                         optimizer=self.opt, scheduler=self.sched, cfg=cfg.train, tok=ctx.tok,
+                         optimizer=self.opt, scheduler=self.sched, cfg=cfg.train,
+                         objective=ctx.objective,
                          mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
                          dp=self.dp)
         if not math.isfinite(st.loss):  # no server to reject it: the run cannot go on

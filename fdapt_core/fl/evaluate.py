@@ -1,4 +1,5 @@
-"""Held-out MLM loss with masks fixed once, so every method and round is scored alike."""
+"""Held-out loss on fixed inputs and labels (MLM: masks drawn once; CLM: every next token of
+the same blocks), so every method and round is scored alike."""
 from __future__ import annotations
 
 import math
@@ -8,18 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.masking import IGNORE, mask_tokens
-from ..model import TokenizerInfo, masked_lm_head
+from ..data.masking import IGNORE
+from ..model import output_head
+from ..objective import Objective, loss_sum
 from ..seeding import derive
 
 
 class HeldOut:
-    """Masked held-out blocks, drawn once from the run seed (not from the method)."""
+    """Held-out blocks made into inputs and labels once, from the run seed (not the method)."""
 
-    def __init__(self, blocks: torch.Tensor, tok: TokenizerInfo, probability: float, seed: int,
-                 batch_size: int):
+    def __init__(self, blocks: torch.Tensor, objective: Objective, seed: int, batch_size: int):
         gen = torch.Generator().manual_seed(derive(seed, "eval-masks"))
-        inputs, labels = mask_tokens(blocks, tok, probability, gen)
+        inputs, labels = objective.batch(blocks, gen)
         self.batches = [(inputs[i:i + batch_size], labels[i:i + batch_size])
                         for i in range(0, len(blocks), batch_size)]
         self.n_blocks = len(blocks)
@@ -28,11 +29,11 @@ class HeldOut:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device,
                  dtype: torch.dtype | None = None) -> dict:
-        """Mean cross-entropy over all masked held-out tokens, and its perplexity."""
+        """Mean cross-entropy over all scored held-out tokens, and its perplexity."""
         was_training = model.training
         model.eval()
         t0 = time.perf_counter()
-        head = masked_lm_head(model)
+        head = output_head(model)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for inputs, labels in self.batches:
             inputs, labels = inputs.to(device), labels.to(device)
@@ -42,8 +43,8 @@ class HeldOut:
                 continue
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
-                if head is None:  # an unknown head: the model's own (mean) loss
-                    total += model(input_ids=inputs, labels=labels).loss.double() * count
+                if head is None:  # an unknown head: every position's logits
+                    total += loss_sum(model(input_ids=inputs).logits, labels).double()
                     continue
                 hidden = model.base_model(input_ids=inputs).last_hidden_state
                 logits = head(hidden[chosen])  # the vocabulary only where it is scored

@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..data.masking import mask_tokens
 from .. import interrupt
-from ..model import TokenizerInfo
+from ..objective import Objective, mean_loss
 from ..profiling.timing import PhaseTimer
 
 
@@ -139,7 +138,7 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
 
 
 def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.ndarray], *,
-                optimizer, scheduler, cfg: TrainConfig, tok: TokenizerInfo,
+                optimizer, scheduler, cfg: TrainConfig, objective: Objective,
                 mask_gen: torch.Generator, device: torch.device,
                 on_step: Optional[Callable[[int], None]] = None,
                 dp=None, prox_mu: float = 0.0,
@@ -166,13 +165,13 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
     timer.start()
     for idx in batches:
         x = blocks[torch.from_numpy(idx)]
-        inputs, labels = mask_tokens(x, tok, cfg.mlm_probability, mask_gen)
+        inputs, labels = objective.batch(x, mask_gen)
         inputs, labels = to_device(inputs, device), to_device(labels, device)
         timer.mark("data")
         if dp is None:
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
-                loss = forward(input_ids=inputs, labels=labels).loss
+                loss = mean_loss(forward(input_ids=inputs).logits, labels)
             timer.mark("forward")
             loss.backward()
             timer.mark("backward")

@@ -134,12 +134,13 @@ def _children_cpu_s() -> float:
 def _mfu(model, blocks, cfg, tokenizer, device, tokens_per_s: float) -> dict:
     """Model FLOPs utilisation of the harness loop (one device): counted FLOPs per token ×
     tokens/s over the datasheet peak and over the measured one, in the precision trained."""
-    from ..data.masking import mask_tokens
     from ..profiling.flops import count_step_flops
     from ..profiling.peak import device_peak
 
     x = blocks[: cfg.train.batch_size]
-    inputs, labels = mask_tokens(x, tokenizer_info(tokenizer), 0.15, torch.Generator())
+    from ..objective import MaskedLM
+
+    inputs, labels = MaskedLM(tokenizer_info(tokenizer)).batch(x, torch.Generator())
     sf = count_step_flops(model, inputs.to(device), labels.to(device),
                           amp_dtype(cfg.train, device))
     dtype = amp_dtype(cfg.train, device)

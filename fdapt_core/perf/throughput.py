@@ -18,6 +18,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..fl.local import BatchStream, amp_dtype, make_optimizer, train_steps
 from ..model import TokenizerInfo
+from ..objective import MaskedLM
 
 
 def _sync(device: torch.device) -> None:
@@ -26,11 +27,12 @@ def _sync(device: torch.device) -> None:
 
 
 def run_harness(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: TokenizerInfo,
-                device: torch.device, steps: int) -> tuple[int, float]:
+                device: torch.device, steps: int, objective=None) -> tuple[int, float]:
     opt, sched = make_optimizer(model, cfg, steps, device)
     stream = BatchStream(len(blocks), cfg.batch_size, lambda e: e)
     st = train_steps(model, blocks, stream.take(0, steps), optimizer=opt, scheduler=sched,
-                     cfg=cfg, tok=tok, mask_gen=torch.Generator().manual_seed(0),
+                     cfg=cfg, objective=objective or MaskedLM(tok, cfg.mlm_probability),
+                     mask_gen=torch.Generator().manual_seed(0),
                      device=device)
     return st.tokens, st.wall_s
 

@@ -17,11 +17,39 @@ step really runs) it decomposes into matrix products that are counted.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from ..objective import mean_loss
+
+
+def _attention(query, key, value, *args, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _attention_backward(grad_out, query, key, value, *args, **kwargs) -> int:
+    return 2 * sdpa_flop_count(query, key, value)
+
+
+# Attention is counted as model FLOPs, the same whichever kernel runs it: the full L×L products
+# (a causal mask saves no dispatched work), backward twice forward. torch has no formula for the
+# CPU flash kernel, which SDPA dispatches when no dropout applies (Llama-style models,
+# `model.dropout: 0`, eval mode): every attention product would vanish from the count. And its
+# formulas for the fused CUDA kernels add the scores their backward recomputes, which the
+# meta-device twin (decomposed attention) would not see: MFU counts model FLOPs, not
+# recomputation.
+_aten = torch.ops.aten
+ATTENTION_FORMULAS = {
+    _aten._scaled_dot_product_flash_attention_for_cpu: _attention,
+    _aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward,
+    _aten._scaled_dot_product_flash_attention_backward: _attention_backward,
+    _aten._scaled_dot_product_efficient_attention_backward: _attention_backward,
+    _aten._scaled_dot_product_cudnn_attention_backward: _attention_backward,
+}
 
 
 @dataclass(frozen=True)
@@ -46,13 +74,13 @@ def count_step_flops(model: nn.Module, input_ids: torch.Tensor, labels: torch.Te
     device = input_ids.device
     autocast = dtype is not None and device.type != "meta"  # FLOPs do not depend on dtype
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, custom_mapping=ATTENTION_FORMULAS)
         with counter:
             with torch.autocast("cpu" if device.type == "meta" else device.type,
                                 dtype=dtype or torch.float32, enabled=autocast):
-                loss = model(input_ids=input_ids, labels=labels).loss
+                loss = mean_loss(model(input_ids=input_ids).logits, labels)
         forward = counter.get_total_flops()
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, custom_mapping=ATTENTION_FORMULAS)
         with counter:
             loss.backward()
         backward = counter.get_total_flops()
@@ -70,10 +98,12 @@ class FlopCache:
     """Counts on a meta-device twin, keyed by (batch shape, frozen set): each counted once."""
 
     def __init__(self, model: nn.Module):
-        from transformers import AutoModelForMaskedLM
-
-        with torch.device("meta"):
-            self.twin = AutoModelForMaskedLM.from_config(model.config)
+        config = copy.deepcopy(model.config)
+        # GPT-2 looks for padding in its inputs (a value read: impossible on meta tensors);
+        # packed blocks hold none, and the pad id changes no FLOP
+        config.pad_token_id = None
+        with torch.device("meta"):  # the same class: its head (MLM or causal) is counted too
+            self.twin = type(model)(config)
         self.twin.train()
         self._cache: dict[tuple, StepFlops] = {}
 
