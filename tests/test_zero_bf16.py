@@ -46,7 +46,7 @@ def reference(tmp_path_factory, cache_dir):
     cfg = load_config(ROOT / "configs" / "default.yaml", _sets(tmp, cache_dir, "seq", BF16))
     model = prepare(cfg, "ffdapt").model
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
-    frozen_prefixes = (embedding_prefix(model), transformer_blocks(model)[0][0])
+    frozen_prefixes = (*embedding_prefix(model), transformer_blocks(model)[0][0])
     frozen = {n for n in initial if n.startswith(frozen_prefixes)}
     run(cfg, "ffdapt")
     return tmp, cfg, initial, frozen, _weights(tmp, "seq", "ffdapt")
