@@ -25,6 +25,14 @@ def summary_table(rec: dict) -> Table:
         t.add_row(f"tokens/s, {name} loop (median)", f"{tp[name]:,.0f}")
     t.add_row("harness / plain loop", f"{rec['harness_vs_plain_ratio']:.3f}")
     t.add_row("harness / HF Trainer", f"{rec['harness_vs_trainer_ratio']:.3f}")
+    if "throughput_causal" in rec:  # older records have no decoder row
+        tc = rec["throughput_causal"]["tokens_per_s"]
+        for name in ("harness", "plain", "trainer"):
+            t.add_row(f"decoder tokens/s, {name} loop (median)", f"{tc[name]:,.0f}")
+        t.add_row("decoder: harness / plain loop",
+                  f"{rec['harness_vs_plain_ratio_causal']:.3f}")
+        t.add_row("decoder: harness / HF Trainer",
+                  f"{rec['harness_vs_trainer_ratio_causal']:.3f}")
     m = rec["throughput"].get("mfu_harness")
     if m:  # CUDA only; older records held a bare number
         m = m if isinstance(m, dict) else {"mfu": m, "precision": "bf16"}

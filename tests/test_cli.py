@@ -165,8 +165,10 @@ def test_perf_quick_writes_a_record_and_gates_on_a_baseline(tmp_path):
     assert "perf regression" in p.stderr and "harness_vs_plain_ratio" in p.stderr
     rec = json.loads(out.read_text())
     for key in ("harness_vs_plain_ratio", "harness_vs_trainer_ratio", "outside_train_share",
-                "memory_growth"):
+                "memory_growth", "harness_vs_plain_ratio_causal",
+                "harness_vs_trainer_ratio_causal"):
         assert isinstance(rec[key], float)
+    assert rec["throughput_causal"]["seq_len"] == rec["throughput"]["seq_len"]
     assert set(rec["ffdapt"]) == {"paper", "bottom"}
     assert rec["ffdapt"]["bottom"]["flops_saved_pct"] > rec["ffdapt"]["paper"]["flops_saved_pct"] > 0
     p = bench("perf", "--baseline", str(tmp_path / "none.json"))

@@ -25,6 +25,8 @@ class Check:
 CHECKS = (
     Check("harness_vs_plain_ratio", "higher", 0.05, True),
     Check("harness_vs_trainer_ratio", "higher", 0.10, True),
+    Check("harness_vs_plain_ratio_causal", "higher", 0.05, True),
+    Check("harness_vs_trainer_ratio_causal", "higher", 0.10, True),
     Check("outside_train_share", "lower", 0.02, False),
     Check("ffdapt.paper.flops_saved_pct", "higher", 0.5, False),
     Check("ffdapt.bottom.flops_saved_pct", "higher", 0.5, False),

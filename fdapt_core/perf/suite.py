@@ -1,6 +1,7 @@
 """The fixed micro-suite behind `bench perf`, returning one JSON-ready record.
 
-(a) local-training tokens/s: harness vs a plain loop vs the HF Trainer, as ratios;
+(a) local-training tokens/s: harness vs a plain loop vs the HF Trainer, as ratios, for an
+    encoder (MLM) and a Llama-shape decoder (next-token loss);
 (b) the share of round wall time spent outside local training;
 (c) the FFDAPT FLOP and local-training wall-time savings (paper and bottom policies);
 (d) peak memory of the sequential executor with 2, 8 and 32 clients.
@@ -43,12 +44,13 @@ class Sizes:
     memory_clients: tuple[int, ...] = (2, 8, 32)
     n_docs: int = 600
     max_local_steps: int | None = None
+    causal_preset: str = "llama-small"  # the decoder of (a)'s causal row
 
 
 CPU = Sizes(preset="small", seq_len=128, steps=24, repeats=3, rounds=2)
 GPU = Sizes(preset="distilbert-base", seq_len=512, steps=50, repeats=3, rounds=2)
 QUICK = Sizes(preset="tiny", seq_len=64, steps=4, repeats=1, rounds=1,
-              memory_clients=(2, 4), n_docs=200, max_local_steps=4)
+              memory_clients=(2, 4), n_docs=200, max_local_steps=4, causal_preset="llama-tiny")
 
 
 def _base_overrides(cache_dir: Path, out_dir: Path, sizes: Sizes, device: str) -> list[str]:
@@ -89,6 +91,18 @@ def run_suite(device: str = "auto", cache_dir: str | Path = "results/.cache",
         result["throughput"] = loops
         result["harness_vs_plain_ratio"] = loops["harness_vs_plain_ratio"]
         result["harness_vs_trainer_ratio"] = loops["harness_vs_trainer_ratio"]
+
+        progress(f"(a) the same for a decoder ({sizes.causal_preset}, next-token loss)")
+        cfg = build_config({}, [*base, f"model.preset={sizes.causal_preset}"])
+        prep = prepare(cfg, "central")
+        model = build_model(cfg.model, prep.tokenizer, sizes.seq_len, cfg.seed).to(dev)
+        causal = compare_loops(model, blocks, cfg.train, prep.tokenizer,
+                               tokenizer_info(prep.tokenizer), dev, sizes.steps, sizes.repeats,
+                               causal=True)
+        del model, prep
+        result["throughput_causal"] = causal
+        result["harness_vs_plain_ratio_causal"] = causal["harness_vs_plain_ratio"]
+        result["harness_vs_trainer_ratio_causal"] = causal["harness_vs_trainer_ratio"]
 
         progress("(b, c) rounds of fdapt, ffdapt-paper and ffdapt-bottom: overhead and savings")
         records = {m: run(build_config({}, [*base, "name=perf"]), m)

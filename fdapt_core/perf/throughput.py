@@ -1,7 +1,8 @@
 """Local-training tokens/s: the harness loop vs a plain hand-written loop vs the HF Trainer.
 
 All three train the same model from the same initial weights on the same blocks for the same
-number of steps (AdamW, linear decay, clipping, 15 % MLM masking), one after another in one
+number of steps (AdamW, linear decay, clipping; 15 % MLM masking for an encoder, the next-token
+loss for a decoder), one after another in one
 process, interleaved and in rotating order over repeats so that drift of a shared, noisy machine
 falls on all three alike. Medians are reported, with every sample.
 """
@@ -18,7 +19,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..fl.local import BatchStream, amp_dtype, make_optimizer, train_steps
 from ..model import TokenizerInfo
-from ..objective import MaskedLM
+from ..objective import CausalLM, MaskedLM
 
 
 def _sync(device: torch.device) -> None:
@@ -38,8 +39,9 @@ def run_harness(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: T
 
 
 def run_plain(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: TokenizerInfo,
-              device: torch.device, steps: int) -> tuple[int, float]:
-    """What a user would write by hand: the reference the harness must keep up with."""
+              device: torch.device, steps: int, causal: bool = False) -> tuple[int, float]:
+    """What a user would write by hand: the reference the harness must keep up with (for a
+    decoder: the inputs as their own labels, HF's causal loss shifting them)."""
     dtype = amp_dtype(cfg, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=device.type == "cuda")
@@ -53,6 +55,13 @@ def run_plain(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: Tok
     for step in range(steps):
         idx = torch.randint(len(blocks), (cfg.batch_size,), generator=gen)
         x = blocks[idx]
+        if causal:
+            with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                loss = model(input_ids=x.to(device), labels=x.to(device)).loss
+            _step(model, loss, opt, sched, cfg)
+            tokens += x.numel()
+            continue
         chosen = (torch.rand(x.shape, generator=gen) < cfg.mlm_probability) \
             & ~torch.isin(x, special)
         labels = torch.where(chosen, x, -100)
@@ -62,18 +71,22 @@ def run_plain(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: Tok
                              torch.randint(tok.vocab_size, x.shape, generator=gen), inputs)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(input_ids=inputs.to(device), labels=labels.to(device)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        _step(model, loss, opt, sched, cfg)
         tokens += x.numel()
     _sync(device)
     return tokens, time.perf_counter() - t0
 
 
+def _step(model, loss, opt, sched, cfg: TrainConfig) -> None:
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def run_trainer(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokenizer,
-                device: torch.device, steps: int) -> tuple[int, float]:
+                device: torch.device, steps: int, causal: bool = False) -> tuple[int, float]:
     """The HF Trainer as a user would set it up for one client's local training."""
     import datasets
     from transformers import (DataCollatorForLanguageModeling, PrinterCallback, Trainer,
@@ -91,7 +104,8 @@ def run_trainer(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokeni
             dataloader_num_workers=0, use_cpu=device.type == "cpu",
             bf16=amp_dtype(cfg, device) is not None,
             optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch")
-        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability)
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm=not causal,
+                                                   mlm_probability=cfg.mlm_probability)
         trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)
         trainer.remove_callback(PrinterCallback)  # it prints the final metrics to stdout
         _sync(device)
@@ -104,13 +118,15 @@ def run_trainer(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokeni
 
 def compare_loops(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokenizer,
                   tok: TokenizerInfo, device: torch.device, steps: int, repeats: int,
-                  warmup_steps: int = 3) -> dict:
-    """Tokens/s of each loop (median of `repeats`), every sample, and the two ratios."""
+                  warmup_steps: int = 3, causal: bool = False) -> dict:
+    """Tokens/s of each loop (median of `repeats`), every sample, and the two ratios;
+    `causal`: a decoder, trained on the next-token loss by all three."""
     init = copy.deepcopy(model).cpu().state_dict()
+    objective = CausalLM() if causal else None
     loops = {
-        "harness": lambda m, n: run_harness(m, blocks, cfg, tok, device, n),
-        "plain": lambda m, n: run_plain(m, blocks, cfg, tok, device, n),
-        "trainer": lambda m, n: run_trainer(m, blocks, cfg, tokenizer, device, n),
+        "harness": lambda m, n: run_harness(m, blocks, cfg, tok, device, n, objective),
+        "plain": lambda m, n: run_plain(m, blocks, cfg, tok, device, n, causal),
+        "trainer": lambda m, n: run_trainer(m, blocks, cfg, tokenizer, device, n, causal),
     }
 
     def fresh() -> nn.Module:
