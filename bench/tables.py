@@ -66,6 +66,7 @@ def rows_of(records: list[dict], reused: list[bool]) -> list[dict]:
 def row_of(record: dict, reused: bool) -> dict:
     t = record["totals"]
     cfg = record["config"]
+    host = record.get("host") or {}  # older records have none
     share = t.get("outside_train_share")
     return {
         "method": record["method"],
@@ -93,9 +94,9 @@ def row_of(record: dict, reused: bool) -> dict:
         "mfu_pct": None if t["mfu"] is None else 100.0 * t["mfu"],
         "mfu_measured_peak_pct": None if t.get("mfu_measured_peak") is None
         else 100.0 * t["mfu_measured_peak"],
-        "threads": (record.get("host") or {}).get("threads"),
-        "other_cpu_cores": (record.get("host") or {}).get("other_cpu_cores"),
-        "contended": (record.get("host") or {}).get("contended"),
+        "threads": host.get("threads"),
+        "other_cpu_cores": host.get("other_cpu_cores"),
+        "contended": host.get("contended"),
         "reused": reused,
     }
 

@@ -58,9 +58,6 @@ def tokenizer_info(tokenizer) -> TokenizerInfo:
                          special_ids=tuple(sorted(set(tokenizer.all_special_ids))))
 
 
-def preset_family(preset: str) -> str:
-    return PRESETS[preset][0]
-
 
 def resolve_model_path(name_or_path: str) -> str:
     """`package:<module>` → the `model` folder inside that installed package."""

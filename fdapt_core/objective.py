@@ -18,9 +18,6 @@ import torch.nn.functional as F
 from .data.masking import IGNORE, mask_tokens
 from .model import TokenizerInfo
 
-OBJECTIVES = ("auto", "mlm", "clm")
-
-
 class Objective(Protocol):
     """What a training step and the held-out scorer need from the objective."""
 
@@ -52,17 +49,20 @@ class CausalLM:
         return blocks, labels
 
 
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Tensor:
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                           ignore_index=IGNORE, reduction=reduction)
+
+
 def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy over the scored positions (in float32, whatever the logits)."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
+    return _cross_entropy(logits, labels, "sum")
 
 
 def mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The mean cross-entropy over the scored positions: the loss a step minimises (for MLM,
     exactly the loss HF's masked-LM heads compute)."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                           ignore_index=IGNORE)
+    return _cross_entropy(logits, labels, "mean")
 
 
 def build_objective(name: str, tok: TokenizerInfo, mlm_probability: float) -> Objective:

@@ -22,21 +22,27 @@ def test_draws_are_seeded_and_follow_the_rates():
     assert all(d is None for d in (Faults(FaultsConfig(), 0, 8).draw(r, 0) for r in range(50)))
 
 
+def screen(f: Faults, sent, g):
+    """The server's two halves in the order `FederatedTrainer.settle` runs them."""
+    reason, norm = f.check(sent, g)
+    return (reason or f.judge(norm)), norm
+
+
 def test_screen_rejects_non_finite_and_outsized_updates():
     g = {"a": torch.zeros(4), "b": torch.zeros(2)}
     f = Faults(FaultsConfig(max_norm_ratio=10.0), seed=0, window=4)
     ok = {"a": torch.ones(4), "b": torch.zeros(2)}
-    reason, norm = f.screen(ok, g)
+    reason, norm = screen(f, ok, g)
     assert reason is None and norm == pytest.approx(2.0)
     f.accept(norm)
     for kind in ("nan", "inf"):
         bad = f.corrupt(kind, ok, g)
-        assert f.screen(bad, g)[0].startswith("non-finite values in a")
+        assert screen(f, bad, g)[0].startswith("non-finite values in a")
         assert torch.isfinite(ok["a"]).all()  # the client's own tensors are untouched
     scaled = Faults(FaultsConfig(corrupt_scale=100.0), 0, 4).corrupt("scale", ok, g)
-    reason, norm = f.screen(scaled, g)
+    reason, norm = screen(f, scaled, g)
     assert norm == pytest.approx(200.0) and "more than 10" in reason
-    assert f.screen({"a": torch.full((4,), 9.0), "b": torch.zeros(2)}, g)[0] is None  # 18 < 20
+    assert screen(f, {"a": torch.full((4,), 9.0), "b": torch.zeros(2)}, g)[0] is None  # 18 < 20
 
 
 def test_faulty_run_completes_records_why_and_stays_close(tiny):

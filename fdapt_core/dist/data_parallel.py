@@ -13,9 +13,9 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..objective import loss_sum
 from .collectives import all_reduce, all_reduce_one
 
 
@@ -28,8 +28,7 @@ def share(n: int, rank: int, size: int) -> slice:
 def share_loss(logits: torch.Tensor, labels: torch.Tensor, n_total: int) -> torch.Tensor:
     """These rows' token losses over the whole batch's masked-token count: summed over the
     ranks, the whole batch's mean loss."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                           ignore_index=-100, reduction="sum") / n_total
+    return loss_sum(logits, labels) / n_total
 
 
 class DataParallel:

@@ -6,7 +6,6 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.masking import IGNORE
@@ -48,7 +47,7 @@ class HeldOut:
                     continue
                 hidden = model.base_model(input_ids=inputs).last_hidden_state
                 logits = head(hidden[chosen])  # the vocabulary only where it is scored
-            total += F.cross_entropy(logits.float(), labels[chosen], reduction="sum").double()
+            total += loss_sum(logits, labels[chosen]).double()
         loss = (total / max(1, self.n_masked)).item()
         model.train(was_training)
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0)),

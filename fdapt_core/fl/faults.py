@@ -80,11 +80,5 @@ class Faults:
                         f"accepted updates ({ref:.4g})")
         return None
 
-    def screen(self, sent: Mapping[str, torch.Tensor],
-               global_params: Mapping[str, torch.Tensor]) -> tuple[Optional[str], float]:
-        """Both halves at once: (reason to reject or None, update norm)."""
-        reason, norm = self.check(sent, global_params)
-        return (reason or self.judge(norm)), norm
-
     def accept(self, norm: float) -> None:
         self.accepted_norms.append(norm)

@@ -98,13 +98,10 @@ def own_cpu_s() -> float:
 
 
 class HostLoad:
-    """The host's load while a run goes on, measured from `start()` to each `sample()`."""
+    """The host's load while a run goes on, measured from its making to each `sample()`."""
 
     def __init__(self, threads: int, cpus: Optional[int] = None):
         self.threads, self.cpus = threads, cpus or os.cpu_count() or 1
-        self.start()
-
-    def start(self) -> None:
         self._t0, self._busy0, self._own0 = time.monotonic(), _busy_ticks(), own_cpu_s()
         self._load_max = self.load_avg()
 
@@ -116,11 +113,11 @@ class HostLoad:
             return None
 
     def own_s(self) -> float:
-        """CPU seconds this process used since `start()`."""
+        """CPU seconds this process used since this measure began."""
         return own_cpu_s() - self._own0
 
     def sample(self, ranks_cpu_s: Optional[float] = None) -> dict:
-        """The host since `start()`: others' average demand in cores, load average, and
+        """The host since this measure began: others' average demand in cores, load average, and
         whether that was contention. `ranks_cpu_s`: the CPU seconds of all of this run's
         processes on the host (a distributed run's ranks), when not just this one."""
         wall = max(1e-9, time.monotonic() - self._t0)
