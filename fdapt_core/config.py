@@ -190,6 +190,24 @@ class FreezeConfig:
 
 
 @dataclass
+class PeftConfig:
+    """Parameter-efficient clients through peft: with LoRA only the adapters train, travel and
+    are averaged (A and B separately, not the product B·A); the base model stays as it was."""
+
+    method: str = opt("none", "none = every parameter trains (full fine-tuning); lora = "
+                      "low-rank adapters on target_modules (methods ending in -lora set it)",
+                      choices=("none", "lora"))
+    r: int = opt(8, "LoRA rank", min=1)
+    alpha: float = opt(16.0, "LoRA alpha: the adapter's output is scaled by alpha / r", min=0.0)
+    dropout: float = opt(0.0, "dropout on the adapters' input", min=0.0, max=0.9)
+    target_modules: Optional[list[str]] = opt(None, "module names that get adapters (null: "
+                                              "peft's default for the family: query/value "
+                                              "projections, e.g. Llama q_proj, v_proj; GPT-2 "
+                                              "c_attn; BERT query, value; DistilBERT q_lin, "
+                                              "v_lin)")
+
+
+@dataclass
 class CentralConfig:
     """The central baseline: one trainer on the union of the clients' text."""
 
@@ -273,6 +291,7 @@ class RunConfig:
     train: TrainConfig = opt(None, "local training", factory=TrainConfig)
     fl: FLConfig = opt(None, "federation", factory=FLConfig)
     freeze: FreezeConfig = opt(None, "ffdapt freezing", factory=FreezeConfig)
+    peft: PeftConfig = opt(None, "parameter-efficient clients (LoRA)", factory=PeftConfig)
     central: CentralConfig = opt(None, "central baseline", factory=CentralConfig)
     eval: EvalConfig = opt(None, "held-out evaluation", factory=EvalConfig)
     profile: ProfileConfig = opt(None, "measurement", factory=ProfileConfig)

@@ -233,7 +233,12 @@ def budget_candidates(model: nn.Module, embeddings: bool, shape: tuple[int, int]
 
 
 def apply_freeze(model: nn.Module, plan: FreezePlan | None) -> None:
-    """Set requires_grad for a client's round (None: everything trains)."""
+    """Set requires_grad for a client's round: what can train (every parameter, or a LoRA
+    model's adapters) less the plan's frozen set (None: nothing frozen). A frozen block's
+    adapters freeze with it: they neither train nor travel that round."""
+    from .adapters import exchanged_names
+
     frozen = plan.names if plan is not None else frozenset()
+    trainable = exchanged_names(model)
     for name, p in model.named_parameters():
-        p.requires_grad_(name not in frozen)
+        p.requires_grad_(name in trainable and name not in frozen)

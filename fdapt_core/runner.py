@@ -34,6 +34,7 @@ from .fl.engine import (CentralTrainer, Context, FederatedTrainer, NoCallbacks,
 from .fl.evaluate import HeldOut
 from .fl.strategies import STRATEGIES, build_strategy
 from .fl.local import amp_dtype
+from .adapters import attach, exchanged_names, merged, save_adapter
 from .freeze import freeze_schedule
 from .interrupt import StopRequested
 from .profiling.flops import FlopCache
@@ -43,8 +44,8 @@ from .profiling.peak import device_peak, utilisation
 from .model import (build_model, build_tokenizer, parameter_count, resolve_objective,
                     tokenizer_info)
 from .objective import build_objective
-from .records import (SCHEMA_VERSION, environment, read_json, write_json_atomic,
-                      write_text_atomic)
+from .records import (SCHEMA_VERSION, environment, read_json, write_folder_atomic,
+                      write_json_atomic, write_text_atomic)
 from .seeding import derive
 
 METHODS = ("central", "fdapt", "ffdapt")
@@ -52,20 +53,26 @@ FREEZE_POLICIES = ("paper", "bottom", "none", "progressive", "random", "budget")
 
 
 def parse_method(method: str, cfg: RunConfig) -> tuple[str, RunConfig]:
-    """`central`, `fdapt`, `ffdapt` (policy from freeze.policy) or `ffdapt-<policy>`; a
-    federated one may end in `-<strategy>` (`fdapt-fedadam`, `ffdapt-paper-fedprox`), which
-    sets fl.strategy."""
-    head, _, last = method.rpartition("-")
-    strategy = last if head and last in STRATEGIES else None
-    base, _, policy = (head if strategy else method).partition("-")
-    if base not in METHODS or (policy and (base != "ffdapt" or policy not in FREEZE_POLICIES)) \
-            or (strategy and base == "central"):
+    """`<base>[-<policy>][-lora][-<strategy>]`: base `central`, `fdapt` or `ffdapt`; a freeze
+    policy only after ffdapt (without one, freeze.policy's); `-lora` sets peft.method: lora
+    (LoRA clients, or a LoRA central baseline); a federated method may end in a server
+    strategy (`fdapt-fedadam`, `ffdapt-paper-lora-fedprox`), which sets fl.strategy."""
+    base, *rest = method.split("-")
+    policy = rest.pop(0) if rest and base == "ffdapt" and rest[0] in FREEZE_POLICIES else None
+    lora = bool(rest) and rest[0] == "lora"
+    if lora:
+        rest.pop(0)
+    strategy = rest.pop(0) if rest and base != "central" and rest[0] in STRATEGIES else None
+    if base not in METHODS or rest:
         raise ConfigError(f"method {method!r}: expected one of central, fdapt, ffdapt, "
                           f"ffdapt-<policy> with policy in {', '.join(FREEZE_POLICIES)}, "
-                          f"the federated ones optionally ending in -<strategy> with "
-                          f"strategy in {', '.join(STRATEGIES)}")
+                          f"optionally followed by -lora (LoRA adapters), the federated ones "
+                          f"optionally ending in -<strategy> with strategy in "
+                          f"{', '.join(STRATEGIES)}")
     if policy:
         cfg = replace(cfg, freeze=replace(cfg.freeze, policy=policy))
+    if lora:
+        cfg = replace(cfg, peft=replace(cfg.peft, method="lora"))
     if strategy:
         cfg = replace(cfg, fl=replace(cfg.fl, strategy=strategy))
     return base, cfg
@@ -150,7 +157,8 @@ class Prepared:
     tokens: TokenizedCorpus
     client_blocks: list[torch.Tensor]
     heldout: ScoredHeldOut  # the held-out blocks scored and the documents they hold
-    model: nn.Module
+    model: nn.Module  # with LoRA: the base with adapters injected
+    adapters: Optional[nn.Module]  # the PeftModel around `model` (peft.method: lora), or None
     device: torch.device
     prepare_wall_s: float
 
@@ -202,14 +210,16 @@ def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) 
     if len(val_idx) and len(heldout.blocks) == 0:
         raise DataError(f"the held-out documents hold fewer than data.max_seq_length={L} "
                         "tokens; raise data.val_fraction")
-    model = build_model(cfg.model, tokenizer, L, cfg.seed).to(device)
+    model = build_model(cfg.model, tokenizer, L, cfg.seed)
+    model, adapters = attach(cfg.peft, model)  # adapters seeded by the model's seed too
+    model = model.to(device)
     objective = resolve_objective(cfg.model, model)
     if objective == "mlm" and tokenizer.mask_token_id is None:
         raise ModelError("model: the tokenizer has no mask token, which the masked-LM "
                          "objective needs; set model.objective: clm for a decoder")
     return Prepared(cfg, method, objective, docs, train_idx, val_idx, parts, man, tokenizer,
-                    tokens,
-                    client_blocks, heldout, model, device, time.perf_counter() - t0)
+                    tokens, client_blocks, heldout, model, adapters, device,
+                    time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------- running
@@ -304,7 +314,8 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
     host = HostLoad(torch.get_num_threads())
     ctx = Context(cfg, model, objective, prep.client_blocks, heldout, device,
                   Checkpoints(out / "checkpoints"), callbacks, memory,
-                  FlopCache(model) if cfg.profile.count_flops else None, world)
+                  FlopCache(model) if cfg.profile.count_flops else None, world,
+                  exchanged_names(model))
     n_params = parameter_count(model)
     if method == "central":
         # The union is packed as one corpus (clients' documents in client order), as a
@@ -336,7 +347,8 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
         "seed": cfg.seed,  # with config_hash and manifest_sha256: what makes a cell reproducible
         "config_hash": config_hash, "environment": environment(device),
         "data": data_summary(prep), "manifest_sha256": prep.manifest["sha256"],
-        "model": {"parameters": n_params, "class": type(model).__name__},
+        "model": {"parameters": n_params, "class": type(model).__name__,
+                  "peft": peft_summary(cfg, model)},
         # static policies: the plan per client; per-round ones: [] (rows carry frozen_blocks)
         "freeze": freeze_plans.record(model) if freeze_plans is not None else [],
         "freeze_policy": freeze_plans.describe() if freeze_plans is not None else None,
@@ -387,6 +399,10 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
     last = trainer.rounds[-1]
     record["final_eval"] = {"loss": last["eval_loss"], "ppl": last["eval_ppl"]}
     if main:
+        if prep.adapters is not None:  # the adapters on their own, then merged: a plain model
+            save_adapter(prep.adapters, out / "adapter")
+            record["adapter_dir"] = "adapter"
+            model = merged(prep.adapters)
         save_model(model, prep.tokenizer, out / "model")
     record["model_dir"] = "model"
     record["status"] = "finished"
@@ -406,6 +422,19 @@ class _Chain:
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
+
+
+def peft_summary(cfg: RunConfig, model: nn.Module) -> Optional[dict]:
+    """The adapters of a LoRA run for the record (None without)."""
+    if cfg.peft.method == "none":
+        return None
+    from .adapters import target_modules
+
+    names = exchanged_names(model)
+    return {"method": cfg.peft.method, "r": cfg.peft.r, "alpha": cfg.peft.alpha,
+            "dropout": cfg.peft.dropout, "target_modules": target_modules(cfg.peft, model),
+            "adapter_parameters": sum(p.numel() for n, p in model.named_parameters()
+                                      if n in names)}
 
 
 def data_summary(prep: Prepared) -> dict:
@@ -468,11 +497,8 @@ def totals(rounds: list[dict], n_params: int) -> dict:
 
 def save_model(model: nn.Module, tokenizer, folder: Path) -> None:
     """The final model in HF format (safetensors), written aside and renamed."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    write_folder_atomic(folder, write)

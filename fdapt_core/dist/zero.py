@@ -67,6 +67,10 @@ def check_supported(cfg: RunConfig, method: str) -> None:
     if cfg.train.optimizer_reset != "round":
         raise ConfigError("train.optimizer_reset: persist is not supported with "
                           "dist.engine=deepspeed (the engine's optimizer is reset per client)")
+    if cfg.peft.method != "none":
+        raise ConfigError("peft.method: lora is not supported with dist.engine=deepspeed (the "
+                          "adapters are a small share of the model: train them with "
+                          "dist.engine=torch)")
     if cfg.fl.strategy == "fedprox":
         raise ConfigError("fl.strategy: fedprox is not supported with dist.engine=deepspeed "
                           "(its proximal term needs the plain loop); use dist.engine=torch")

@@ -69,6 +69,17 @@ class Context:
     memory: PeakMemory
     flops: Optional[FlopCache] = None  # None: FLOPs not counted (profile.count_flops: false)
     world: Optional[object] = None  # dist.world.World of a distributed run
+    # what can train, so what is exchanged, averaged and checkpointed: every parameter, or
+    # a LoRA model's adapters (the base never changes); None: every parameter
+    exchanged: Optional[frozenset[str]] = None
+
+    def __post_init__(self):
+        if self.exchanged is None:
+            self.exchanged = frozenset(n for n, _ in self.model.named_parameters())
+
+    def global_params(self) -> dict[str, torch.Tensor]:
+        """A copy of the exchanged parameters: the global model as the federation holds it."""
+        return snapshot(self.model, self.exchanged)
 
     @property
     def is_main(self) -> bool:
@@ -77,13 +88,18 @@ class Context:
 
 
 def load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
+    """Copy `params` (all of the model's parameters, or some of them) into the model."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(params[name])
+            if name in params:
+                p.copy_(params[name])
 
 
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
+def snapshot(model: nn.Module, names: Optional[frozenset[str]] = None
+             ) -> dict[str, torch.Tensor]:
+    """A copy of the model's parameters (only `names`, if given)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()
+            if names is None or n in names}
 
 
 def nbytes(tensors) -> int:
@@ -185,7 +201,7 @@ class _RoundLoop:
             state = {"rounds": self.rounds + [dict(row)], "trainer": self.state(),
                      "torch_rng": torch.get_rng_state()}
             if ctx.is_main:
-                ctx.checkpoints.save(r, snapshot(ctx.model), state)
+                ctx.checkpoints.save(r, ctx.global_params(), state)
             row["checkpoint_wall_s"] = time.perf_counter() - t_ck
             self.rounds.append(row)
             ctx.callbacks.round_end(r, row)
@@ -226,7 +242,8 @@ class _RoundLoop:
         """One client's round in the record: work, time, FLOPs, parameters, traffic."""
         params = dict(self.ctx.model.named_parameters())
         n = sum(p.numel() for p in params.values())
-        frozen = sum(p.numel() for k, p in params.items() if plan and k in plan.names)
+        trainable = sum(params[k].numel() for k in self.ctx.exchanged
+                        if not (plan and k in plan.names))
         self.ctx.memory.sample()
         return {"client": client, **asdict(st),
                 "tokens_per_s": st.tokens / st.wall_s if st.wall_s > 0 else None,
@@ -235,7 +252,7 @@ class _RoundLoop:
                 if step_flops else None,
                 "step_flops": asdict(step_flops) if step_flops else None,
                 "analytic_flops": analytic_flops(n, st.tokens),
-                "trainable_params": n - frozen, "frozen_params": frozen,
+                "trainable_params": trainable, "frozen_params": n - trainable,
                 "frozen_blocks": list(plan.blocks) if plan else [],
                 "frozen_embeddings": bool(plan and plan.embeddings),
                 "bytes_down": bytes_down, "bytes_up": bytes_up}
@@ -260,7 +277,7 @@ class FederatedTrainer(_RoundLoop):
         ctx, cfg = self.ctx, self.ctx.cfg
         clients = sample_clients(cfg, r)
         ctx.callbacks.round_start(r, cfg.fl.rounds, clients)
-        global_params = snapshot(ctx.model)
+        global_params = ctx.global_params()
         self.strategy.begin_round(global_params)
         stats: list[dict] = []
         if self.pending is not None and self.pending["round"] == r:  # resume inside a round
@@ -327,13 +344,15 @@ class FederatedTrainer(_RoundLoop):
             st = self.train_local(client, stream.take(start, steps), steps, mask_gen,
                                   global_params)
         params = dict(model.named_parameters())
-        # What crosses the network: the whole global model down; up, only what changed
-        # (frozen blocks stay home unless fl.send_frozen), in the dtype it is held in.
-        sent = {n: p for n, p in params.items() if cfg.fl.send_frozen or p.requires_grad}
+        # What crosses the network: the whole global model down (a LoRA base is already
+        # there: its adapters); up, only what changed (frozen blocks stay home unless
+        # fl.send_frozen), in the dtype it is held in.
+        sent = {n: p for n, p in params.items()
+                if n in global_params and (cfg.fl.send_frozen or p.requires_grad)}
         upload = self.faults.corrupt(fault, sent, global_params) if fault else sent
         # the half of the screen that needs this update only; `settle` judges the rest
         rejected, norm = self.faults.check(upload, global_params)
-        row = self.client_row(client, st, plan, step_flops, nbytes(params.values()),
+        row = self.client_row(client, st, plan, step_flops, nbytes(global_params.values()),
                               nbytes(sent.values()))
         row.update(weight=weight, dropped=False, rejected=rejected, fault=fault,
                    update_norm=norm if math.isfinite(norm) else None)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from ..adapters import exchanged_names, inject_like
 from ..objective import mean_loss
 
 
@@ -103,15 +104,16 @@ class FlopCache:
         # packed blocks hold none, and the pad id changes no FLOP
         config.pad_token_id = None
         with torch.device("meta"):  # the same class: its head (MLM or causal) is counted too
-            self.twin = type(model)(config)
+            self.twin = inject_like(model, type(model)(config))  # and LoRA adapters, if any
         self.twin.train()
+        self.trainable = exchanged_names(self.twin)
         self._cache: dict[tuple, StepFlops] = {}
 
     def get(self, frozen: frozenset[str], shape: tuple[int, int]) -> StepFlops:
         key = (tuple(shape), frozen)
         if key not in self._cache:
             for name, p in self.twin.named_parameters():
-                p.requires_grad_(name not in frozen)
+                p.requires_grad_(name in self.trainable and name not in frozen)
             ids = torch.zeros(shape, dtype=torch.long, device="meta")
             # the loss over every position costs the same whatever is masked
             self._cache[key] = count_step_flops(self.twin, ids, ids.clone())
