@@ -330,12 +330,13 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
         freeze_plans = freeze_schedule(model, policy, cfg.freeze, n_batches, seed=cfg.seed,
                                        shape=(cfg.train.batch_size, cfg.data.max_seq_length),
                                        flops=ctx.flops)
-        trainer = FederatedTrainer(ctx, freeze_plans, build_strategy(cfg.fl),
-                                   executor or SequentialExecutor())
+        zero = None
         if cfg.dist.engine == "deepspeed":
             from .dist.zero import ZeroTrainer
 
-            trainer.zero = ZeroTrainer(model, cfg, world)
+            zero = ZeroTrainer(model, cfg, world)
+        trainer = FederatedTrainer(ctx, freeze_plans, build_strategy(cfg.fl),
+                                   executor or SequentialExecutor(), zero)
 
     initial = heldout.evaluate(model, device, amp_dtype(cfg.train, device)) if main \
         else {"loss": None, "ppl": None}

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
-from ..fl.engine import steps_per_round, to_cpu
+from ..fl.engine import to_cpu
 from .collectives import all_reduce, gather_objects
-from .data_parallel import group_dp
 from .world import World
 
 FAIL_ENV = "FDAPT_FAIL_AT"  # testing hook: "rank=R,round=N" (N counted from 1) raises there
@@ -60,11 +59,13 @@ class DistributedExecutor:
         self.world = world
 
     def run_round(self, trainer, r: int, clients: Sequence[int],
-                  global_params: dict[str, torch.Tensor], rows: list[dict]) -> dict:
-        world, cfg = self.world, trainer.ctx.cfg
-        steps = {c: steps_per_round(len(trainer.ctx.client_blocks[c]), cfg) for c in clients}
+                  global_params: dict[str, torch.Tensor]) -> Iterator[dict]:
+        """This rank's group trains its share of `clients`; then every client's row is
+        yielded in client order, screened as the sequential executor screens it, and the
+        groups' sums are merged. Returns the round's per-rank summary."""
+        world = self.world
+        steps = {c: trainer.local_steps(c) for c in clients}
         mine = deal(clients, steps, world.n_groups)[world.group_index]
-        trainer.dp = group_dp(world)
         lead = world.group_leader  # the G ranks of a group hold the same uploads: one sends
         held: dict[int, dict[str, torch.Tensor]] = {}  # uploads waiting for the screen
         moved_before = dict(world.bytes_moved)
@@ -75,27 +76,23 @@ class DistributedExecutor:
             if _injected(world, r):
                 raise InjectedFailure(f"injected failure ({FAIL_ENV})")
             row, upload = trainer.train_client(r, c, global_params)
-            if lead and upload is not None and row["rejected"] is None:
-                if trainer.faults.needs_history:  # the next client overwrites the model
-                    held[c] = to_cpu(upload)
-                else:  # judged on its own: the screen in client order will accept it
-                    trainer.strategy.accumulate(c, upload, row["weight"])
+            if lead and upload is not None and row["rejected"] is None \
+                    and not trainer.fold_now(row, upload):
+                held[c] = to_cpu(upload)  # the next client overwrites the model
             my_rows.append({**row, "rank": world.rank, "group": world.group_index})
         world.where = f"in round {r + 1} aggregating"
         train_s = time.perf_counter() - t0
         # every client's row and persisted optimizer state, on every rank
-        shared = gather_objects(world, {
-            "rows": my_rows if lead else [],
-            "opt": {c: trainer.client_opt_state[c] for c in mine
-                    if c in trainer.client_opt_state} if lead else {}})
+        shared = gather_objects(world, {"rows": my_rows if lead else [],
+                                        "opt": trainer.optimizer_states(mine) if lead else {}})
         by_client = {x["client"]: x for s in shared for x in s["rows"]}
         for s in shared:
-            trainer.client_opt_state.update(s["opt"])
+            trainer.adopt_optimizer_states(s["opt"])
         for c in clients:  # the sequential executor's screen, in client order, on every rank
             # an upload not held is another group's, or already folded in
             trainer.settle(by_client[c], held.pop(c, None))
-            rows.append(by_client[c])
-        merge_strategy(world, trainer.strategy, lead=lead)
+            yield by_client[c]
+        merge_strategy(world, trainer, lead=lead)
         ranks = gather_objects(world, {
             "rank": world.rank, "group": world.group_index, "clients": mine,
             "local_train_s": sum(x["wall_s"] for x in my_rows), "round_train_s": train_s,
@@ -109,9 +106,9 @@ class DistributedExecutor:
         return {"ranks": ranks}
 
 
-def merge_strategy(world: World, strategy, lead: bool) -> None:
-    """Sum the groups' running sums over the world; only a group's leader contributes (its G
-    ranks hold the same sums)."""
-    strategy.merge(lambda ts: all_reduce(ts, world.device, count=world.count,
-                                         purpose="aggregation"),
-                   lambda obj: gather_objects(world, obj), contribute=lead)
+def merge_strategy(world: World, target, lead: bool) -> None:
+    """Sum the groups' running sums over the world (`target`: a strategy, or the trainer
+    holding one); only a group's leader contributes (its G ranks hold the same sums)."""
+    target.merge(lambda ts: all_reduce(ts, world.device, count=world.count,
+                                       purpose="aggregation"),
+                 lambda obj: gather_objects(world, obj), contribute=lead)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -31,10 +30,8 @@ from torch import nn
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from .. import interrupt
-from ..fl.local import LocalStats, amp_dtype, lr_factor
+from ..fl.local import LocalStats, amp_dtype, lr_factor, run_steps
 from ..model import embedding_prefix, transformer_blocks
-from ..profiling.timing import PhaseTimer
 from .data_parallel import share, share_loss
 
 
@@ -178,57 +175,59 @@ class ZeroTrainer:
 
     def train(self, frozen: frozenset[str], blocks: torch.Tensor, batches: Iterator[np.ndarray],
               n_steps: int, objective, mask_gen: torch.Generator, on_step=None) -> LocalStats:
-        cfg, world, engine = self.cfg.train, self.world, self.engine
-        for name, p in self.model.named_parameters():
-            p.requires_grad_(name not in frozen)
-        frozen_groups = [any(n.startswith(k) for n in frozen) if k else False
-                         for k in self.group_keys]
-        stats, timer = LocalStats(), PhaseTimer(world.device)
-        loss_sum = torch.zeros((), device=world.device)
-        G, g_rank = world.group_size, world.group_rank
-        dtype = amp_dtype(cfg, world.device)
-        engine.train()
-        t0 = time.perf_counter()
-        timer.start()
-        for step, idx in enumerate(batches):
-            x = blocks[torch.from_numpy(idx)]
-            inputs, labels = objective.batch(x, mask_gen)
-            n_total = max(1, int((labels != -100).sum()))
-            rows = share(len(x), g_rank, G)
-            # a short last batch may leave this rank no row: it still joins the gradient
-            # reduction, with one row whose loss counts zero
-            weight = 1.0 if rows.stop > rows.start else 0.0
-            if not weight:
-                rows = slice(0, 1)
-            inputs = inputs[rows].to(world.device)
-            labels = labels[rows].to(world.device)
-            timer.mark("data")
-            with torch.autocast(world.device.type, dtype=dtype or torch.float32,
-                                enabled=dtype is not None):
-                logits = engine(input_ids=inputs).logits
-            # ZeRO averages the ranks' gradients: × G makes it their sum, the batch gradient
-            loss = share_loss(logits, labels, n_total) * weight
-            engine.backward(loss * G)
-            timer.mark("backward")
-            factor = lr_factor(step, cfg, n_steps)
-            for group, is_frozen in zip(self.optimizer.param_groups, frozen_groups):
-                group["lr"] = 0.0 if is_frozen else cfg.lr * factor
-            engine.step()
-            loss_sum += loss.detach()
-            timer.mark("optimizer")
-            stats.count(x)
-            if on_step is not None:
-                on_step(stats.steps)
-            interrupt.check()
-        if world.device.type == "cuda":
-            torch.cuda.synchronize(world.device)
-        stats.wall_s = time.perf_counter() - t0
-        if G > 1:
-            from .collectives import all_reduce_one
+        """One client's stretch of steps through the shared loop, with ZeRO's step."""
+        try:
+            return run_steps(ZeroStep(self, frozen, n_steps), blocks, batches, cfg=self.cfg.train,
+                             objective=objective, mask_gen=mask_gen, device=self.world.device,
+                             on_step=on_step)
+        finally:
+            self._all_trainable()
 
-            loss_sum = all_reduce_one(loss_sum, world.device, world.group)
-        stats.loss = (loss_sum / max(1, stats.steps)).item()
-        stats.phases = timer.result()
-        for p in self.model.parameters():
-            p.requires_grad_(True)
-        return stats
+
+class ZeroStep:
+    """The step through a DeepSpeed engine: this rank's rows of the batch, ZeRO's reduced
+    gradient and clipping, the linear schedule set on the parameter groups (0 on a frozen
+    group)."""
+
+    def __init__(self, trainer: ZeroTrainer, frozen: frozenset[str], n_steps: int):
+        self.trainer, self.frozen, self.n_steps = trainer, frozen, n_steps
+        self.frozen_groups = [any(n.startswith(k) for n in frozen) if k else False
+                              for k in trainer.group_keys]
+
+    def begin(self) -> None:
+        for name, p in self.trainer.model.named_parameters():
+            p.requires_grad_(name not in self.frozen)
+        self.trainer.engine.train()
+
+    def backward(self, inputs, labels, autocast, timer):
+        world, engine = self.trainer.world, self.trainer.engine
+        G = world.group_size
+        n_total = max(1, int((labels != -100).sum()))
+        rows = share(len(inputs), world.group_rank, G)
+        # a short last batch may leave this rank no row: it still joins the gradient
+        # reduction, with one row whose loss counts zero
+        weight = 1.0 if rows.stop > rows.start else 0.0
+        if not weight:
+            rows = slice(0, 1)
+        with autocast():
+            logits = engine(input_ids=inputs[rows]).logits
+        # ZeRO averages the ranks' gradients: × G makes it their sum, the batch gradient
+        loss = share_loss(logits, labels[rows], n_total) * weight
+        engine.backward(loss * G)
+        timer.mark("backward")
+        return loss
+
+    def update(self, step, timer):
+        cfg = self.trainer.cfg.train
+        factor = lr_factor(step, cfg, self.n_steps)
+        for group, is_frozen in zip(self.trainer.optimizer.param_groups, self.frozen_groups):
+            group["lr"] = 0.0 if is_frozen else cfg.lr * factor
+        self.trainer.engine.step()
+
+    def total_loss(self, loss_sum):
+        world = self.trainer.world
+        if world.group_size == 1:
+            return loss_sum
+        from .collectives import all_reduce_one
+
+        return all_reduce_one(loss_sum, world.device, world.group)

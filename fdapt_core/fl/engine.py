@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional, Protocol, Sequence
+from typing import Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -262,16 +262,19 @@ class FederatedTrainer(_RoundLoop):
     """FedAvg rounds over K clients; `plans.plan(i, r)` is client i's frozen set in round r."""
 
     def __init__(self, ctx: Context, plans: Optional[FreezeSchedule | list[FreezePlan]],
-                 strategy: FedAvg, executor):
+                 strategy: FedAvg, executor, zero=None):
         super().__init__(ctx)
+        from ..dist.data_parallel import group_dp
+
         # plans: a FreezeSchedule (per client and round) or a static list (one per client)
         self.plans = FreezeSchedule.of(plans)
         self.strategy, self.executor = strategy, executor
         self.client_opt_state: dict[int, dict] = {}  # optimizer_reset: persist
         self.faults = Faults(ctx.cfg.faults, ctx.cfg.seed, window=2 * ctx.cfg.fl.clients)
         self.pending: Optional[dict] = None  # a partial-round checkpoint to continue from
-        self.dp = None  # data-parallel helper of this rank's group (distributed executor)
-        self.zero = None  # a dist.zero.ZeroTrainer when dist.engine is deepspeed
+        # a client trains data-parallel over its group's ranks (None: one process a client)
+        self.dp = group_dp(ctx.world)
+        self.zero = zero  # a dist.zero.ZeroTrainer when dist.engine is deepspeed
 
     def train_round(self, r: int) -> dict:
         ctx, cfg = self.ctx, self.ctx.cfg
@@ -287,9 +290,9 @@ class FederatedTrainer(_RoundLoop):
             self.pending = None
         done = {row["client"] for row in stats}
         t0 = time.perf_counter()
-        try:
-            extra = self.executor.run_round(self, r, [c for c in clients if c not in done],
-                                            global_params, stats)
+        try:  # rows arrive as clients finish, in client order; then the executor's summary
+            extra = drain(self.executor.run_round(self, r, [c for c in clients if c not in done],
+                                                  global_params), stats.append)
         except StopRequested:
             if ctx.world is not None:  # ranks stop at different steps: no partial round
                 raise
@@ -359,6 +362,30 @@ class FederatedTrainer(_RoundLoop):
         apply_freeze(model, None)
         ctx.callbacks.client_end(client, row)
         return row, upload
+
+    def local_steps(self, client: int) -> int:
+        return steps_per_round(len(self.ctx.client_blocks[client]), self.ctx.cfg)
+
+    def fold_now(self, row: dict, upload: dict[str, torch.Tensor]) -> bool:
+        """Fold a screened-so-far upload in at once if the screen judges each update on its
+        own (any order then folds the same); False: the caller holds it for `settle`."""
+        if self.faults.needs_history:
+            return False
+        self.strategy.accumulate(row["client"], upload, row["weight"])
+        return True
+
+    def optimizer_states(self, clients: Sequence[int]) -> dict[int, dict]:
+        """The persisted optimizer state of these clients (optimizer_reset: persist)."""
+        return {c: self.client_opt_state[c] for c in clients if c in self.client_opt_state}
+
+    def adopt_optimizer_states(self, states: dict[int, dict]) -> None:
+        """Take clients' optimizer states trained elsewhere (another rank's group)."""
+        self.client_opt_state.update(states)
+
+    def merge(self, reduce, gather, contribute: bool) -> None:
+        """Add the strategy's running sums other processes built this round (see
+        `FedAvg.merge`)."""
+        self.strategy.merge(reduce, gather, contribute=contribute)
 
     def settle(self, row: dict, upload: Optional[dict[str, torch.Tensor]]) -> None:
         """The server's screen of one client's finished round; call it in client order.
@@ -434,13 +461,23 @@ class SequentialExecutor:
     name = "sequential"
 
     def run_round(self, trainer: FederatedTrainer, r: int, clients: Sequence[int],
-                  global_params: dict[str, torch.Tensor], rows: list[dict]) -> None:
+                  global_params: dict[str, torch.Tensor]) -> Iterator[dict]:
         """Train `clients` in turn (client order), screening and folding in each one's upload
-        and appending its row as soon as it is done."""
+        and yielding its row as soon as it is done."""
         for c in clients:
             row, upload = trainer.train_client(r, c, global_params)
             trainer.settle(row, upload)
-            rows.append(row)
+            yield row
+
+
+def drain(rows: Iterator[dict], sink) -> Optional[dict]:
+    """Pass every row of an executor's round to `sink`; return the round's summary (the
+    generator's return value: extra fields for the round's row, or None)."""
+    while True:
+        try:
+            sink(next(rows))
+        except StopIteration as done:
+            return done.value
 
 
 class CentralTrainer(_RoundLoop):

@@ -1,4 +1,4 @@
-"""Local MLM training: one plain PyTorch loop shared by every client and the central trainer.
+"""Local training: one plain PyTorch loop shared by every client and the central trainer.
 
 No HF Trainer per client: building one costs more than a small client's round. The loop is
 AdamW + a linear schedule, gradient clipping, bf16 autocast on CUDA; batch order and masks come
@@ -10,7 +10,7 @@ import math
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -137,61 +137,51 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
     return None
 
 
-def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.ndarray], *,
-                optimizer, scheduler, cfg: TrainConfig, objective: Objective,
-                mask_gen: torch.Generator, device: torch.device,
-                on_step: Optional[Callable[[int], None]] = None,
-                dp=None, prox_mu: float = 0.0,
-                prox_ref: Optional[dict[str, torch.Tensor]] = None) -> LocalStats:
-    """Run the given batches; return steps, tokens, the mean training loss and phase times.
+class StepEngine(Protocol):
+    """How a step turns a batch into an update; the loop around it (`run_steps`) is the same
+    for every engine: the plain AdamW step (`PlainStep`, data-parallel over a group or not)
+    and a DeepSpeed ZeRO engine's (`dist.zero.ZeroStep`)."""
 
-    FedProx: with `prox_mu` > 0 each step minimises the MLM loss + (prox_mu/2)·||w − w_ref||²
-    over the trainable parameters, `prox_ref` holding w_ref by parameter name (the round's
-    global model). Its gradient prox_mu·(w − w_ref) is added to the (group-summed) MLM
-    gradient before clipping; the loss reported stays the MLM loss. prox_mu = 0: no extra work.
+    def begin(self) -> None:
+        """Before the first step (training mode, which parameters train)."""
 
-    `dp` (a `dist.data_parallel.DataParallel`) spreads each batch over a group of ranks; the
-    step is then the whole batch's step, gradients summed over the group."""
-    model.train()
-    forward = forward_module(model, cfg)
+    def backward(self, inputs: torch.Tensor, labels: torch.Tensor, autocast,
+                 timer: PhaseTimer) -> torch.Tensor:
+        """Take the gradient of the batch's mean loss; return this process's share of it."""
+
+    def update(self, step: int, timer: PhaseTimer) -> None:
+        """Apply the gradient: the `step`-th update of this stretch."""
+
+    def total_loss(self, loss_sum: torch.Tensor) -> torch.Tensor:
+        """The summed step losses over the processes that share each step."""
+
+
+def run_steps(engine: StepEngine, blocks: torch.Tensor, batches: Iterator[np.ndarray], *,
+              cfg: TrainConfig, objective: Objective, mask_gen: torch.Generator,
+              device: torch.device, on_step: Optional[Callable[[int], None]] = None
+              ) -> LocalStats:
+    """The local-training loop: run the given batches; return steps, tokens, the mean
+    training loss and phase times. The objective makes inputs and labels (masks drawn from
+    `mask_gen`, so every rank of a group draws the same), the engine takes the step."""
     dtype = amp_dtype(cfg, device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if prox_mu > 0:
-        prox = [(p, prox_ref[n]) for n, p in model.named_parameters() if p.requires_grad]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype or torch.float32,
+                              enabled=dtype is not None)
+
+    engine.begin()
     stats = LocalStats()
     loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
     timer = PhaseTimer(device)
     t0 = time.perf_counter()
     timer.start()
-    for idx in batches:
+    for step, idx in enumerate(batches):
         x = blocks[torch.from_numpy(idx)]
         inputs, labels = objective.batch(x, mask_gen)
         inputs, labels = to_device(inputs, device), to_device(labels, device)
         timer.mark("data")
-        if dp is None:
-            with torch.autocast(device.type, dtype=dtype or torch.float32,
-                                enabled=dtype is not None):
-                loss = mean_loss(forward(input_ids=inputs).logits, labels)
-            timer.mark("forward")
-            loss.backward()
-            timer.mark("backward")
-        else:  # this rank's rows, then the group's summed gradient
-            loss = dp.loss_and_backward(forward, inputs, labels, lambda: torch.autocast(
-                device.type, dtype=dtype or torch.float32, enabled=dtype is not None))
-            timer.mark("backward")
-            dp.all_reduce_grads(trainable)
-            timer.mark("allreduce")
-        if prox_mu > 0:  # FedProx: the gradient of (mu/2)·||w − w_ref||²
-            for p, ref in prox:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                p.grad.add_(p.detach() - ref, alpha=prox_mu)
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum += loss.detach()
+        loss_sum += engine.backward(inputs, labels, autocast, timer).detach()
+        engine.update(step, timer)
         timer.mark("optimizer")
         stats.count(x)
         if on_step is not None:
@@ -200,8 +190,74 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     stats.wall_s = time.perf_counter() - t0
-    if dp is not None:  # each rank holds its rows' share of every step's loss
-        loss_sum = dp.all_reduce_scalar(loss_sum)
-    stats.loss = (loss_sum / max(1, stats.steps)).item()
+    stats.loss = (engine.total_loss(loss_sum) / max(1, stats.steps)).item()
     stats.phases = timer.result()
     return stats
+
+
+class PlainStep:
+    """AdamW on the model's trainable parameters, gradient clipping, the schedule.
+
+    FedProx: with `prox_mu` > 0 each step minimises the loss + (prox_mu/2)·||w − w_ref||²
+    over the trainable parameters, `prox_ref` holding w_ref by parameter name (the round's
+    global model). Its gradient prox_mu·(w − w_ref) is added to the (group-summed) gradient
+    before clipping; the loss reported stays the objective's. prox_mu = 0: no extra work.
+
+    `dp` (a `dist.data_parallel.DataParallel`) spreads each batch over a group of ranks; the
+    step is then the whole batch's step, gradients summed over the group."""
+
+    def __init__(self, model: nn.Module, optimizer, scheduler, cfg: TrainConfig, dp=None,
+                 prox_mu: float = 0.0, prox_ref: Optional[dict[str, torch.Tensor]] = None):
+        self.model, self.optimizer, self.scheduler, self.cfg = model, optimizer, scheduler, cfg
+        self.dp, self.prox_mu, self.prox_ref = dp, prox_mu, prox_ref
+
+    def begin(self) -> None:
+        self.model.train()
+        self.forward = forward_module(self.model, self.cfg)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if self.prox_mu > 0:
+            self.prox = [(p, self.prox_ref[n]) for n, p in self.model.named_parameters()
+                         if p.requires_grad]
+
+    def backward(self, inputs, labels, autocast, timer):
+        if self.dp is None:
+            with autocast():
+                loss = mean_loss(self.forward(input_ids=inputs).logits, labels)
+            timer.mark("forward")
+            loss.backward()
+            timer.mark("backward")
+            return loss
+        # this rank's rows, then the group's summed gradient
+        loss = self.dp.loss_and_backward(self.forward, inputs, labels, autocast)
+        timer.mark("backward")
+        self.dp.all_reduce_grads(self.trainable)
+        timer.mark("allreduce")
+        return loss
+
+    def update(self, step, timer):
+        if self.prox_mu > 0:  # FedProx: the gradient of (mu/2)·||w − w_ref||²
+            for p, ref in self.prox:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                p.grad.add_(p.detach() - ref, alpha=self.prox_mu)
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def total_loss(self, loss_sum):
+        # each rank of a group holds its rows' share of every step's loss
+        return loss_sum if self.dp is None else self.dp.all_reduce_scalar(loss_sum)
+
+
+def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.ndarray], *,
+                optimizer, scheduler, cfg: TrainConfig, objective: Objective,
+                mask_gen: torch.Generator, device: torch.device,
+                on_step: Optional[Callable[[int], None]] = None,
+                dp=None, prox_mu: float = 0.0,
+                prox_ref: Optional[dict[str, torch.Tensor]] = None) -> LocalStats:
+    """`run_steps` with the plain step (see `PlainStep` for `dp`, `prox_mu`, `prox_ref`)."""
+    return run_steps(PlainStep(model, optimizer, scheduler, cfg, dp, prox_mu, prox_ref),
+                     blocks, batches, cfg=cfg, objective=objective, mask_gen=mask_gen,
+                     device=device, on_step=on_step)
