@@ -271,93 +271,25 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
 
 def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
          world=None, executor=None) -> dict:
+    """One run in this process (every rank of a distributed run calls it; rank 0 alone
+    evaluates and writes): prepare, open the run folder, build the trainer, start the
+    record, train the rounds, total up and save the model."""
     callbacks = callbacks or NoCallbacks()
-    label = method
     main = world is None or world.is_main
-    if world is not None and not main:  # rank 0 fills the caches first; the others read them
-        world.barrier()
-    prep = prepare(cfg, method, world.device if world is not None else None)
-    if world is not None and main:
-        world.barrier()
-    cfg, method = prep.cfg, prep.method
-    if cfg.dist.engine == "deepspeed":
-        from .dist.zero import check_supported
-
-        check_supported(cfg, method)
-    out = run_dir(cfg, label)
-    config_hash = cfg.hash()
-    write = write_json_atomic if main else _no_write  # only rank 0 writes
-    if resume and main:
-        if not (out / "record.json").is_file():
-            raise ResumeError(f"--resume: no run named {cfg.name!r} with method {label} under "
-                              f"{out.parent} (start it without --resume)")
-        old = read_json(out / "record.json")
-        if old.get("config_hash") != config_hash:
-            raise ResumeError(f"--resume: the config differs from the one run {cfg.name!r}/"
-                              f"{label} started with; resume with the same config and --set")
-        if old.get("manifest_sha256") != prep.manifest["sha256"]:
-            raise ResumeError(f"--resume: the corpus gives another partition than run "
-                              f"{cfg.name!r}/{label} started with (has the data changed?)")
-    elif main and out.exists():
-        shutil.rmtree(out)
+    prep = _prepare_ranks(cfg, method, world)
+    out = run_dir(prep.cfg, method)
+    write = write_json_atomic if main else _no_write
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write(out / "manifest.json", prep.manifest)
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-    model, device = prep.model, prep.device
-    objective = build_objective(prep.objective, tokenizer_info(prep.tokenizer),
-                                cfg.train.mlm_probability)
-    heldout = HeldOut(prep.heldout.blocks, objective, cfg.seed,
-                      cfg.eval.batch_size)
-    memory = PeakMemory(device)
+        _open_run_dir(prep, method, out, resume)
     host = HostLoad(torch.get_num_threads())
-    ctx = Context(cfg, model, objective, prep.client_blocks, heldout, device,
-                  Checkpoints(out / "checkpoints"), callbacks, memory,
-                  FlopCache(model) if cfg.profile.count_flops else None, world,
-                  exchanged_names(model))
-    n_params = parameter_count(model)
-    if method == "central":
-        # The union is packed as one corpus (clients' documents in client order), as a
-        # central trainer would see it: with one client it is exactly that client's blocks.
-        union = pack(prep.tokens, [i for p in prep.parts for i in p], cfg.data.max_seq_length)
-        plan = central_plan(cfg, prep.client_blocks, len(union))
-        trainer = CentralTrainer(ctx, union, plan)
-        freeze_plans = None
-    else:
-        policy = cfg.freeze.policy if method == "ffdapt" else "none"
-        n_batches = [math.ceil(len(b) / cfg.train.batch_size) for b in prep.client_blocks]
-        freeze_plans = freeze_schedule(model, policy, cfg.freeze, n_batches, seed=cfg.seed,
-                                       shape=(cfg.train.batch_size, cfg.data.max_seq_length),
-                                       flops=ctx.flops)
-        zero = None
-        if cfg.dist.engine == "deepspeed":
-            from .dist.zero import ZeroTrainer
-
-            zero = ZeroTrainer(model, cfg, world)
-        trainer = FederatedTrainer(ctx, freeze_plans, build_strategy(cfg.fl),
-                                   executor or SequentialExecutor(), zero)
-
-    initial = heldout.evaluate(model, device, amp_dtype(cfg.train, device)) if main \
+    ctx = _context(prep, out, callbacks, world)
+    trainer, freeze_plans = _trainer(prep, ctx, executor)
+    dtype = amp_dtype(prep.cfg.train, prep.device)
+    initial = ctx.heldout.evaluate(prep.model, prep.device, dtype) if main \
         else {"loss": None, "ppl": None}
     start = trainer.resume() if resume else 0
-    record = {
-        "schema_version": SCHEMA_VERSION, "name": cfg.name, "method": label,
-        "base_method": method, "objective": prep.objective, "status": "running",
-        "config": cfg.to_dict(),
-        "seed": cfg.seed,  # with config_hash and manifest_sha256: what makes a cell reproducible
-        "config_hash": config_hash, "environment": environment(device),
-        "data": data_summary(prep), "manifest_sha256": prep.manifest["sha256"],
-        "model": {"parameters": n_params, "class": type(model).__name__,
-                  "peft": peft_summary(cfg, model)},
-        # static policies: the plan per client; per-round ones: [] (rows carry frozen_blocks)
-        "freeze": freeze_plans.record(model) if freeze_plans is not None else [],
-        "freeze_policy": freeze_plans.describe() if freeze_plans is not None else None,
-        "initial_eval": {"loss": initial["loss"], "ppl": initial["ppl"]},
-        "resumed_from_round": start if resume else None,
-        "dist": world.describe() if world is not None else None,
-        "rounds": trainer.rounds,
-    }
+    record = _new_record(prep, method, world, freeze_plans, initial,
+                         start if resume else None, trainer.rounds)
     write(out / "record.json", record)
 
     def round_end(r: int, row: dict) -> None:
@@ -374,41 +306,153 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
         record["status"] = "interrupted"
         write(out / "record.json", record)
         raise
-    record["rounds"] = trainer.rounds
-    record["totals"] = totals(trainer.rounds, n_params)
-    record["totals"]["session_wall_s"] = time.perf_counter() - t0
-    record["totals"]["prepare_wall_s"] = prep.prepare_wall_s
-    record["totals"].update(memory.summary())  # this session's peak (a resumed run: since resume)
+    _close_record(record, prep, trainer.rounds, ctx, host, time.perf_counter() - t0)
+    record.update(_save_final_model(prep, out) if main else {"model_dir": "model"})
+    record["status"] = "finished"
+    write(out / "record.json", record)
+    return record
+
+
+def _prepare_ranks(cfg: RunConfig, method: str, world) -> Prepared:
+    """`prepare`, rank 0 first (it fills the tokenizer and token caches; the others read
+    them), and the ZeRO engine's limits checked."""
+    main = world is None or world.is_main
+    if world is not None and not main:
+        world.barrier()
+    prep = prepare(cfg, method, world.device if world is not None else None)
+    if world is not None and main:
+        world.barrier()
+    if prep.cfg.dist.engine == "deepspeed":
+        from .dist.zero import check_supported
+
+        check_supported(prep.cfg, prep.method)
+    return prep
+
+
+def _open_run_dir(prep: Prepared, label: str, out: Path, resume: bool) -> None:
+    """A resumed run's folder checked against this config and corpus; a new run's folder
+    made afresh, with its manifest and resolved config."""
+    cfg = prep.cfg
+    if resume:
+        if not (out / "record.json").is_file():
+            raise ResumeError(f"--resume: no run named {cfg.name!r} with method {label} under "
+                              f"{out.parent} (start it without --resume)")
+        old = read_json(out / "record.json")
+        if old.get("config_hash") != cfg.hash():
+            raise ResumeError(f"--resume: the config differs from the one run {cfg.name!r}/"
+                              f"{label} started with; resume with the same config and --set")
+        if old.get("manifest_sha256") != prep.manifest["sha256"]:
+            raise ResumeError(f"--resume: the corpus gives another partition than run "
+                              f"{cfg.name!r}/{label} started with (has the data changed?)")
+    elif out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "manifest.json", prep.manifest)
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _context(prep: Prepared, out: Path, callbacks, world) -> Context:
+    """What every trainer needs: the model, the objective, the data, the held-out scorer,
+    checkpoints, meters."""
+    cfg, model = prep.cfg, prep.model
+    objective = build_objective(prep.objective, tokenizer_info(prep.tokenizer),
+                                cfg.train.mlm_probability)
+    heldout = HeldOut(prep.heldout.blocks, objective, cfg.seed, cfg.eval.batch_size)
+    return Context(cfg, model, objective, prep.client_blocks, heldout, prep.device,
+                   Checkpoints(out / "checkpoints"), callbacks, PeakMemory(prep.device),
+                   FlopCache(model) if cfg.profile.count_flops else None, world,
+                   exchanged_names(model))
+
+
+def _trainer(prep: Prepared, ctx: Context, executor):
+    """(the trainer, the freeze schedule or None): central on the union of the clients'
+    text, else federated rounds with the method's freeze policy and the strategy."""
+    cfg = prep.cfg
+    if prep.method == "central":
+        # The union is packed as one corpus (clients' documents in client order), as a
+        # central trainer would see it: with one client it is exactly that client's blocks.
+        union = pack(prep.tokens, [i for p in prep.parts for i in p], cfg.data.max_seq_length)
+        return CentralTrainer(ctx, union, central_plan(cfg, prep.client_blocks, len(union))), \
+            None
+    policy = cfg.freeze.policy if prep.method == "ffdapt" else "none"
+    n_batches = [math.ceil(len(b) / cfg.train.batch_size) for b in prep.client_blocks]
+    plans = freeze_schedule(prep.model, policy, cfg.freeze, n_batches, seed=cfg.seed,
+                            shape=(cfg.train.batch_size, cfg.data.max_seq_length),
+                            flops=ctx.flops)
+    zero = None
+    if cfg.dist.engine == "deepspeed":
+        from .dist.zero import ZeroTrainer
+
+        zero = ZeroTrainer(prep.model, cfg, ctx.world)
+    return FederatedTrainer(ctx, plans, build_strategy(cfg.fl),
+                            executor or SequentialExecutor(), zero), plans
+
+
+def _new_record(prep: Prepared, label: str, world, freeze_plans, initial: dict,
+                resumed_from: Optional[int], rounds: list[dict]) -> dict:
+    """The run record as it starts: what ran, on what, from where."""
+    cfg, model = prep.cfg, prep.model
+    return {
+        "schema_version": SCHEMA_VERSION, "name": cfg.name, "method": label,
+        "base_method": prep.method, "objective": prep.objective, "status": "running",
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,  # with config_hash and manifest_sha256: what makes a cell reproducible
+        "config_hash": cfg.hash(), "environment": environment(prep.device),
+        "data": data_summary(prep), "manifest_sha256": prep.manifest["sha256"],
+        "model": {"parameters": parameter_count(model), "class": type(model).__name__,
+                  "peft": peft_summary(cfg, model)},
+        # static policies: the plan per client; per-round ones: [] (rows carry frozen_blocks)
+        "freeze": freeze_plans.record(model) if freeze_plans is not None else [],
+        "freeze_policy": freeze_plans.describe() if freeze_plans is not None else None,
+        "initial_eval": {"loss": initial["loss"], "ppl": initial["ppl"]},
+        "resumed_from_round": resumed_from,
+        "dist": world.describe() if world is not None else None,
+        "rounds": rounds,
+    }
+
+
+def _close_record(record: dict, prep: Prepared, rounds: list[dict], ctx: Context,
+                  host: HostLoad, session_s: float) -> None:
+    """Totals, memory, the host's load, utilisation and the final evaluation (every rank
+    joins: the per-rank figures are gathered)."""
+    cfg, world, device = prep.cfg, ctx.world, prep.device
+    record["rounds"] = rounds
+    t = record["totals"] = totals(rounds, parameter_count(prep.model))
+    t["session_wall_s"] = session_s
+    t["prepare_wall_s"] = prep.prepare_wall_s
+    t.update(ctx.memory.summary())  # this session's peak (a resumed run: since resume)
     if world is not None:
         from .dist.collectives import gather_objects
 
-        per_rank = gather_objects(world, {"rank": world.rank, **memory.summary(),
+        per_rank = gather_objects(world, {"rank": world.rank, **ctx.memory.summary(),
                                           "bytes_collectives": dict(world.bytes_moved),
                                           "host": socket.gethostname(), "cpu_s": host.own_s()})
-        record["totals"]["ranks"] = per_rank
-        record["totals"]["peak_mem_mb"] = max(x["peak_mem_mb"] for x in per_rank)
+        t["ranks"] = per_rank
+        t["peak_mem_mb"] = max(x["peak_mem_mb"] for x in per_rank)
         # the sibling ranks on this host are this run, not contention
         mine = sum(x["cpu_s"] for x in per_rank if x["host"] == socket.gethostname())
         record["host"] = host.sample(ranks_cpu_s=mine)
     else:
         record["host"] = host.sample()
     # a client trained data-parallel used its group's G devices (central: the whole world)
-    devices = 1 if world is None else world.size if method == "central" else world.group_size
-    record["totals"].update(utilisation(
-        record["totals"]["train_flops"], record["totals"]["local_train_s"], devices,
-        device_peak(device, amp_dtype(cfg.train, device), cfg.profile.peak_tflops)))
-    last = trainer.rounds[-1]
-    record["final_eval"] = {"loss": last["eval_loss"], "ppl": last["eval_ppl"]}
-    if main:
-        if prep.adapters is not None:  # the adapters on their own, then merged: a plain model
-            save_adapter(prep.adapters, out / "adapter")
-            record["adapter_dir"] = "adapter"
-            model = merged(prep.adapters)
-        save_model(model, prep.tokenizer, out / "model")
-    record["model_dir"] = "model"
-    record["status"] = "finished"
-    write(out / "record.json", record)
-    return record
+    devices = 1 if world is None else world.size if prep.method == "central" \
+        else world.group_size
+    t.update(utilisation(t["train_flops"], t["local_train_s"], devices,
+                         device_peak(device, amp_dtype(cfg.train, device),
+                                     cfg.profile.peak_tflops)))
+    record["final_eval"] = {"loss": rounds[-1]["eval_loss"], "ppl": rounds[-1]["eval_ppl"]}
+
+
+def _save_final_model(prep: Prepared, out: Path) -> dict:
+    """The final model as a plain HF folder (a LoRA run: the adapters on their own first,
+    then merged into it); the record's pointers to them."""
+    model, saved = prep.model, {"model_dir": "model"}
+    if prep.adapters is not None:
+        save_adapter(prep.adapters, out / "adapter")
+        saved["adapter_dir"] = "adapter"
+        model = merged(prep.adapters)
+    save_model(model, prep.tokenizer, out / "model")
+    return saved
 
 
 def _no_write(*_args, **_kwargs) -> None:
