@@ -123,22 +123,32 @@ def test_rows_of_a_batch_cover_it_once():
         assert [i for s in shares for i in range(n)[s]] == list(range(n))
 
 
-def test_zero_stage2_engine_matches_sequential(tmp_path, cache_dir):
+@pytest.mark.parametrize("method", ["ffdapt", "ffdapt-paper-lora"])
+def test_zero_stage2_engine_matches_sequential(tmp_path, cache_dir, method):
     """A tiny model through one DeepSpeed ZeRO-2 engine per rank, reused for every client:
-    frozen blocks stay put (lr 0 groups), weights and moments reset between clients."""
+    frozen blocks stay put (lr 0 groups), weights and moments reset between clients. With
+    LoRA only the adapters train (the base's groups at lr 0) and come back from ZeRO."""
     pytest.importorskip("deepspeed")
     # batches of one sequence: rank 1 never has a row and must still join every reduction
-    extra = ["model.dropout=0", "train.batch_size=1", "dist.ranks_per_client=2",
-             "dist.engine=deepspeed", "dist.deepspeed_config=configs/deepspeed/zero2.json"]
-    ref = _sequential(tmp_path, cache_dir, "ffdapt", ["model.dropout=0", "train.batch_size=1"])
+    same = ["model.dropout=0", "train.batch_size=1"]
+    if method.endswith("lora"):  # fewer steps: the launch, not the steps, is what is tested
+        same += ["train.max_local_steps=4", "fl.rounds=2"]
+    extra = [*same, "dist.ranks_per_client=2", "dist.engine=deepspeed",
+             "dist.deepspeed_config=configs/deepspeed/zero2.json"]
+    ref = _sequential(tmp_path, cache_dir, method, same)
     # the first engine on a machine compiles DeepSpeed's shared-memory op (about a minute),
     # cached in TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)
-    res = _launch(_sets(tmp_path, cache_dir, "zero2", extra), "ffdapt")
+    res = _launch(_sets(tmp_path, cache_dir, "zero2", extra), method)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert _max_diff(_weights(tmp_path, "zero2", "ffdapt"), ref) <= 1e-5
-    rec = json.loads((tmp_path / "zero2" / "ffdapt" / "record.json").read_text())
+    assert _max_diff(_weights(tmp_path, "zero2", method), ref) <= 1e-5
+    rec = json.loads((tmp_path / "zero2" / method / "record.json").read_text())
     assert rec["config"]["dist"]["engine"] == "deepspeed"
     assert all(r["mem_mb"] > 0 for r in rec["rounds"])
+    if method.endswith("lora"):
+        seq = json.loads((tmp_path / "seq" / method / "record.json").read_text())
+        assert rec["final_eval"]["loss"] < rec["initial_eval"]["loss"]
+        assert [c["bytes_up"] for r in rec["rounds"] for c in r["clients"]] == \
+            [c["bytes_up"] for r in seq["rounds"] for c in r["clients"]]
 
 
 def test_zero_engine_refuses_what_it_does_not_cover(tiny):

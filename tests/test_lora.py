@@ -166,3 +166,16 @@ def test_bad_lora_settings_are_refused_up_front(tiny):
     with pytest.raises(ConfigError, match="peft.target_modules"):
         prepare(tiny("model.preset=llama-tiny", "peft.target_modules=[no_such_proj]"),
                 "fdapt-lora")
+
+
+def test_a_budget_over_lora_clients_counts_the_all_frozen_candidate():
+    """Every block frozen leaves a LoRA model nothing to train: that candidate's step is a
+    forward alone (no backward), and the budget policy still chooses among the rest."""
+    from fdapt_core.freeze import budget_candidates
+
+    torch.manual_seed(0)
+    model, _ = attach(PeftConfig(method="lora", r=R), build_from_preset("llama-tiny", V, 64))
+    candidates = budget_candidates(model, True, (B, L))
+    everything = [c for c in candidates if len(c.blocks) == 6 and c.embeddings]
+    step = FlopCache(model).get(frozenset(n for n, _ in model.named_parameters()), (B, L))
+    assert step.backward == 0 and everything and everything[0].saving > 0.5

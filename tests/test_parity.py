@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from safetensors.torch import load_file
 
 from test_distributed import _launch, _max_diff, _sequential, _sets, _weights
 
@@ -59,15 +60,20 @@ def test_distributed_matches_sequential(tmp_path, cache_dir, method, extra):
         assert len({tuple(c["frozen_blocks"]) for c in rows}) == 3
 
 
-@pytest.mark.parametrize("G", [1])
-def test_a_causal_lm_matches_across_executors(tmp_path, cache_dir, G):
-    """A Llama-shape decoder (next-token loss, grouped-query attention), ffdapt, one client per
-    rank. (With both ranks on each client, G = 2, the rows of a batch split over the ranks and
-    the fused attention kernel sums in another order: 1.1e-5 apart after 2 rounds at lr 1e-3.)"""
-    extra = ["model.preset=llama-tiny", "model.dropout=0", f"dist.ranks_per_client={G}"]
-    ref = _sequential(tmp_path, cache_dir, "ffdapt", extra)
-    res = _launch(_sets(tmp_path, cache_dir, "dist", extra), "ffdapt")
+@pytest.mark.parametrize("method", ["ffdapt", "ffdapt-paper-lora"])
+def test_a_causal_lm_matches_across_executors(tmp_path, cache_dir, method):
+    """A Llama-shape decoder (next-token loss, grouped-query attention), one client per rank,
+    all parameters or LoRA clients. (With both ranks on each client, G = 2, the rows of a
+    batch split over the ranks and the fused attention kernel sums in another order: 1.1e-5
+    apart after 2 rounds at lr 1e-3.)"""
+    extra = ["model.preset=llama-tiny", "model.dropout=0", "dist.ranks_per_client=1"]
+    ref = _sequential(tmp_path, cache_dir, method, extra)
+    res = _launch(_sets(tmp_path, cache_dir, "dist", extra), method)
     assert res.returncode == 0, res.stderr[-3000:]
-    rec = json.loads((tmp_path / "dist" / "ffdapt" / "record.json").read_text())
-    assert rec["objective"] == "clm" and rec["dist"]["ranks_per_client"] == G
-    assert _max_diff(_weights(tmp_path, "dist", "ffdapt"), ref) <= 1e-5
+    rec = json.loads((tmp_path / "dist" / method / "record.json").read_text())
+    assert rec["objective"] == "clm" and rec["dist"]["ranks_per_client"] == 1
+    assert _max_diff(_weights(tmp_path, "dist", method), ref) <= 1e-5
+    if method.endswith("lora"):  # the adapter folders agree too
+        a, b = (load_file(str(tmp_path / name / method / "adapter" / "adapter_model.safetensors"))
+                for name in ("dist", "seq"))
+        assert _max_diff(a, b) <= 1e-5

@@ -31,6 +31,7 @@ from torch import nn
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..fl.local import LocalStats, amp_dtype, lr_factor, run_steps
+from ..adapters import exchanged_names
 from ..model import embedding_prefix, transformer_blocks
 from .data_parallel import share, share_loss
 
@@ -64,25 +65,22 @@ def check_supported(cfg: RunConfig, method: str) -> None:
     if cfg.train.optimizer_reset != "round":
         raise ConfigError("train.optimizer_reset: persist is not supported with "
                           "dist.engine=deepspeed (the engine's optimizer is reset per client)")
-    if cfg.peft.method != "none":
-        raise ConfigError("peft.method: lora is not supported with dist.engine=deepspeed (the "
-                          "adapters are a small share of the model: train them with "
-                          "dist.engine=torch)")
     if cfg.fl.strategy == "fedprox":
         raise ConfigError("fl.strategy: fedprox is not supported with dist.engine=deepspeed "
                           "(its proximal term needs the plain loop); use dist.engine=torch")
 
 
-def _param_groups(model: nn.Module) -> tuple[list[dict], list[str]]:
-    """One group per transformer block, the embeddings, the rest; and each group's prefix."""
+def _param_groups(model: nn.Module, exchanged: frozenset[str]
+                  ) -> tuple[list[dict], list[frozenset[str]]]:
+    """One group per transformer block, the embeddings, the rest, each split into what can
+    train and what cannot (a LoRA base); and each group's parameter names."""
     prefixes = [p for p, _ in transformer_blocks(model)] + [embedding_prefix(model)]
-    groups: dict[str, list] = {p: [] for p in prefixes}
-    groups[""] = []
+    groups: dict[tuple, list] = {}
     for name, p in model.named_parameters():
-        key = next((x for x in prefixes if name.startswith(x)), "")
-        groups[key].append(p)
-    keys = [k for k in groups if groups[k]]
-    return [{"params": groups[k]} for k in keys], keys
+        prefix = next((x for x in prefixes if name.startswith(x)), "")
+        groups.setdefault((prefix, name in exchanged), []).append((name, p))
+    return ([{"params": [p for _, p in members]} for members in groups.values()],
+            [frozenset(n for n, _ in members) for members in groups.values()])
 
 
 class ZeroTrainer:
@@ -109,9 +107,12 @@ class ZeroTrainer:
         ds.setdefault("wall_clock_breakdown", False)
         if amp_dtype(cfg.train, world.device) == torch.bfloat16:
             ds.setdefault("bf16", {"enabled": True})
+        # what the federation exchanges (a LoRA model: its adapters); the rest never changes
+        self.exchanged = exchanged_names(model)
+        self.fixed = frozenset(n for n, _ in model.named_parameters()) - self.exchanged
         for p in model.parameters():
             p.requires_grad_(True)  # ZeRO partitions what trains at initialisation
-        groups, self.group_keys = _param_groups(model)
+        groups, self.group_names = _param_groups(model, self.exchanged)
         # ZeRO steps this optimizer on its fp32 partitions; kept to drop its moments per client
         self.base_optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr,
                                                 weight_decay=cfg.train.weight_decay)
@@ -125,7 +126,7 @@ class ZeroTrainer:
         copy that the forward reads); no optimizer moments."""
         import deepspeed
 
-        params = list(self.model.named_parameters())
+        params = [(n, p) for n, p in self.model.named_parameters() if n in global_params]
         self._all_trainable()
         with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=0,
                                                enabled=self.stage == 3):
@@ -160,13 +161,16 @@ class ZeroTrainer:
 
     def copy_to(self, server_model: nn.Module) -> None:
         """The trained client weights, ZeRO's fp32 masters, into the server's model (every rank
-        of the group joins: the masters are gathered from their partitions)."""
+        of the group joins: the masters are gathered from their partitions); only what can
+        train: a LoRA base stays the server's own, bit for bit."""
         from deepspeed.utils import safe_get_full_fp32_param
 
         params = dict(self.model.named_parameters())
         self._all_trainable()
         with torch.no_grad():
             for name, p in server_model.named_parameters():
+                if name not in self.exchanged:
+                    continue
                 master = safe_get_full_fp32_param(params[name])
                 if master is None:  # ZeRO keeps no master for it: never upload the bf16 copy
                     raise RuntimeError(f"ZeroTrainer.copy_to: ZeRO holds no fp32 master for "
@@ -177,7 +181,7 @@ class ZeroTrainer:
               n_steps: int, objective, mask_gen: torch.Generator, on_step=None) -> LocalStats:
         """One client's stretch of steps through the shared loop, with ZeRO's step."""
         try:
-            return run_steps(ZeroStep(self, frozen, n_steps), blocks, batches, cfg=self.cfg.train,
+            return run_steps(ZeroStep(self, frozen | self.fixed, n_steps), blocks, batches, cfg=self.cfg.train,
                              objective=objective, mask_gen=mask_gen, device=self.world.device,
                              on_step=on_step)
         finally:
@@ -191,8 +195,7 @@ class ZeroStep:
 
     def __init__(self, trainer: ZeroTrainer, frozen: frozenset[str], n_steps: int):
         self.trainer, self.frozen, self.n_steps = trainer, frozen, n_steps
-        self.frozen_groups = [any(n.startswith(k) for n in frozen) if k else False
-                              for k in trainer.group_keys]
+        self.frozen_groups = [names <= frozen for names in trainer.group_names]
 
     def begin(self) -> None:
         for name, p in self.trainer.model.named_parameters():

@@ -81,10 +81,12 @@ def count_step_flops(model: nn.Module, input_ids: torch.Tensor, labels: torch.Te
                                 dtype=dtype or torch.float32, enabled=autocast):
                 loss = mean_loss(model(input_ids=input_ids).logits, labels)
         forward = counter.get_total_flops()
-        counter = FlopCounterMode(display=False, custom_mapping=ATTENTION_FORMULAS)
-        with counter:
-            loss.backward()
-        backward = counter.get_total_flops()
+        backward = 0  # nothing trains (a LoRA model with every adapted block frozen): none
+        if loss.requires_grad:
+            counter = FlopCounterMode(display=False, custom_mapping=ATTENTION_FORMULAS)
+            with counter:
+                loss.backward()
+            backward = counter.get_total_flops()
     for p in model.parameters():
         p.grad = None
     return StepFlops(batch=input_ids.shape[0], forward=int(forward), backward=int(backward))
