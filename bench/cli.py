@@ -266,11 +266,23 @@ def main() -> None:
         err.print("[red]interrupted[/red]")
         sys.exit(130)
     except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        usage, abort = _click_exceptions()
+        if isinstance(exc, usage):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, abort):
             sys.exit(1)
         raise
+
+
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, aborts) of click and of the click copy newer typer versions carry
+    inside them (its exceptions are other classes of the same names)."""
+    import click
+
+    usage, abort = {click.exceptions.ClickException}, {click.exceptions.Abort}
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == "ClickException":
+            usage.add(cls)
+    abort.add(typer.Abort)
+    return tuple(usage), tuple(abort)

@@ -148,3 +148,11 @@ def test_text_and_conll_readers_read_or_name_the_file(tmp_path_factory, lines):
             reader(f)
         except DataError as exc:
             assert name in str(exc)
+
+
+def test_an_unknown_option_is_a_usage_line_not_a_traceback(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "bench", "compare", "--no-such-flag"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2
+    assert "No such option: --no-such-flag" in p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
