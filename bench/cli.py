@@ -128,13 +128,15 @@ def compare_cmd(
             rec = _train(cfg, m, resume=_can_resume(cfg, m))
         records.append(rec)
         reused_flags.append(reused)
-    rows = rows_of(records, reused_flags)
+    # round times projected on this invocation's links (records are reused across them)
+    rows = rows_of(records, reused_flags, cfg.network, cfg.report.target_loss)
     extra = add_downstream(rows, records, downstream_columns(records))
     title = f"{cfg.name}: {' vs '.join(names)}"
     folder = Path(cfg.output_dir) / cfg.name
-    write_tables(folder, rows, title, notes(records), extra)
+    footnotes = notes(records, cfg.network, cfg.report.target_loss)
+    write_tables(folder, rows, title, footnotes, extra)
     out.print(rich_table(rows, title, extra))
-    for line in notes(records):
+    for line in footnotes:
         out.print(f"[dim]- {line}[/dim]")
     out.print(f"tables: {folder / 'compare.md'}, {folder / 'compare.csv'}")
 

@@ -376,6 +376,13 @@ def contention_note(label: str, rec: dict) -> str:
             f"not comparable (marked !): re-run it on a quiet machine")
 
 
+def network_of(rec: dict):
+    """The network a record's config names (the default links for an older record)."""
+    from fdapt_core.config import NetworkConfig, build_section
+
+    return build_section(NetworkConfig, rec.get("config", {}).get("network") or {}, "network")
+
+
 def saved_pct(value: float | None, reference: float | None) -> float | None:
     """How much less than the reference, in % of it (negative: more)."""
     if value is None or reference is None or reference == 0:
@@ -396,3 +403,44 @@ def loss_curve(cell: Cell) -> tuple[list[int], list[float], list[float]] | None:
         means.append(m if m is not None else math.nan)
         stds.append(s if s is not None else math.nan)
     return list(range(n)), means, stds
+
+
+def target_loss(coll_cells: dict, partition: str) -> float | None:
+    """The partition's time-to-target loss: `report.target_loss` of its records where set,
+    else its fdapt runs' mean final loss (None without either)."""
+    runs = [r for (part, _), c in coll_cells.items() if part == partition for r in c.trained]
+    set_ = [(r.rec.get("config", {}).get("report") or {}).get("target_loss") for r in runs]
+    if any(x is not None for x in set_):
+        return next(x for x in set_ if x is not None)
+    fdapt = coll_cells.get((partition, "fdapt"))
+    if fdapt is None or not fdapt.trained:
+        return None
+    return statistics.fmean(r.rec["final_eval"]["loss"] for r in fdapt.trained)
+
+
+def network_curve(cell: Cell, target: float | None) -> dict | None:
+    """A cell's rounds on its records' links, means over seeds: per round (0 = the start)
+    cumulative bytes, projected seconds and held-out loss; the mean projected round time and
+    the time to `target` (None if some seed never reached it)."""
+    from fdapt_core.network import project, time_to_target
+
+    runs = cell.trained
+    if not runs:
+        return None
+    projected = [project(r.rec, network_of(r.rec)) for r in runs]
+    n = min(len(p) for p in projected)
+    if n == 0:
+        return None
+    start = statistics.fmean(r.rec["initial_eval"]["loss"] for r in runs)
+    losses = [[t.loss for t in p[:n]] for p in projected]
+    reached = [time_to_target(p, target) for p in projected]
+    return {
+        "bytes": [0.0] + [statistics.fmean(p[i].bytes_sent for p in projected) for i in range(n)],
+        "seconds": [0.0] + [statistics.fmean(p[i].elapsed_s for p in projected)
+                            for i in range(n)],
+        "loss": [start] + [None if any(x[i] is None for x in losses)
+                           else statistics.fmean(x[i] for x in losses) for i in range(n)],
+        "round_s": statistics.fmean(p[n - 1].elapsed_s / n for p in projected),
+        "time_to_target_s": None if target is None or None in reached
+        else statistics.fmean(reached),
+    }

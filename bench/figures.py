@@ -292,3 +292,38 @@ def tradeoff(points: list[tuple[str, str, float, float]], partitions: list[str],
                            for p in used], used, title="partition", loc="lower left",
                           bbox_to_anchor=(1.01, 0.0), alignment="left")
         return _save(fig, folder, stem)
+
+
+def loss_vs_cost(curves: dict[str, dict[str, dict]], targets: dict[str, float | None],
+                 methods: list[str], colors: dict, folder: Path, stem: str) -> list[str] | None:
+    """A row per partition: held-out loss against cumulative MB sent (left) and against the
+    projected wall time (right), one line per method; a dotted line at the target loss.
+    curves: partition → method → `collect.network_curve` (bytes, seconds, loss per round)."""
+    parts = [p for p, d in curves.items() if d]
+    if not parts:
+        return None
+    with rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH, 0.4 + 2.3 * len(parts)), layout="constrained")
+        axes = fig.subplots(len(parts), 2, squeeze=False, sharey="row")
+        seen = {}
+        for (left, right), part in zip(axes, parts):
+            for m in methods:
+                c = curves[part].get(m)
+                if c is None:
+                    continue
+                keep = [i for i, v in enumerate(c["loss"]) if v is not None]
+                loss = [c["loss"][i] for i in keep]
+                line, = left.plot([c["bytes"][i] / 1e6 for i in keep], loss, marker="o",
+                                  color=colors[m], label=m)
+                right.plot([c["seconds"][i] for i in keep], loss, marker="o", color=colors[m])
+                seen.setdefault(m, line)
+            for ax in (left, right):
+                if targets.get(part) is not None:
+                    ax.axhline(targets[part], color="#888888", linewidth=0.7, linestyle=":")
+            left.set_title(f"partition {part}")
+            left.set_xlabel("MB sent (uploads + downloads)")
+            right.set_xlabel("projected wall time (s)")
+            left.set_ylabel("held-out loss (nats)")
+        order = [m for m in methods if m in seen]
+        fig.legend([seen[m] for m in order], order, loc="outside right upper")
+        return _save(fig, folder, stem)

@@ -18,7 +18,7 @@ from fdapt_core.errors import DataError
 
 from . import figures as figs
 from .collect import GENERAL, Collection, collect, downstream_stats, efficiency_stats, \
-    loss_curve, saved_pct
+    loss_curve, network_curve, network_of, saved_pct, target_loss
 from .tables import csv_text
 
 MB = 1e6
@@ -58,8 +58,10 @@ def efficiency_rows(coll: Collection) -> list[dict]:
                  if (c := coll.cell(part, m)) is not None}
         stats = {m: s for m, s in stats.items() if s is not None}
         ref = stats.get("fdapt")
+        target = target_loss(coll.cells, part)
         for m, s in stats.items():
             cell = coll.cell(part, m)
+            net = network_curve(cell, target) or {}
             rows.append({
                 "partition": part, "method": m, "corpus": cell.trained[0].corpus,
                 "synthetic": cell.trained[0].synthetic, "seeds": _seeds(s["seeds"]),
@@ -78,6 +80,9 @@ def efficiency_rows(coll: Collection) -> list[dict]:
                 "final_loss_std": s["final_loss_std"], "final_ppl": s["final_ppl"],
                 "final_loss_vs_fdapt": None if ref is None
                 else s["final_loss"] - ref["final_loss"],
+                # projected on the records' own links (network.*): see fdapt_core/network.py
+                "round_s_projected": net.get("round_s"), "target_loss": target,
+                "time_to_target_s": net.get("time_to_target_s"),
                 # runs of the cell timed under contention (their times are marked "!")
                 "contended_runs": s["contended_runs"],
                 "timed_dirty": bool(s["contended_runs"] or (ref and ref["contended_runs"])),
@@ -220,6 +225,7 @@ def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
             line.append("ref" if m == "fdapt" else _signed(sum(d) / len(d) if d else None))
             table.append(line)
         out += [_part_heading(coll, part), ""] + _table(header, table)
+        out += [_network_note(coll, part, prow[0]["target_loss"]), ""]
         out += _missing_refs(prow, tasks)
     return out
 
@@ -249,7 +255,8 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
            "ppl = its exponential.", ""]
     header = ["method", "seeds", "rounds", f"train FLOPs ({unit})", "FLOPs saved %",
               "local time (s)", "time saved %", "MB up", "MB down", "MB total", "tokens/s",
-              "peak MB", "final loss", "Δ loss fdapt", "final ppl"]
+              "peak MB", "final loss", "Δ loss fdapt", "final ppl", "round s (net)",
+              "to target s (net)"]
     for part in coll.partitions:
         prow = [r for r in rows if r["partition"] == part]
         if not prow:
@@ -274,9 +281,11 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
                 _fmt(r["bytes_sent_mb"], 1), _fmt(r["tokens_per_s"], 0) + flag,
                 _fmt(r["peak_mem_mb"], 0), loss,
                 "ref" if r["method"] == "fdapt" else _signed(r["final_loss_vs_fdapt"], 3),
-                _fmt(r["final_ppl"], 1),
+                _fmt(r["final_ppl"], 1), _fmt(r["round_s_projected"], 1) + flag,
+                _fmt(r["time_to_target_s"], 1) + flag,
             ])
         out += [_part_heading(coll, part), ""] + _table(header, table)
+        out += [_network_note(coll, part, prow[0]["target_loss"]), ""]
         if not any(r["method"] == "fdapt" for r in prow):
             out += ["*No fdapt run in this partition: FLOPs saved %, time saved % and "
                     "Δ loss fdapt are left empty (-).*", ""]
@@ -288,6 +297,19 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
                     + ". Their local times, tokens/s and the time savings that use them are "
                     "not comparable; each record's `host` says by how much.*", ""]
     return out
+
+
+def _network_note(coll: Collection, part: str, target: float | None) -> str:
+    """How the (net) columns were projected for one partition."""
+    cell = next(c for (p, _), c in coll.cells.items() if p == part and c.trained)
+    net = network_of(cell.trained[0].rec)
+    links = (f"{net.up_mbps:g}/{net.down_mbps:g} Mbit/s up/down, {net.latency_ms:g} ms latency"
+             + (f", per-client spread sigma {net.heterogeneity:g}" if net.heterogeneity else ""))
+    goal = "no target (no fdapt run, no report.target_loss)" if target is None \
+        else f"target held-out loss {target:.3f}"
+    return (f"*(net): projected on {links}: measured local training + transfer, the slowest "
+            f"client gating each round (fdapt_core/network.py); to target: {goal}, empty "
+            f"where a seed never reached it.*")
 
 
 def _provenance_md(rows: list[dict]) -> list[str]:
@@ -341,6 +363,10 @@ FIGURES = {
                      "partition: training FLOPs saved (%) on x, the change in quality on y "
                      "(higher is better for downstream scores, lower for held-out loss); "
                      "color = method, marker = partition.",
+    "fig5_loss_vs_cost": "Figure 5: held-out loss against bytes sent (left) and against the "
+                         "projected wall time on the records' network links (right), one line "
+                         "per method and a row per partition; means over seeds; the dotted "
+                         "line is the time-to-target loss.",
 }
 
 
@@ -387,6 +413,15 @@ def _figures(coll: Collection, eff, down, points, ylabel, folder: Path) -> dict[
     done["fig4_tradeoff"] = None if figs.tradeoff(
         pts, coll.partitions, coll.methods, colors, ylabel, folder, "fig4_tradeoff") \
         else reason
+
+    net_curves = {part: {m: c for m in coll.methods if m != GENERAL
+                         and (cell := coll.cell(part, m)) is not None
+                         and (c := network_curve(cell, None)) is not None}
+                  for part in coll.partitions}
+    targets = {part: target_loss(coll.cells, part) for part in coll.partitions}
+    done["fig5_loss_vs_cost"] = None if figs.loss_vs_cost(
+        net_curves, targets, coll.methods, colors, folder, "fig5_loss_vs_cost") \
+        else "no per-round held-out losses in these records"
     return done
 
 

@@ -9,7 +9,9 @@ from rich.table import Table
 
 from fdapt_core.records import write_text_atomic
 
-from .collect import contended, contention_note, saved_pct
+from fdapt_core.network import summary
+
+from .collect import contended, contention_note, network_of, saved_pct
 
 # (csv column, header, format, in the terminal table) — csv names carry their units so that
 # pandas reads them as they are; the terminal keeps the columns a first look needs.
@@ -33,6 +35,10 @@ COLUMNS = [
     ("bytes_up", "bytes up", "{:,}", False),
     ("bytes_down", "bytes down", "{:,}", False),
     ("bytes_sent", "MB sent", "{:.1f}", True),
+    ("bytes_up_dense", "bytes up uncompressed", "{:,}", False),
+    ("round_s_projected", "round s (net)", "{:.1f}", False),
+    ("transfer_share_pct", "transfer % (net)", "{:.1f}", False),
+    ("time_to_target_s", "to target s", "{:.1f}", True),
     ("tokens_per_s", "tok/s", "{:,.0f}", True),
     ("outside_train_pct", "outside %", "{:.1f}", False),
     ("peak_mem_mb", "peak MB", "{:,.0f}", True),
@@ -47,13 +53,23 @@ COLUMNS = [
 SCALE = {"bytes_sent": 1e-6}
 # wall-time figures: marked "!" in the terminal and Markdown when taken under contention
 TIMED = ("wall_s", "train_wall_s", "local_train_s", "tokens_per_s", "outside_train_pct",
-         "mfu_pct", "mfu_measured_peak_pct")
+         "mfu_pct", "mfu_measured_peak_pct", "round_s_projected", "time_to_target_s")
 
 
-def rows_of(records: list[dict], reused: list[bool]) -> list[dict]:
-    """One row per record; savings are relative to the fdapt row when there is one."""
+def rows_of(records: list[dict], reused: list[bool], network=None,
+            target_loss: float | None = None) -> list[dict]:
+    """One row per record; savings are relative to the fdapt row when there is one. Round
+    times and time to target are projected on `network` (a NetworkConfig; default: each
+    record's own), the target being `target_loss` or else fdapt's final loss."""
     rows = [row_of(rec, r) for rec, r in zip(records, reused)]
     ref = next((row for row in rows if row["method"] == "fdapt"), None)
+    target = target_loss if target_loss is not None else ref and ref["final_loss"]
+    for row, rec in zip(rows, records):
+        net = summary(rec, network or network_of(rec), target)
+        row["round_s_projected"] = net["round_s"]
+        row["transfer_share_pct"] = None if net["transfer_share"] is None \
+            else 100 * net["transfer_share"]
+        row["time_to_target_s"] = net["time_to_target_s"]
     for row in rows:
         row["flops_saved_pct"] = saved_pct(row["train_flops"], ref and ref["train_flops"])
         row["train_wall_saved_pct"] = saved_pct(row["local_train_s"],
@@ -88,6 +104,7 @@ def row_of(record: dict, reused: bool) -> dict:
         "bytes_up": t["bytes_up"],
         "bytes_down": t["bytes_down"],
         "bytes_sent": t["bytes_sent"],
+        "bytes_up_dense": t.get("bytes_up_dense", t["bytes_up"]),
         "tokens_per_s": t["tokens_per_s"],
         "outside_train_pct": None if share is None else 100.0 * share,
         "peak_mem_mb": t["peak_mem_mb"],
@@ -112,7 +129,7 @@ def _cell(row: dict, key: str, fmt: str, scaled: bool = False) -> str:
     return fmt.format(value) + ("!" if dirty else "")
 
 
-def notes(records: list[dict]) -> list[str]:
+def notes(records: list[dict], network=None, target_loss: float | None = None) -> list[str]:
     """Footnotes a reader needs to read the numbers right."""
     first = records[0]
     cfg, data = first["config"], first["data"]
@@ -135,6 +152,15 @@ def notes(records: list[dict]) -> list[str]:
             out.append(f"central trained {central['totals']['tokens']:,} tokens, fdapt "
                        f"{fed['totals']['tokens']:,} ({100 * diff:+.1f} %): not the same "
                        "token budget")
+    net = network or network_of(first)
+    out.append(f"(net): projected on {net.up_mbps:g}/{net.down_mbps:g} Mbit/s up/down, "
+               f"{net.latency_ms:g} ms latency"
+               + (f", per-client spread sigma {net.heterogeneity:g}" if net.heterogeneity
+                  else "")
+               + ": measured local training + transfer, the slowest client gating each round; "
+               "to target: until the held-out loss reaches "
+               + (f"{target_loss:g}" if target_loss is not None else "fdapt's final loss")
+               + " (empty: never)")
     out.append("savings (time saved %, FLOPs saved %) are relative to fdapt; time is the "
                "clients' local-training loops; FLOPs are counted with FlopCounterMode on one "
                "step per frozen set (forward + backward), the 6ND estimate is blind to freezing; "

@@ -147,21 +147,31 @@ class FLConfig:
                                   "or average over senders only", choices=("global", "senders"))
     strategy: str = opt("fedavg", "server strategy (default fedavg): fedprox adds a proximal "
                         "term to the clients' loss; fedavgm, fedadam, fedyogi step a server "
-                        "optimizer on the mean change (Reddi et al. 2021)",
-                        choices=("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi"))
+                        "optimizer on the mean change (Reddi et al. 2021); diloco a Nesterov "
+                        "one (Douillard et al. 2023: with train.max_local_steps, the "
+                        "low-communication baseline)",
+                        choices=("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi",
+                                 "diloco"))
     prox_mu: float = opt(0.01, "fedprox: mu of the proximal term (mu/2)·||w − w_global||² "
                          "(default 0.01; 0 = fedavg)", min=0.0)
-    server_lr: Optional[float] = opt(None, "fedavgm, fedadam, fedyogi: server learning rate "
-                                     "(default null = the strategy's own: fedavgm 1.0, "
-                                     "fedadam and fedyogi 1e-2)", min=0.0)
-    server_momentum: float = opt(0.9, "fedavgm: server momentum beta (default 0.9)",
-                                 min=0.0, max=1.0)
+    server_lr: Optional[float] = opt(None, "fedavgm, fedadam, fedyogi, diloco: server learning "
+                                     "rate (default null = the strategy's own: fedavgm 1.0, "
+                                     "fedadam and fedyogi 1e-2, diloco 0.7)", min=0.0)
+    server_momentum: float = opt(0.9, "fedavgm: server momentum beta; diloco: its Nesterov "
+                                 "momentum (default 0.9)", min=0.0, max=1.0)
     server_beta1: float = opt(0.9, "fedadam, fedyogi: first-moment decay beta1 (default 0.9)",
                               min=0.0, max=1.0)
     server_beta2: float = opt(0.99, "fedadam, fedyogi: second-moment decay beta2 (default "
                               "0.99)", min=0.0, max=1.0)
     server_tau: float = opt(1e-3, "fedadam, fedyogi: adaptivity tau, added to sqrt(v) "
                             "(default 1e-3)", min=1e-12)
+    upload_codec: str = opt("none", "how a client's upload is encoded: none (the weights), "
+                            "bf16 / fp16 (the change in 16 bits), int8 (the change, one scale "
+                            "per tensor), topk (the largest fl.topk_fraction of the change, "
+                            "with per-client error feedback); methods ending in -<codec> set it",
+                            choices=("none", "bf16", "fp16", "int8", "topk"))
+    topk_fraction: float = opt(0.01, "topk: share of each tensor's entries sent (default "
+                               "0.01)", min=1e-6, max=1.0)
 
 
 @dataclass
@@ -205,6 +215,30 @@ class PeftConfig:
                                               "projections, e.g. Llama q_proj, v_proj; GPT-2 "
                                               "c_attn; BERT query, value; DistilBERT q_lin, "
                                               "v_lin)")
+
+
+@dataclass
+class NetworkConfig:
+    """The clients' links, for projecting round times and time to a target loss (compute as
+    measured + transfer at these rates; the slowest client gates a round). A projection, not
+    a simulation: left out of the config hash, so changing it needs no new training."""
+
+    up_mbps: float = opt(100.0, "each client's uplink, Mbit/s (default 100: a typical "
+                         "cross-silo institutional link)", min=1e-3)
+    down_mbps: float = opt(100.0, "each client's downlink, Mbit/s (default 100)", min=1e-3)
+    latency_ms: float = opt(20.0, "one-way latency per message, ms (default 20)", min=0.0)
+    heterogeneity: float = opt(0.0, "sigma of a seeded log-normal factor on each client's "
+                               "bandwidths (0: every client alike; 1: about a tenfold spread)",
+                               min=0.0)
+    seed: int = opt(0, "seed of the per-client bandwidth factors")
+
+
+@dataclass
+class ReportConfig:
+    """How tables read the runs (left out of the config hash)."""
+
+    target_loss: Optional[float] = opt(None, "time to target: the held-out loss to reach "
+                                       "(null: the fdapt run's final loss)", min=0.0)
 
 
 @dataclass
@@ -292,6 +326,9 @@ class RunConfig:
     fl: FLConfig = opt(None, "federation", factory=FLConfig)
     freeze: FreezeConfig = opt(None, "ffdapt freezing", factory=FreezeConfig)
     peft: PeftConfig = opt(None, "parameter-efficient clients (LoRA)", factory=PeftConfig)
+    network: NetworkConfig = opt(None, "the clients' links, for projected round times",
+                                 factory=NetworkConfig)
+    report: ReportConfig = opt(None, "how tables read the runs", factory=ReportConfig)
     central: CentralConfig = opt(None, "central baseline", factory=CentralConfig)
     eval: EvalConfig = opt(None, "held-out evaluation", factory=EvalConfig)
     profile: ProfileConfig = opt(None, "measurement", factory=ProfileConfig)
@@ -301,9 +338,11 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def hash(self, exclude: tuple[str, ...] = ("output_dir", "cache_dir")) -> str:
+    def hash(self, exclude: tuple[str, ...] = ("output_dir", "cache_dir", "network",
+                                               "report")) -> str:
         """A stable digest of the resolved config (keys in `exclude` left out: by default the
-        paths, which say where a cell's files go, not what it computes)."""
+        paths, which say where a cell's files go, and the network and report settings, which
+        say how its record is read, not what it computes)."""
         d = self.to_dict()
         for key in exclude:
             d.pop(key, None)

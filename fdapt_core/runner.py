@@ -31,6 +31,7 @@ from .data.synthetic import generate as generate_synthetic
 from .errors import ConfigError, DataError, ModelError
 from .fl.engine import (CentralTrainer, Context, FederatedTrainer, NoCallbacks,
                         SequentialExecutor, client_stream, sample_clients, steps_per_round)
+from .fl.codecs import CODECS
 from .fl.evaluate import HeldOut
 from .fl.strategies import STRATEGIES, build_strategy
 from .fl.local import amp_dtype
@@ -49,30 +50,35 @@ from .records import (SCHEMA_VERSION, environment, read_json, write_folder_atomi
 from .seeding import derive
 
 METHODS = ("central", "fdapt", "ffdapt")
+UPLOAD_CODECS = tuple(c for c in CODECS if c != "none")  # method-name suffixes
 FREEZE_POLICIES = ("paper", "bottom", "none", "progressive", "random", "budget")
 
 
 def parse_method(method: str, cfg: RunConfig) -> tuple[str, RunConfig]:
-    """`<base>[-<policy>][-lora][-<strategy>]`: base `central`, `fdapt` or `ffdapt`; a freeze
-    policy only after ffdapt (without one, freeze.policy's); `-lora` sets peft.method: lora
-    (LoRA clients, or a LoRA central baseline); a federated method may end in a server
+    """`<base>[-<policy>][-lora][-<codec>][-<strategy>]`: base `central`, `fdapt` or `ffdapt`;
+    a freeze policy only after ffdapt (without one, freeze.policy's); `-lora` sets
+    peft.method: lora (LoRA clients, or a LoRA central baseline); a federated method may go on
+    with an upload codec (`fdapt-int8`), which sets fl.upload_codec, and end in a server
     strategy (`fdapt-fedadam`, `ffdapt-paper-lora-fedprox`), which sets fl.strategy."""
     base, *rest = method.split("-")
     policy = rest.pop(0) if rest and base == "ffdapt" and rest[0] in FREEZE_POLICIES else None
     lora = bool(rest) and rest[0] == "lora"
     if lora:
         rest.pop(0)
+    codec = rest.pop(0) if rest and base != "central" and rest[0] in UPLOAD_CODECS else None
     strategy = rest.pop(0) if rest and base != "central" and rest[0] in STRATEGIES else None
     if base not in METHODS or rest:
         raise ConfigError(f"method {method!r}: expected one of central, fdapt, ffdapt, "
                           f"ffdapt-<policy> with policy in {', '.join(FREEZE_POLICIES)}, "
                           f"optionally followed by -lora (LoRA adapters), the federated ones "
-                          f"optionally ending in -<strategy> with strategy in "
-                          f"{', '.join(STRATEGIES)}")
+                          f"then by -<codec> with codec in {', '.join(UPLOAD_CODECS)} and "
+                          f"-<strategy> with strategy in {', '.join(STRATEGIES)}")
     if policy:
         cfg = replace(cfg, freeze=replace(cfg.freeze, policy=policy))
     if lora:
         cfg = replace(cfg, peft=replace(cfg.peft, method="lora"))
+    if codec:
+        cfg = replace(cfg, fl=replace(cfg.fl, upload_codec=codec))
     if strategy:
         cfg = replace(cfg, fl=replace(cfg.fl, strategy=strategy))
     return base, cfg
@@ -516,6 +522,8 @@ def totals(rounds: list[dict], n_params: int) -> dict:
     phases["evaluation"] = sum(r["eval_wall_s"] for r in rounds)
     phases["checkpoint"] = sum(r["checkpoint_wall_s"] or 0.0 for r in rounds)
     up, down = sum(c["bytes_up"] for c in rows), sum(c["bytes_down"] for c in rows)
+    # what the uploads would have cost without the codec (older records: as sent)
+    dense = sum(c.get("bytes_up_dense", c["bytes_up"]) for c in rows)
     return {
         "rounds": len(rounds), "steps": steps, "tokens": tokens,
         "samples": sum(c["samples"] for c in rows),
@@ -530,7 +538,7 @@ def totals(rounds: list[dict], n_params: int) -> dict:
         "tokens_per_s": tokens / local if local > 0 else None,
         "samples_per_s": sum(c["samples"] for c in rows) / local if local > 0 else None,
         "phases_s": phases,
-        "bytes_up": up, "bytes_down": down, "bytes_sent": up + down,
+        "bytes_up": up, "bytes_down": down, "bytes_sent": up + down, "bytes_up_dense": dense,
         "dropped_updates": sum(bool(c.get("dropped")) for c in rows),
         "rejected_updates": sum(bool(c.get("rejected")) for c in rows),
         "rounds_not_aggregated": sum(not r.get("aggregated", True) for r in rounds),

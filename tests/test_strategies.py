@@ -17,8 +17,8 @@ from fdapt_core.checkpoint import Checkpoints
 from fdapt_core.config import FLConfig, build_config
 from fdapt_core.errors import ConfigError
 from fdapt_core.fl.fedavg import FedAvg as FedAvgOld
-from fdapt_core.fl.strategies import (STRATEGIES, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi,
-                                      build_strategy)
+from fdapt_core.fl.strategies import (STRATEGIES, DiLoCo, FedAdam, FedAvg, FedAvgM, FedProx,
+                                      FedYogi, build_strategy)
 from fdapt_core.runner import parse_method, run, run_dir
 from tests.conftest import ROOT
 from tests.test_invariants import Stop, StopAfter, StopDuring, assert_same_weights, final_weights
@@ -110,6 +110,26 @@ def test_server_step_matches_a_numpy_computation(kind, make, hp):
     for r, (a, b) in enumerate(zip(got, want)):
         for k in SHAPES:
             np.testing.assert_allclose(a[k], b[k], rtol=2e-6, atol=2e-6, err_msg=f"{r} {k}")
+
+
+@pytest.mark.parametrize("lr, momentum", [(None, 0.9), (0.5, 0.6)])
+def test_diloco_is_torch_nesterov_sgd_on_the_pseudo_gradient(lr, momentum):
+    """DiLoCo's outer step is torch.optim.SGD(nesterov=True) with the pseudo-gradient
+    global − average as the gradient (defaults: lr 0.7, momentum 0.9)."""
+    g0, rounds = uploads_for(2)
+    got = play(DiLoCo(server_lr=lr, momentum=momentum), g0, rounds)
+    w = {k: torch.nn.Parameter(torch.from_numpy(v.astype(np.float64))) for k, v in g0.items()}
+    opt = torch.optim.SGD(list(w.values()), lr=lr or 0.7, momentum=momentum, nesterov=True)
+    total = sum(WEIGHTS.values())
+    for r, ups in enumerate(rounds):
+        for k, p in w.items():
+            avg = sum(WEIGHTS[c] * (p.detach() + torch.from_numpy(ups[c][k]).double()
+                                    if k in ups[c] else p.detach()) for c in ups) / total
+            p.grad = p.detach() - avg
+        opt.step()
+        for k in SHAPES:
+            np.testing.assert_allclose(got[r][k], w[k].detach().numpy(), rtol=2e-6, atol=2e-6,
+                                       err_msg=f"{r} {k}")
 
 
 def test_fedyogi_second_moment_rule_on_hand_values():

@@ -82,12 +82,12 @@ class DistributedExecutor:
             my_rows.append({**row, "rank": world.rank, "group": world.group_index})
         world.where = f"in round {r + 1} aggregating"
         train_s = time.perf_counter() - t0
-        # every client's row and persisted optimizer state, on every rank
+        # every client's row and what it keeps between rounds, on every rank
         shared = gather_objects(world, {"rows": my_rows if lead else [],
-                                        "opt": trainer.optimizer_states(mine) if lead else {}})
+                                        "states": trainer.client_states(mine if lead else [])})
         by_client = {x["client"]: x for s in shared for x in s["rows"]}
         for s in shared:
-            trainer.adopt_optimizer_states(s["opt"])
+            trainer.adopt_client_states(s["states"])
         for c in clients:  # the sequential executor's screen, in client order, on every rank
             # an upload not held is another group's, or already folded in
             trainer.settle(by_client[c], held.pop(c, None))

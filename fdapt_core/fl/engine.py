@@ -30,6 +30,7 @@ from ..profiling.flops import FlopCache, analytic_flops
 from ..profiling.memory import PeakMemory
 from ..seeding import derive
 from .evaluate import HeldOut
+from .codecs import Codec, relative_error
 from .fedavg import FedAvg
 from .faults import Faults
 from .local import BatchStream, LocalStats, amp_dtype, make_optimizer, train_steps
@@ -270,6 +271,8 @@ class FederatedTrainer(_RoundLoop):
         self.plans = FreezeSchedule.of(plans)
         self.strategy, self.executor = strategy, executor
         self.client_opt_state: dict[int, dict] = {}  # optimizer_reset: persist
+        self.codec = Codec(ctx.cfg.fl.upload_codec, ctx.cfg.fl.topk_fraction)
+        self.client_residual: dict[int, dict[str, torch.Tensor]] = {}  # topk error feedback
         self.faults = Faults(ctx.cfg.faults, ctx.cfg.seed, window=2 * ctx.cfg.fl.clients)
         self.pending: Optional[dict] = None  # a partial-round checkpoint to continue from
         # a client trains data-parallel over its group's ranks (None: one process a client)
@@ -352,13 +355,22 @@ class FederatedTrainer(_RoundLoop):
         # fl.send_frozen), in the dtype it is held in.
         sent = {n: p for n, p in params.items()
                 if n in global_params and (cfg.fl.send_frozen or p.requires_grad)}
-        upload = self.faults.corrupt(fault, sent, global_params) if fault else sent
+        # encoded by the client (fl.upload_codec), decoded by the server; faults arrive so
+        encoded, residual = self.codec.encode(sent, global_params,
+                                              self.client_residual.get(client))
+        if residual is not None:
+            self.client_residual[client] = residual
+        received = self.codec.decode(encoded, global_params)
+        upload = self.faults.corrupt(fault, received, global_params) if fault else received
         # the half of the screen that needs this update only; `settle` judges the rest
         rejected, norm = self.faults.check(upload, global_params)
         row = self.client_row(client, st, plan, step_flops, nbytes(global_params.values()),
-                              nbytes(sent.values()))
+                              encoded.nbytes)
         row.update(weight=weight, dropped=False, rejected=rejected, fault=fault,
-                   update_norm=norm if math.isfinite(norm) else None)
+                   update_norm=norm if math.isfinite(norm) else None,
+                   bytes_up_dense=nbytes(sent.values()),
+                   codec_error=None if self.codec.name == "none"
+                   else relative_error(received, sent, global_params))
         apply_freeze(model, None)
         ctx.callbacks.client_end(client, row)
         return row, upload
@@ -374,13 +386,18 @@ class FederatedTrainer(_RoundLoop):
         self.strategy.accumulate(row["client"], upload, row["weight"])
         return True
 
-    def optimizer_states(self, clients: Sequence[int]) -> dict[int, dict]:
-        """The persisted optimizer state of these clients (optimizer_reset: persist)."""
-        return {c: self.client_opt_state[c] for c in clients if c in self.client_opt_state}
+    def client_states(self, clients: Sequence[int]) -> dict[str, dict]:
+        """What these clients keep between rounds: persisted optimizer state
+        (optimizer_reset: persist) and the topk codec's error feedback."""
+        return {"opt": {c: self.client_opt_state[c] for c in clients
+                        if c in self.client_opt_state},
+                "residual": {c: self.client_residual[c] for c in clients
+                             if c in self.client_residual}}
 
-    def adopt_optimizer_states(self, states: dict[int, dict]) -> None:
-        """Take clients' optimizer states trained elsewhere (another rank's group)."""
-        self.client_opt_state.update(states)
+    def adopt_client_states(self, states: dict[str, dict]) -> None:
+        """Take clients' states trained elsewhere (another rank's group)."""
+        self.client_opt_state.update(states["opt"])
+        self.client_residual.update(states["residual"])
 
     def merge(self, reduce, gather, contribute: bool) -> None:
         """Add the strategy's running sums other processes built this round (see
@@ -440,6 +457,7 @@ class FederatedTrainer(_RoundLoop):
 
     def state(self) -> dict:
         return {"strategy": self.strategy.state_dict(), "client_opt": self.client_opt_state,
+                "client_residual": self.client_residual,
                 "accepted_norms": list(self.faults.accepted_norms)}
 
     def load_state(self, state: dict) -> None:
@@ -449,6 +467,7 @@ class FederatedTrainer(_RoundLoop):
                               "position (an older version), which cannot be matched to "
                               "parameters; start the run again without --resume")
         self.client_opt_state = dict(state["client_opt"])
+        self.client_residual = dict(state.get("client_residual", {}))
         self.faults.accepted_norms = list(state.get("accepted_norms", []))
 
 
