@@ -32,8 +32,13 @@ def _decisions(rec):
     return [(r["accepted"], r["dropped"], r["rejected"], r["aggregated"]) for r in rec["rounds"]]
 
 
+# 3 of 4 clients a round, top-k uploads: a client's error feedback crosses ranks too
+TOPK = ["fl.rounds=3", "fl.client_fraction=0.75", "fl.topk_fraction=0.05"]
+
+
 @pytest.mark.parametrize("method, extra", [("fdapt-fedadam", FAULTS),
-                                           ("ffdapt-progressive-fedprox", PERSIST)])
+                                           ("ffdapt-progressive-fedprox", PERSIST),
+                                           ("fdapt-topk", TOPK)])
 def test_distributed_matches_sequential(tmp_path, cache_dir, method, extra):
     ref = _sequential(tmp_path, cache_dir, method, [*extra, *SAME_THREADS])
     seq = json.loads((tmp_path / "seq" / method / "record.json").read_text())
@@ -49,6 +54,10 @@ def test_distributed_matches_sequential(tmp_path, cache_dir, method, extra):
         assert any("non-finite" in why for why in reasons), reasons
         assert any(c["dropped"] for c in rows)
         assert rec["config"]["fl"]["strategy"] == "fedadam"
+    elif extra is TOPK:
+        assert rec["totals"]["bytes_up"] == seq["totals"]["bytes_up"]
+        assert [c["codec_error"] for c in rows] == pytest.approx(
+            [c["codec_error"] for r in seq["rounds"] for c in r["clients"]], rel=1e-4)
     else:
         ranks = {}
         for r in rec["rounds"]:
