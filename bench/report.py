@@ -20,6 +20,8 @@ from . import figures as figs
 from .collect import GENERAL, Collection, collect, downstream_stats, efficiency_stats, \
     loss_curve, network_curve, network_of, saved_pct, target_loss
 from .tables import csv_text
+from .verdicts import (CLAIMED_FLOPS_SAVED, MARGIN, RESAMPLES, claim_rows, claim_summary,
+                       differences)
 
 MB = 1e6
 
@@ -90,9 +92,11 @@ def efficiency_rows(coll: Collection) -> list[dict]:
     return rows
 
 
-def downstream_rows(coll: Collection) -> list[dict]:
+def downstream_rows(coll: Collection, diffs: dict | None = None) -> list[dict]:
     """Long format: per partition × method × task, pooled mean ± std (points), Δ central and
-    Δ fdapt (points, the same partition and task settings)."""
+    Δ fdapt (points, the same partition and task settings) with their 95 % intervals
+    (`diffs` from `verdicts.differences`)."""
+    diffs = diffs if diffs is not None else differences(coll)
     rows = []
     for part in coll.partitions:
         for task in coll.tasks:
@@ -110,8 +114,28 @@ def downstream_rows(coll: Collection) -> list[dict]:
                     "mean_pts": s["mean"], "std_pts": s["std"],
                     "vs_central_pts": None if central is None else s["mean"] - central["mean"],
                     "vs_fdapt_pts": None if fdapt is None else s["mean"] - fdapt["mean"],
+                    **_ci_fields(diffs, part, m, "central", task),
+                    **_ci_fields(diffs, part, m, "fdapt", task),
                 })
     return rows
+
+
+def _ci_fields(diffs: dict, part: str, method: str, ref: str, task) -> dict:
+    """The paired difference's 95 % interval (points) and how it was taken."""
+    d = diffs.get((part, method, ref, task.name))
+    ci = d.intervals.get(0.95) if d is not None else None
+    return {f"vs_{ref}_paired_pts": None if d is None else d.estimate,
+            f"vs_{ref}_ci95_low": None if ci is None else ci.low,
+            f"vs_{ref}_ci95_high": None if ci is None else ci.high,
+            f"vs_{ref}_ci_from": None if d is None else d.method}
+
+
+def _delta(r: dict, ref: str) -> str:
+    """A Δ cell: the paired difference with its 95 % interval where there is one."""
+    low, high = r[f"vs_{ref}_ci95_low"], r[f"vs_{ref}_ci95_high"]
+    if low is None:
+        return _signed(r[f"vs_{ref}_pts"])
+    return f"{_signed(r[f'vs_{ref}_paired_pts'])} [{low:+.2f}, {high:+.2f}]"
 
 
 def tradeoff_points(coll: Collection, eff: list[dict], down: list[dict]) -> tuple[list, str]:
@@ -194,8 +218,11 @@ def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
                       "--runs …` adds them).", ""]
     out += ["Headline metric per task in points (×100): mean ± sample std over every "
             "fine-tuning run of every pretraining seed (n = runs pooled); Δ central and "
-            "Δ fdapt: difference of means from that method in the same partition, in "
-            "points. `general` is the starting model with no DAPT.", ""]
+            "Δ fdapt: the paired difference from that method in the same partition, in "
+            "points, with its 95 % interval in brackets: a bootstrap over paired pretraining "
+            "seeds and test examples where per-example outcomes are stored, else a t-interval "
+            "over the per-seed differences (none with one seed and no outcomes). `general` is "
+            "the starting model with no DAPT.", ""]
     for part in coll.partitions:
         prow = [r for r in rows if r["partition"] == part]
         if not prow:
@@ -219,13 +246,12 @@ def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
                     line += ["-", "-", "-"]
                     continue
                 line.append(f"{r['mean_pts']:.2f} ± {r['std_pts']:.2f} (n={r['n_scores']})")
-                line.append("ref" if m == "central" else _signed(r["vs_central_pts"]))
-                line.append("ref" if m == "fdapt" else _signed(r["vs_fdapt_pts"]))
+                line.append("ref" if m == "central" else _delta(r, "central"))
+                line.append("ref" if m == "fdapt" else _delta(r, "fdapt"))
             d = [r["vs_fdapt_pts"] for r in mrows.values() if r["vs_fdapt_pts"] is not None]
             line.append("ref" if m == "fdapt" else _signed(sum(d) / len(d) if d else None))
             table.append(line)
         out += [_part_heading(coll, part), ""] + _table(header, table)
-        out += [_network_note(coll, part, prow[0]["target_loss"]), ""]
         out += _missing_refs(prow, tasks)
     return out
 
@@ -425,7 +451,44 @@ def _figures(coll: Collection, eff, down, points, ylabel, folder: Path) -> dict[
     return done
 
 
-def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: str) -> str:
+def _verdicts_md(claims: list[dict]) -> list[str]:
+    """The report's first section: the reference study's claims, test by test."""
+    out = ["## Verdicts: the reference study's claims", "",
+           f"Margin: {100 * MARGIN:g} % of the reference's score (points). Two one-sided "
+           "tests at α = 0.05: **equivalent** when the 90 % interval of the difference lies "
+           "inside ±margin, **not equivalent** when it lies wholly outside, else "
+           "**inconclusive** at this sample size. Intervals: a bootstrap over paired "
+           f"pretraining seeds and test examples ({RESAMPLES} resamples, seeded), or a "
+           "t-interval over per-seed differences where per-example outcomes are missing.", ""]
+    for claim, text in ((1, "fdapt is within 1 % of central downstream, IID and non-IID"),
+                        (2, f"ffdapt saves compute (the study: {CLAIMED_FLOPS_SAVED} % of "
+                            "training FLOPs) with downstream changes under 1 % (vs fdapt)")):
+        rows = [r for r in claims if r["claim"] == claim]
+        out += [f"**Claim {claim}: {text}: {claim_summary(claims, claim)}.**", ""]
+        if not rows:
+            out += ["*No records to test it: it needs "
+                    + ("central and fdapt" if claim == 1 else "fdapt and an ffdapt method")
+                    + " runs with downstream scores.*", ""]
+            continue
+        header = ["partition", "method", "task", "Δ (points)", "90 % interval", "margin",
+                  "verdict", "seeds"] + (["FLOPs saved %"] if claim == 2 else [])
+        table = []
+        for r in rows:
+            ci = "-" if r["ci90_low"] is None \
+                else f"[{r['ci90_low']:+.2f}, {r['ci90_high']:+.2f}]"
+            line = [r["partition"], f"{r['method']} − {r['reference']}",
+                    f"{r['task']} {r['metric']}", _signed(r["delta_pts"]), ci,
+                    "-" if r["margin_pts"] is None else f"±{r['margin_pts']:.2f}",
+                    r["verdict"], "-" if r["seeds"] is None else str(r["seeds"])]
+            if claim == 2:
+                line.append(_fmt(r["flops_saved_vs_fdapt_pct"], 1))
+            table.append(line)
+        out += _table(header, table)
+    return out
+
+
+def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: str,
+           claims: list[dict] = ()) -> str:
     title = default_name(coll)
     n_runs = len(coll.runs)
     where = ", ".join(f"`{f}`" for f in coll.folders) if len(coll.folders) <= 4 \
@@ -440,6 +503,7 @@ def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: 
         lines += [f"> **Synthetic corpus** in {', '.join(synth)}: text generated in code, not "
                   "real text. These numbers check the harness; they say nothing about DAPT.",
                   ""]
+    lines += _verdicts_md(claims)
     lines += ["## Setup", ""] + _setup_md(coll) + [""]
     lines += _downstream_md(coll, down)
     lines += _efficiency_md(coll, eff)
@@ -458,6 +522,7 @@ def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: 
               "- `downstream.csv`: Table 1, one row per partition × method × task",
               "- `efficiency.csv`: Table 2 (FLOPs in FLOP, time in s, bytes in MB)",
               "- `provenance.csv`: Table 3",
+              "- `verdicts.csv`: the claims' tests, one row per partition × method × task",
               "- `heldout_loss.csv`: Figure 1's data, one row per run and round",
               "- `tradeoff.csv`: Figure 4's data", ""]
     return "\n".join(lines)
@@ -508,7 +573,10 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
     out = Path(out) if out is not None else default_out(coll)
     _check_out(out, coll)
     command = command or f"python -m bench report --runs {','.join(specs)}"
-    eff, down, prov = efficiency_rows(coll), downstream_rows(coll), provenance_rows(coll)
+    diffs = differences(coll)  # every paired downstream difference, once
+    eff, down, prov = efficiency_rows(coll), downstream_rows(coll, diffs), provenance_rows(coll)
+    claims = claim_rows(coll, diffs, {(r["partition"], r["method"]):
+                                      r["flops_saved_vs_fdapt_pct"] for r in eff})
     points, ylabel = tradeoff_points(coll, eff, down)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -518,7 +586,8 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
     try:
         done = _figures(coll, eff, down, points, ylabel, tmp / "figures")
         files = {
-            "report.md": render(coll, eff, down, prov, done, command, ylabel),
+            "report.md": render(coll, eff, down, prov, done, command, ylabel, claims),
+            "verdicts.csv": csv_text(claims) if claims else "",
             "efficiency.csv": csv_text(eff) if eff else "",
             "downstream.csv": csv_text(down) if down else "",
             "provenance.csv": csv_text(prov),

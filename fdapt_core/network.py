@@ -70,19 +70,25 @@ def project(record: dict, cfg: NetworkConfig) -> list[RoundTime]:
     for r in record["rounds"]:
         rows = [c for c in r["clients"] if not c.get("dropped")]
         if central or not rows:
-            compute = sum(c["wall_s"] for c in rows)
+            compute = sum(c.get("wall_s") or 0.0 for c in rows)
             slowest, transfer = compute, 0.0
         else:
-            times = [(links[c["client"]].transfer_s(c["bytes_down"], c["bytes_up"]), c["wall_s"])
-                     for c in rows]
+            # an older record's row may lack its client index: its place in the round
+            times = [(links[c.get("client", i) % len(links)].transfer_s(_bytes(c, "down"),
+                                                                        _bytes(c, "up")),
+                      c.get("wall_s") or 0.0) for i, c in enumerate(rows)]
             transfer, compute = max(times, key=sum)
             slowest = transfer + compute
-        round_s = slowest + r.get("aggregate_wall_s", 0.0)
+        round_s = slowest + (r.get("aggregate_wall_s") or 0.0)
         elapsed += round_s
-        sent += sum(c["bytes_up"] + c["bytes_down"] for c in r["clients"])
+        sent += sum(_bytes(c, "up") + _bytes(c, "down") for c in r["clients"])
         out.append(RoundTime(r["round"], compute, transfer, round_s, elapsed, sent,
                              r.get("eval_loss")))
     return out
+
+
+def _bytes(row: dict, way: str) -> int:
+    return row.get(f"bytes_{way}") or 0  # an older record's row may lack the count
 
 
 def time_to_target(rounds: list[RoundTime], target: Optional[float]) -> Optional[float]:

@@ -162,7 +162,8 @@ def test_report_without_central_or_fdapt_says_why_deltas_are_empty(tmp_path):
     assert "No fdapt scores in this partition: Δ fdapt is left empty (-)" in table1
     assert "No fdapt run in this partition" in table2
     line = next(x for x in table2.splitlines() if x.startswith("| ffdapt-bottom |"))
-    assert line.count("| - |") == 3  # FLOPs saved, time saved, Δ loss fdapt
+    # FLOPs saved, time saved, Δ loss fdapt, and time to target (fdapt sets the target)
+    assert line.count("| - |") == 4
     # fdapt there, but scored on one task only: Δ fdapt is empty on the other, and said so
     write(res / "fed", make_record("fdapt", "iid", 0, downstream=scores("ner", "f1", [0.61])))
     md = (make_report([str(res / "fed")]).out / "report.md").read_text()

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..runner import resolve_data_path
+from . import outcomes
 from .decoders import encode_pairs, fit_model, is_decoder, task_tokenizer
 from .metrics import classification_scores, ner_scores
 from .readers import (TextExample, TokenExample, carve_dev, check_labels, label_set,
@@ -239,10 +240,11 @@ def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
             best = dev_scores[task.metric]
             best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
     model.load_state_dict(best_state)
-    test_scores = _score(task, data.labels, data.test,
-                         _predict(model, test, 32, pad, token_level, device, dtype, outside))
+    test_preds = _predict(model, test, 32, pad, token_level, device, dtype, outside)
+    test_scores = _score(task, data.labels, data.test, test_preds)
     return {"seed": seed, "test": test_scores, "dev_by_epoch": history,
-            "best_epoch": int(np.argmax(history)), "wall_s": time.perf_counter() - t0}
+            "best_epoch": int(np.argmax(history)), "wall_s": time.perf_counter() - t0,
+            "outcome": outcomes.outcome(task, data.labels, data.test, test_preds)}
 
 
 def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick: bool,
@@ -256,6 +258,9 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
     seeds, epochs = task.seeds, task.epochs
     runs = [finetune_once(model_dir, task, data, s, device, epochs, on_step)
             for s in range(seeds)]
+    # per-example outcomes go beside the record (`runs.store_result`), not into it
+    per_example = {**outcomes.describe(task, data.labels, data.test),
+                   "seeds": [r.pop("outcome") for r in runs]}
     summary = {}
     for key in runs[0]["test"]:
         values = [r["test"][key] for r in runs]
@@ -266,7 +271,7 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
             "epochs": epochs, "lr": task.lr, "max_length": task.max_length,
             "decoder": is_decoder(model_dir),
             "examples": {"train": len(data.train), "dev": len(data.dev), "test": len(data.test)},
-            "scores": summary, "runs": runs}
+            "scores": summary, "runs": runs, "outcomes": per_example}
 
 
 def total_steps(task: TaskConfig, data: TaskData, quick: bool) -> int:

@@ -16,6 +16,7 @@ from ..config import build_config
 from ..errors import DataError
 from ..model import resolve_model_path
 from ..records import SCHEMA_VERSION, read_json, write_json_atomic
+from . import outcomes
 from .tasks import TaskConfig
 
 GENERAL = "general"
@@ -110,7 +111,17 @@ def cached_result(run: Path, task: TaskConfig, quick: bool) -> dict | None:
 
 
 def store_result(run: Path, task: TaskConfig, quick: bool, result: dict) -> None:
-    """Add one task's scores to a run record (atomically, keeping everything else)."""
+    """Add one task's scores to a run record (atomically, keeping everything else); its
+    per-example outcomes go to a file beside it (`downstream/<task>.outcomes.json`), written
+    first, so a record never points at outcomes that are not there."""
+    result = dict(result)
+    per_example = result.pop("outcomes", None)
+    digest = task_hash(task, quick)
+    if per_example is not None:
+        outcomes.save(run, task.name, digest, per_example)
     rec = read_json(run / "record.json")
-    rec.setdefault("downstream", {})[task.name] = {**result, "task_hash": task_hash(task, quick)}
+    rec.setdefault("downstream", {})[task.name] = {
+        **result, "task_hash": digest,
+        "outcomes": None if per_example is None
+        else str(outcomes.path_of(run, task.name).relative_to(run))}
     write_json_atomic(run / "record.json", rec)

@@ -1,0 +1,109 @@
+"""Uncertainty (fdapt_core/stats.py), per-example outcomes (downstream/outcomes.py) and the
+claims' verdicts in `bench report` (bench/verdicts.py)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench.report import make_report
+from fdapt_core.downstream import outcomes as oc
+from fdapt_core.downstream.metrics import classification_scores, ner_scores
+from fdapt_core.stats import (EQUIVALENT, INCONCLUSIVE, NOT_EQUIVALENT, Interval, equivalence,
+                              paired_bootstrap, t_interval)
+from tests.test_report import make_record, read_csv, scores, write
+
+
+def test_t_interval_by_hand():
+    ci = t_interval([1.0, 2.0, 3.0], 0.95)
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) · s / √n
+    assert (ci.estimate, ci.low, ci.high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    assert t_interval([1.0], 0.95) is None
+
+
+@pytest.mark.parametrize("low, high, verdict", [
+    (-0.4, 0.5, EQUIVALENT), (-0.4, 1.2, INCONCLUSIVE), (1.1, 2.0, NOT_EQUIVALENT),
+    (-3.0, -1.0, NOT_EQUIVALENT), (-1.0, 0.2, INCONCLUSIVE)])
+def test_two_one_sided_tests(low, high, verdict):
+    assert equivalence(Interval(0.0, low, high, 0.9), margin=1.0) == verdict
+
+
+def test_paired_bootstrap_reads_differences_on_the_same_examples():
+    rng = np.random.default_rng(0)
+    a = rng.random(500)
+    same = paired_bootstrap(lambda i: a[i].mean(), lambda i: a[i].mean(), 500, resamples=200)
+    assert (same.low, same.high) == (0.0, 0.0)
+    # b is a minus a small constant on every example: paired, the difference is certain
+    better = paired_bootstrap(lambda i: a[i].mean(), lambda i: (a[i] - 0.01).mean(), 500,
+                              resamples=200)
+    assert better.low == pytest.approx(0.01) and better.high == pytest.approx(0.01)
+
+
+def test_outcomes_rebuild_the_recorded_metrics():
+    true = [["B-D", "I-D", "O", "B-D"], ["O", "B-D"], ["B-D", "O"]]
+    pred = [["B-D", "I-D", "O", "O"], ["B-D", "B-D"], ["B-D", "O"]]
+    desc = {"kind": "entity_counts", "metric": "f1", "n": 3}
+    seed = {"counts": oc.entity_counts(true, pred)}
+    assert oc.score(desc, seed) == pytest.approx(ner_scores(true, pred)["f1"])
+    rng = np.random.default_rng(1)
+    labels = ["false", "a", "b", "c"]
+    t, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    want = classification_scores([labels[i] for i in t], [labels[i] for i in p], labels,
+                                 ["false"])
+    for metric in ("accuracy", "micro_f1", "macro_f1"):
+        desc = {"kind": "labels", "metric": metric, "n": 200, "labels": labels,
+                "exclude": ["false"], "true": t.tolist()}
+        assert oc.score(desc, {"pred": p.tolist()}) == pytest.approx(want[metric]), metric
+
+
+# ------------------------------------------------------------------------ a small study
+
+N = 400  # test sentences
+
+
+def _study(tmp_path):
+    """3 pretraining seeds × central, fdapt, ffdapt-bottom on one synthetic task. fdapt
+    finds the same entities as central but for one sentence in a hundred; ffdapt-bottom
+    misses every fifth entity."""
+    res = tmp_path / "results" / "study"
+    rng = np.random.default_rng(0)
+    truth = rng.integers(1, 4, N)  # entities per sentence
+    for seed in range(3):
+        for m in ("central", "fdapt", "ffdapt-bottom"):
+            counts = []
+            for i, n in enumerate(truth):
+                miss = (i + seed) % 100 == 0 if m == "fdapt" else \
+                    (rng.random(n) < 0.2).sum() if m == "ffdapt-bottom" else 0
+                counts.append([int(n - miss), 0, int(miss)])
+            f1 = oc.score({"kind": "entity_counts", "metric": "f1"}, {"counts": counts})
+            rec = make_record(m, "iid", seed, downstream=scores("ner", "f1", [f1]),
+                              synthetic=False, name="study")
+            rec["downstream"]["ner"]["outcomes"] = "downstream/ner.outcomes.json"
+            path = write(res / f"s{seed}", rec)
+            oc.save(path.parent, "ner", "hash-ner", {"kind": "entity_counts", "metric": "f1",
+                                                     "n": N, "seeds": [{"counts": counts}]})
+    return res
+
+
+def test_verdicts_and_a_report_regenerated_byte_for_byte(tmp_path):
+    res = _study(tmp_path)
+    folders = [str(res / f"s{s}") for s in range(3)]
+    make_report(folders, tmp_path / "one")
+    make_report(folders, tmp_path / "two")
+    md = (tmp_path / "one" / "report.md").read_text()
+    assert md.index("## Verdicts") < md.index("## Setup")  # the first section
+    rows = {(r["claim"], r["method"]): r for r in read_csv(tmp_path / "one" / "verdicts.csv")}
+    assert rows[("1", "fdapt")]["verdict"] == EQUIVALENT
+    assert rows[("2", "ffdapt-bottom")]["verdict"] == NOT_EQUIVALENT
+    assert rows[("1", "fdapt")]["interval_from"] == "bootstrap (seeds × examples)"
+    assert float(rows[("1", "fdapt")]["ci90_low"]) < float(rows[("1", "fdapt")]["delta_pts"]) \
+        < float(rows[("1", "fdapt")]["ci90_high"])
+    assert "**Claim 1: fdapt is within 1 % of central downstream, IID and non-IID: holds.**" \
+        in md
+    assert "**Claim 2: " in md and ": breaks.**" in md
+    down = {r["method"]: r for r in read_csv(tmp_path / "one" / "downstream.csv")}
+    assert float(down["ffdapt-bottom"]["vs_central_ci95_high"]) < 0  # every Δ has its CI
+    for name in ("report.md", "downstream.csv", "efficiency.csv", "verdicts.csv",
+                 "provenance.csv"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
