@@ -318,17 +318,46 @@ def task_scores(run: Run, task: Task) -> list[float] | None:
 
 
 def downstream_stats(cell: Cell, task: Task) -> dict | None:
-    """Pooled over pretraining seeds and fine-tuning seeds: mean, std, counts."""
-    pooled, seeds = [], []
+    """Pooled over pretraining seeds and fine-tuning seeds: mean, std, counts; and per
+    pretraining seed its mean, with a t-interval over those means (two seeds or more)."""
+    from fdapt_core.stats import t_interval
+
+    pooled, seeds, by_seed = [], [], {}
     for r in cell.runs:
         v = task_scores(r, task)
         if v is not None:
             pooled += v
             seeds.append(r.seed)
+            by_seed[r.seed] = statistics.fmean(v)
     if not pooled:
         return None
     mean, std = mean_std(pooled)
-    return {"mean": mean, "std": std, "n": len(pooled), "seeds": sorted(seeds)}
+    ci = t_interval([by_seed[s] for s in sorted(by_seed)])
+    return {"mean": mean, "std": std, "n": len(pooled), "seeds": sorted(seeds),
+            "by_seed": {s: by_seed[s] for s in sorted(by_seed)},
+            "t95": None if ci is None else (ci.low, ci.high)}
+
+
+def round_train_s(run: Run) -> list[float]:
+    """The clients' local-training seconds of each round of a run."""
+    return [sum(c.get("wall_s") or 0.0 for c in r.get("clients", []))
+            for r in run.rec.get("rounds", [])]
+
+
+def time_saved_interval(cell: Cell, ref: Cell) -> tuple[float, float] | None:
+    """95 % t-interval of the local-training time saved vs `ref` (%), over every (seed,
+    round) the two cells share: the spread of repeated rounds and seeds."""
+    from fdapt_core.stats import t_interval
+
+    ref_by_seed = {r.seed: round_train_s(r) for r in ref.trained}
+    saved = []
+    for run in cell.trained:
+        base = ref_by_seed.get(run.seed)
+        if base is None:
+            continue
+        saved += [100.0 * (1 - t / b) for t, b in zip(round_train_s(run), base) if b > 0]
+    ci = t_interval(saved)
+    return None if ci is None else (ci.low, ci.high)
 
 
 def efficiency_stats(cell: Cell) -> dict | None:

@@ -18,7 +18,7 @@ from fdapt_core.errors import DataError
 
 from . import figures as figs
 from .collect import GENERAL, Collection, collect, downstream_stats, efficiency_stats, \
-    loss_curve, network_curve, network_of, saved_pct, target_loss
+    loss_curve, network_curve, network_of, saved_pct, target_loss, time_saved_interval
 from .tables import csv_text
 from .verdicts import (CLAIMED_FLOPS_SAVED, MARGIN, RESAMPLES, claim_rows, claim_summary,
                        differences)
@@ -74,6 +74,7 @@ def efficiency_rows(coll: Collection) -> list[dict]:
                 "local_train_s": s["local_train_s"], "local_train_s_std": s["local_train_s_std"],
                 "train_time_saved_vs_fdapt_pct": saved_pct(s["local_train_s"],
                                                            ref and ref["local_train_s"]),
+                **_time_saved_ci(coll, part, m),
                 "bytes_up_mb": None if s["bytes_up"] is None else s["bytes_up"] / MB,
                 "bytes_down_mb": None if s["bytes_down"] is None else s["bytes_down"] / MB,
                 "bytes_sent_mb": None if s["bytes_sent"] is None else s["bytes_sent"] / MB,
@@ -112,12 +113,44 @@ def downstream_rows(coll: Collection, diffs: dict | None = None) -> list[dict]:
                     "task_hash": task.task_hash, "quick": task.quick,
                     "seeds": _seeds(s["seeds"]), "n_scores": s["n"],
                     "mean_pts": s["mean"], "std_pts": s["std"],
+                    # over pretraining seeds: each seed's mean, a t-interval of them, and
+                    # the paired difference per seed from central and from fdapt
+                    "seed_means_pts": _by_seed(s["by_seed"]),
+                    "seeds_t95_low": s["t95"] and s["t95"][0],
+                    "seeds_t95_high": s["t95"] and s["t95"][1],
+                    "vs_central_by_seed_pts": _by_seed(_paired(s, central)),
+                    "vs_fdapt_by_seed_pts": _by_seed(_paired(s, fdapt)),
                     "vs_central_pts": None if central is None else s["mean"] - central["mean"],
                     "vs_fdapt_pts": None if fdapt is None else s["mean"] - fdapt["mean"],
                     **_ci_fields(diffs, part, m, "central", task),
                     **_ci_fields(diffs, part, m, "fdapt", task),
                 })
     return rows
+
+
+def _time_saved_ci(coll: Collection, part: str, method: str) -> dict:
+    """The 95 % t-interval of the time saved vs fdapt over shared (seed, round) pairs."""
+    cell, ref = coll.cell(part, method), coll.cell(part, "fdapt")
+    ci = time_saved_interval(cell, ref) if ref is not None and method != "fdapt" else None
+    return {"time_saved_ci95_low": ci and ci[0], "time_saved_ci95_high": ci and ci[1]}
+
+
+def _by_seed(values: dict | None) -> str | None:
+    """seed:value pairs for a CSV cell ("0:71.20;1:70.85")."""
+    if not values:
+        return None
+    return ";".join(f"{k}:{v:.2f}" for k, v in values.items())
+
+
+def _paired(s: dict, ref: dict | None) -> dict | None:
+    """Per pretraining seed, this cell's mean minus the reference's (the starting model,
+    with one record, pairs with every seed)."""
+    if ref is None:
+        return None
+    theirs = ref["by_seed"]
+    if len(theirs) == 1 and not set(theirs) & set(s["by_seed"]):
+        theirs = {k: next(iter(theirs.values())) for k in s["by_seed"]}
+    return {k: v - theirs[k] for k, v in s["by_seed"].items() if k in theirs}
 
 
 def _ci_fields(diffs: dict, part: str, method: str, ref: str, task) -> dict:
@@ -217,7 +250,9 @@ def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
         return out + ["No downstream scores in these records (`python -m bench downstream "
                       "--runs …` adds them).", ""]
     out += ["Headline metric per task in points (×100): mean ± sample std over every "
-            "fine-tuning run of every pretraining seed (n = runs pooled); Δ central and "
+            "fine-tuning run of every pretraining seed (n = runs pooled), and with several "
+            "pretraining seeds the 95 % t-interval of their means (t95); per-seed means and "
+            "paired per-seed differences are in downstream.csv; Δ central and "
             "Δ fdapt: the paired difference from that method in the same partition, in "
             "points, with its 95 % interval in brackets: a bootstrap over paired pretraining "
             "seeds and test examples where per-example outcomes are stored, else a t-interval "
@@ -245,7 +280,10 @@ def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
                 if r is None:
                     line += ["-", "-", "-"]
                     continue
-                line.append(f"{r['mean_pts']:.2f} ± {r['std_pts']:.2f} (n={r['n_scores']})")
+                cell = f"{r['mean_pts']:.2f} ± {r['std_pts']:.2f} (n={r['n_scores']})"
+                if r["seeds_t95_low"] is not None:
+                    cell += f" t95 [{r['seeds_t95_low']:.2f}, {r['seeds_t95_high']:.2f}]"
+                line.append(cell)
                 line.append("ref" if m == "central" else _delta(r, "central"))
                 line.append("ref" if m == "fdapt" else _delta(r, "fdapt"))
             d = [r["vs_fdapt_pts"] for r in mrows.values() if r["vs_fdapt_pts"] is not None]
@@ -276,7 +314,7 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
            "Means over pretraining seeds. FLOPs: training FLOPs as dispatched (counted with "
            "FlopCounterMode, forward + backward); local time: the clients' training loops "
            "(± std over seeds); saved %: relative to fdapt in the same partition (negative: "
-           "more); MB = 10^6 bytes, up + down = total; peak MB: process RSS on CPU, CUDA max "
+           "more), time saved with its 95 % t-interval over the rounds and seeds both ran; MB = 10^6 bytes, up + down = total; peak MB: process RSS on CPU, CUDA max "
            "allocated on GPU; loss: held-out MLM cross-entropy after the last round (nats), "
            "ppl = its exponential.", ""]
     header = ["method", "seeds", "rounds", f"train FLOPs ({unit})", "FLOPs saved %",
@@ -301,7 +339,9 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
                 _fmt(None if r["train_flops"] is None else r["train_flops"] / factor, 2),
                 "ref" if r["method"] == "fdapt" else _fmt(r["flops_saved_vs_fdapt_pct"], 1),
                 wall + flag,
-                ("ref" if r["method"] == "fdapt" else _fmt(r["train_time_saved_vs_fdapt_pct"], 1))
+                ("ref" if r["method"] == "fdapt" else _fmt(r["train_time_saved_vs_fdapt_pct"], 1)
+                 + ("" if r["time_saved_ci95_low"] is None else
+                    f" [{r['time_saved_ci95_low']:.1f}, {r['time_saved_ci95_high']:.1f}]"))
                 + flag,
                 _fmt(r["bytes_up_mb"], 1), _fmt(r["bytes_down_mb"], 1),
                 _fmt(r["bytes_sent_mb"], 1), _fmt(r["tokens_per_s"], 0) + flag,

@@ -104,6 +104,12 @@ def test_verdicts_and_a_report_regenerated_byte_for_byte(tmp_path):
     assert "**Claim 2: " in md and ": breaks.**" in md
     down = {r["method"]: r for r in read_csv(tmp_path / "one" / "downstream.csv")}
     assert float(down["ffdapt-bottom"]["vs_central_ci95_high"]) < 0  # every Δ has its CI
+    # over pretraining seeds: their means, a t-interval, the paired difference per seed
+    f = down["ffdapt-bottom"]  # its misses are drawn afresh for every seed
+    assert len(f["seed_means_pts"].split(";")) == 3 and len(f["vs_central_by_seed_pts"]
+                                                            .split(";")) == 3
+    means = [float(x.split(":")[1]) for x in f["seed_means_pts"].split(";")]
+    assert float(f["seeds_t95_low"]) < sum(means) / 3 < float(f["seeds_t95_high"])
     for name in ("report.md", "downstream.csv", "efficiency.csv", "verdicts.csv",
                  "provenance.csv"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
