@@ -197,10 +197,90 @@ def downstream_cmd(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not folders or not names:
         raise FdaptError("--runs and --tasks each need at least one entry")
+    run_downstream(out, err, folders, names, quick, device, force, _tasks_dir())
+
+
+def _tasks_dir() -> Path:
+    """configs/tasks of the working directory, else the project's own."""
     tasks_dir = Path("configs/tasks")
     if not tasks_dir.is_dir():
         tasks_dir = Path(__file__).resolve().parents[1] / "configs" / "tasks"
-    run_downstream(out, err, folders, names, quick, device, force, tasks_dir)
+    return tasks_dir
+
+
+@app.command("study")
+def study_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="a study file, e.g. "
+                                "configs/study-cpu.yaml"),
+    set_: List[str] = typer.Option([], "--set", "-s", help="key=value overrides for every "
+                                   "cell's run config (after the study's own)"),
+    device: str = typer.Option("auto", "--device", help="downstream fine-tuning device: auto, "
+                               "cpu or cuda[:N]"),
+) -> None:
+    """Run a whole study: train every cell (finished runs are reused, a killed one resumes),
+    score every model downstream, and write the study's report. Stop it at any point and run
+    it again: it goes on where it stopped."""
+    from fdapt_core.downstream.tasks import load_task, task_path
+    from fdapt_core.records import read_json
+    from fdapt_core.runner import finished_record, parse_method
+    from fdapt_core.study import cells, load_study, report_folder
+
+    from .downstream import run_downstream
+    from .report import make_report
+
+    _quiet_libraries()
+    study, base = load_study(config)
+    grid = cells(study, base, tuple(set_))
+    for cell in grid:  # every name checked before the first cell trains
+        for m in study.methods:
+            parse_method(m, cell.cfg)
+    tasks = [load_task(task_path(n, _tasks_dir())) for n in study.tasks]
+    # Cell by cell, trained then scored: a scored cell needs no weights any more, so the
+    # study goes on from its committed records on another machine (weights are not kept).
+    for cell in grid:
+        for m in study.methods:
+            rec = finished_record(cell.cfg, m)
+            folder = cell.folder / m
+            if rec is not None and (_scored(rec, tasks, study.quick)
+                                    or (folder / "model").is_dir()):
+                err.print(f"{cell.cfg.name}/{m}: finished, reused", highlight=False)
+                continue
+            # a finished run whose weights are gone and that was never scored trains anew
+            _train(cell.cfg, m, resume=rec is None and _can_resume(cell.cfg, m))
+        general = cell.folder / "general" / "record.json"  # the starting model's scores
+        records = [read_json(cell.folder / m / "record.json") for m in study.methods]
+        if not general.is_file() or not all(_scored(r, tasks, study.quick)
+                                             for r in [*records, read_json(general)]):
+            run_downstream(out, err, [cell.folder], study.tasks, study.quick, device, False,
+                           _tasks_dir())
+    folders = [c.folder for c in grid]
+    rep = make_report([str(f) for f in folders], report_folder(study),
+                      f"python -m bench study --config {config}")
+    out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
+              f"{_study_hours(folders):.2f} h (training + downstream fine-tuning)",
+              highlight=False)
+
+
+def _scored(rec: dict, tasks, quick: bool) -> bool:
+    """Whether a run record holds scores of every task with these settings."""
+    from fdapt_core.downstream.runs import task_hash
+
+    done = rec.get("downstream") or {}
+    return all((done.get(t.name) or {}).get("task_hash") == task_hash(t, quick) for t in tasks)
+
+
+def _study_hours(folders: list[Path]) -> float:
+    """Training wall time (every session of every run) and downstream fine-tuning time in
+    the records of these folders, in hours."""
+    from fdapt_core.records import read_json
+
+    total = 0.0
+    for rec_path in sorted(p for f in folders for p in f.glob("*/record.json")):
+        rec = read_json(rec_path)
+        total += (rec.get("totals") or {}).get("wall_s") or 0.0
+        for d in (rec.get("downstream") or {}).values():
+            total += sum(r.get("wall_s") or 0.0 for r in d.get("runs", []))
+    return total / 3600
 
 
 @app.command("report")

@@ -1,0 +1,95 @@
+"""A study: one run config crossed with partitions, methods and pretraining seeds, scored
+downstream and reported, resumable cell by cell.
+
+A study file names the run config every cell starts from and what varies:
+
+    name: ohsumed-cpu
+    config: configs/ohsumed.yaml       # the run config (relative to the study file)
+    set: [fl.rounds=3]                 # overrides for every cell
+    partitions: [iid, by_key]
+    methods: [central, fdapt, ffdapt-paper, ffdapt-budget]
+    seeds: [0, 1, 2]
+    tasks: [ncbi_disease, chemprot]
+    quick: true
+    out: results/studies/ohsumed-cpu
+
+Cell (partition, seed) is the comparison folder `<out>/runs/<name>-<partition>-s<seed>/`,
+one run folder per method inside; `general` (the starting model) is scored beside them. A
+finished run with the same resolved config is reused, a killed one resumes, so the study can
+be stopped at any point and run again until it is done. The report goes to `<out>/report/`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RunConfig, build_section, load_config, load_yaml, opt
+from .errors import ConfigError
+
+
+@dataclass
+class StudyConfig:
+    """A grid of runs scored downstream and reported as one study."""
+
+    name: str = opt("study", "the study's name (its run folders are <name>-<partition>-s<seed>)")
+    config: str = opt("configs/default.yaml", "the run config every cell starts from (a path "
+                      "relative to the study file, or to the working directory)")
+    set: list[str] = opt(None, "key=value overrides for every cell", factory=list)
+    partitions: list[str] = opt(None, "partition.method of each cell",
+                                factory=lambda: ["iid", "by_key"])
+    methods: list[str] = opt(None, "methods trained in each cell",
+                             factory=lambda: ["central", "fdapt", "ffdapt-paper"])
+    seeds: list[int] = opt(None, "pretraining seeds (the run seed of each cell)",
+                           factory=lambda: [0, 1, 2])
+    tasks: list[str] = opt(None, "downstream task presets (configs/tasks) or YAML paths",
+                           factory=lambda: ["ncbi_disease", "chemprot"])
+    quick: bool = opt(True, "downstream on the tasks' quick subsets (their `quick` settings)")
+    out: str = opt("results/studies/study", "the study's folder: runs/ and report/")
+
+
+@dataclass(frozen=True)
+class Cell:
+    partition: str
+    seed: int
+    cfg: RunConfig  # the resolved run config of this cell (methods parsed later)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.cfg.output_dir) / self.cfg.name
+
+
+def load_study(path: str | Path) -> tuple[StudyConfig, Path]:
+    """The study and the folder its relative paths are read from."""
+    p = Path(path)
+    study = build_section(StudyConfig, load_yaml(p), p.name)
+    if not study.partitions or not study.methods or not study.seeds or not study.tasks:
+        raise ConfigError(f"{p}: partitions, methods, seeds and tasks each need one entry "
+                          "at least")
+    if len(set(study.seeds)) != len(study.seeds):
+        raise ConfigError(f"{p}: seeds: {study.seeds} names a seed twice")
+    return study, p.resolve().parent
+
+
+def run_config_path(study: StudyConfig, base: Path) -> Path:
+    p = Path(study.config)
+    if p.is_absolute() or p.exists():
+        return p
+    return base / p if (base / p).exists() else p
+
+
+def cells(study: StudyConfig, base: Path, overrides: tuple[str, ...] = ()) -> list[Cell]:
+    """Every (partition, seed) cell with its resolved run config; `overrides` (the command
+    line's) come last."""
+    path = run_config_path(study, base)
+    out = []
+    for part in study.partitions:
+        for seed in study.seeds:
+            cfg = load_config(path, [*study.set, f"partition.method={part}", f"seed={seed}",
+                                     f"name={study.name}-{part}-s{seed}",
+                                     f"output_dir={Path(study.out) / 'runs'}", *overrides])
+            out.append(Cell(part, seed, cfg))
+    return out
+
+
+def report_folder(study: StudyConfig) -> Path:
+    return Path(study.out) / "report"

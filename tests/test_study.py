@@ -1,0 +1,82 @@
+"""`bench study`: a grid trained, scored downstream and reported; run again when finished,
+even from its records alone (no weights), it changes nothing."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from fdapt_core.errors import ConfigError
+from fdapt_core.study import cells, load_study
+from tests.conftest import ROOT, TINY
+from tests.test_downstream_e2e import task_files  # noqa: F401  (a fixture)
+
+
+def _study_file(tmp_path, cache_dir, ner_yaml, **over):
+    run_cfg = tmp_path / "run.yaml"
+    tree: dict = {}
+    for item in [*TINY, f"cache_dir={cache_dir}", "profile.count_flops=false"]:
+        key, value = item.split("=", 1)
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    run_cfg.write_text(yaml.safe_dump(tree))
+    study = {"name": "tiny", "config": "run.yaml", "partitions": ["iid"],
+             "methods": ["central", "fdapt"], "seeds": [0], "tasks": [str(ner_yaml)],
+             "quick": True, "out": str(tmp_path / "study"), **over}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def _bench(*args):
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_study_runs_scores_reports_and_a_rerun_changes_nothing(tmp_path, cache_dir,
+                                                                  task_files):  # noqa: F811
+    path = _study_file(tmp_path, cache_dir, task_files["ner"][0])
+    first = _bench("study", "--config", str(path))
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "study"
+    for seed in (0,):
+        for m in ("central", "fdapt", "general"):
+            run = out / "runs" / f"tiny-iid-s{seed}" / m
+            assert (run / "record.json").is_file()
+            assert (run / "downstream" / "ner.outcomes.json").is_file()
+    md = (out / "report" / "report.md").read_text()
+    assert md.index("## Verdicts") < md.index("## Setup")
+    assert "**Claim 1: fdapt is within 1 % of central downstream" in md
+    # what a clone of the committed study holds: no weights, no checkpoints
+    for folder in [*out.rglob("model"), *out.rglob("checkpoints")]:
+        shutil.rmtree(folder)
+    before = _snapshot(out)
+    again = _bench("study", "--config", str(path))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("finished, reused") == 2  # nothing trained again
+    assert _snapshot(out) == before
+
+
+def test_a_study_file_is_checked_before_anything_runs(tmp_path, cache_dir,
+                                                      task_files):  # noqa: F811
+    path = _study_file(tmp_path, cache_dir, task_files["ner"][0], seeds=[0, 0])
+    with pytest.raises(ConfigError, match="seeds"):
+        load_study(path)
+    path = _study_file(tmp_path, cache_dir, task_files["ner"][0], methods=["fdapt-nope"])
+    res = _bench("study", "--config", str(path))
+    assert res.returncode == 2 and "method 'fdapt-nope'" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "study").exists()
+    study, base = load_study(_study_file(tmp_path, cache_dir, task_files["ner"][0]))
+    grid = cells(study, base)
+    assert [(c.partition, c.seed, c.cfg.name) for c in grid] == [("iid", 0, "tiny-iid-s0")]
