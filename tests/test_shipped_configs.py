@@ -9,11 +9,14 @@ import pytest
 
 from fdapt_core.config import build_config, load_config
 from fdapt_core.dist.zero import load_deepspeed_config
-from fdapt_core.downstream.tasks import load_task
+from fdapt_core.downstream.tasks import load_task, task_path
+from fdapt_core.runner import parse_method
+from fdapt_core.study import cells, load_study
 from tests.conftest import ROOT
 
 CONFIGS = ROOT / "configs"
-RUN_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+STUDY_CONFIGS = sorted(CONFIGS.glob("study-*.yaml"))  # `bench study` files
+RUN_CONFIGS = sorted(set(CONFIGS.glob("*.yaml")) - set(STUDY_CONFIGS))
 TASK_CONFIGS = sorted((CONFIGS / "tasks").glob("*.yaml"))
 DEEPSPEED_CONFIGS = sorted((CONFIGS / "deepspeed").glob("*.json"))
 
@@ -24,6 +27,7 @@ def test_the_shipped_configs_are_all_found():
     assert {"chemprot.yaml", "ncbi_disease.yaml", "pubmedqa.yaml"} <= \
         {p.name for p in TASK_CONFIGS}
     assert {"zero1.json", "zero2.json", "zero3.json"} <= {p.name for p in DEEPSPEED_CONFIGS}
+    assert {"study-cpu.yaml"} <= {p.name for p in STUDY_CONFIGS}
 
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)
@@ -40,3 +44,16 @@ def test_task_config_is_valid(path):
 @pytest.mark.parametrize("path", DEEPSPEED_CONFIGS, ids=lambda p: p.name)
 def test_deepspeed_config_is_valid(path):
     load_deepspeed_config(build_config({}, [f"dist.deepspeed_config={path}"]))
+
+
+@pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: p.name)
+def test_study_config_is_valid(path):
+    """Its run config, with every cell's settings, validates, and its tasks exist."""
+    study, base = load_study(path)
+    grid = cells(study, base)
+    assert len(grid) == len(study.partitions) * len(study.seeds)
+    for cell in grid:
+        for method in study.methods:
+            parse_method(method, cell.cfg)
+    for name in study.tasks:
+        load_task(task_path(name, CONFIGS / "tasks"))
