@@ -347,8 +347,8 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
                 _fmt(r["bytes_sent_mb"], 1), _fmt(r["tokens_per_s"], 0) + flag,
                 _fmt(r["peak_mem_mb"], 0), loss,
                 "ref" if r["method"] == "fdapt" else _signed(r["final_loss_vs_fdapt"], 3),
-                _fmt(r["final_ppl"], 1), _fmt(r["round_s_projected"], 1) + flag,
-                _fmt(r["time_to_target_s"], 1) + flag,
+                _fmt(r["final_ppl"], 1), _timed(r["round_s_projected"], flag),
+                _timed(r["time_to_target_s"], flag),
             ])
         out += [_part_heading(coll, part), ""] + _table(header, table)
         out += [_network_note(coll, part, prow[0]["target_loss"]), ""]
@@ -363,6 +363,11 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
                     + ". Their local times, tokens/s and the time savings that use them are "
                     "not comparable; each record's `host` says by how much.*", ""]
     return out
+
+
+def _timed(value: float | None, flag: str) -> str:
+    """A projected time, marked when the compute it adds up was timed under contention."""
+    return "-" if value is None else _fmt(value, 1) + flag
 
 
 def _network_note(coll: Collection, part: str, target: float | None) -> str:
