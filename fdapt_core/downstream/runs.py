@@ -65,7 +65,10 @@ def ensure_general(folder: Path, runs: dict[str, Path]) -> Path:
 
 def _pretrained_ref(name_or_path: str) -> str:
     """A local model folder as an absolute path (the record is read from elsewhere later);
-    a hub id as it is."""
+    a hub id, or a model shipped in a package (`package:<module>`, found again wherever it
+    is installed: no path of this machine in a record that may be committed), as it is."""
+    if name_or_path.startswith("package:"):
+        return name_or_path
     ref = resolve_model_path(name_or_path)
     return str(Path(ref).resolve()) if Path(ref).is_dir() else ref
 
@@ -95,6 +98,8 @@ def model_folder(run: Path) -> Path:
     """A run's model: `model_dir` relative to the run folder, an absolute path, or a hub id."""
     rec = read_json(run / "record.json")
     ref = rec.get("model_dir", "model")
+    if ref.startswith("package:"):
+        return Path(resolve_model_path(ref))
     local = run / ref
     return local if Path(ref).is_absolute() or local.exists() or ref == "model" else Path(ref)
 
