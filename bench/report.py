@@ -21,7 +21,7 @@ from .collect import GENERAL, Collection, collect, downstream_stats, efficiency_
     loss_curve, network_curve, network_of, saved_pct, target_loss, time_saved_interval
 from .tables import csv_text
 from .verdicts import (CLAIMED_FLOPS_SAVED, MARGIN, RESAMPLES, claim_rows, claim_summary,
-                       differences)
+                       differences, pair_seeds)
 
 MB = 1e6
 
@@ -147,10 +147,8 @@ def _paired(s: dict, ref: dict | None) -> dict | None:
     with one record, pairs with every seed)."""
     if ref is None:
         return None
-    theirs = ref["by_seed"]
-    if len(theirs) == 1 and not set(theirs) & set(s["by_seed"]):
-        theirs = {k: next(iter(theirs.values())) for k in s["by_seed"]}
-    return {k: v - theirs[k] for k, v in s["by_seed"].items() if k in theirs}
+    mine, theirs = pair_seeds(s["by_seed"], ref["by_seed"])
+    return {k: v - theirs[k] for k, v in mine.items() if k in theirs}
 
 
 def _ci_fields(diffs: dict, part: str, method: str, ref: str, task) -> dict:

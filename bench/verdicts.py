@@ -67,17 +67,21 @@ def _means(cell: Cell, task: Task) -> dict[int, float]:
     return out
 
 
+def pair_seeds(a: dict, b: dict) -> tuple[dict, dict]:
+    """Seed-keyed values of two cells; the starting model has one record whatever the seed,
+    so a lone value that pairs with no seed pairs with every seed of the other side."""
+    if not set(a) & set(b):
+        if len(b) == 1:
+            b = {s: next(iter(b.values())) for s in a}
+        elif len(a) == 1:
+            a = {s: next(iter(a.values())) for s in b}
+    return a, b
+
+
 def difference(cell: Cell, ref: Cell, task: Task) -> Optional[Difference]:
     """`cell` − `ref` on `task` in points, over their paired seeds (None if none pair)."""
-    a, b = _outcomes(cell, task), _outcomes(ref, task)
+    a, b = pair_seeds(_outcomes(cell, task), _outcomes(ref, task))
     paired = sorted(set(a) & set(b))
-    # the starting model has one record whatever the seed: it pairs with every seed
-    if not paired and len(b) == 1:
-        only = next(iter(b.values()))
-        b, paired = {s: only for s in a}, sorted(a)
-    if not paired and len(a) == 1:
-        only = next(iter(a.values()))
-        a, paired = {s: only for s in b}, sorted(b)
     same_test = paired and all(a[s]["n"] == b[s]["n"] and a[s].get("true") == b[s].get("true")
                                for s in paired)
     if same_test:
@@ -91,9 +95,7 @@ def difference(cell: Cell, ref: Cell, task: Task) -> Optional[Difference]:
         ref_mean = statistics.fmean(100.0 * oc.mean_score(b[s]) for s in paired)
         return Difference(intervals[0].estimate, dict(zip(LEVELS, intervals)),
                           "bootstrap (seeds × examples)", len(paired), ref_mean)
-    ma, mb = _means(cell, task), _means(ref, task)
-    if len(mb) == 1 and not set(ma) & set(mb):
-        mb = {s: next(iter(mb.values())) for s in ma}
+    ma, mb = pair_seeds(_means(cell, task), _means(ref, task))
     paired = sorted(set(ma) & set(mb))
     if not paired:
         return None

@@ -52,26 +52,12 @@ def percentile_interval(estimate: float, replicates: np.ndarray, level: float) -
     return Interval(float(estimate), float(low), float(high), level)
 
 
-def paired_bootstrap(score_a: Callable[[np.ndarray], float],
-                     score_b: Callable[[np.ndarray], float], n_examples: int, *,
-                     resamples: int = 2000, seed: int = 0, level: float = 0.95) -> Interval:
-    """Interval of score_a − score_b over resampled test examples (each replicate the same
-    indices for both); `score_x(idx)` scores a model on the examples `idx`."""
-    everything = np.arange(n_examples)
-    rng = np.random.default_rng(seed)
-    reps = np.empty(resamples)
-    for b in range(resamples):
-        idx = rng.integers(0, n_examples, n_examples)
-        reps[b] = score_a(idx) - score_b(idx)
-    return percentile_interval(score_a(everything) - score_b(everything), reps, level)
-
-
 def hierarchical_bootstrap(score: Callable[[int, str, np.ndarray], float], seeds: Sequence[int],
                            n_examples: int, a: str, b: str, *, resamples: int = 2000,
                            seed: int = 0, levels: Sequence[float] = (0.95,)) -> list[Interval]:
     """Intervals (one per level, from the same replicates) of the mean over pretraining seeds
     of score(s, a, idx) − score(s, b, idx): each replicate draws the seeds (paired, with
-    replacement), then the test examples."""
+    replacement), then the test examples (with one seed: the paired bootstrap)."""
     everything = np.arange(n_examples)
     seeds = list(seeds)
     rng = np.random.default_rng(seed)

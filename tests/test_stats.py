@@ -11,7 +11,7 @@ from bench.report import make_report
 from fdapt_core.downstream import outcomes as oc
 from fdapt_core.downstream.metrics import classification_scores, ner_scores
 from fdapt_core.stats import (EQUIVALENT, INCONCLUSIVE, NOT_EQUIVALENT, Interval, equivalence,
-                              paired_bootstrap, t_interval)
+                              hierarchical_bootstrap, t_interval)
 from tests.test_report import make_record, read_csv, scores, write
 
 
@@ -32,11 +32,17 @@ def test_two_one_sided_tests(low, high, verdict):
 def test_paired_bootstrap_reads_differences_on_the_same_examples():
     rng = np.random.default_rng(0)
     a = rng.random(500)
-    same = paired_bootstrap(lambda i: a[i].mean(), lambda i: a[i].mean(), 500, resamples=200)
+    models = {"a": a, "same": a, "lower": a - 0.01}
+
+    def paired(x, y):  # one pretraining seed: the paired bootstrap over examples
+        (ci,) = hierarchical_bootstrap(lambda s, m, i: models[m][i].mean(), [0], 500, x, y,
+                                       resamples=200)
+        return ci
+
+    same = paired("a", "same")
     assert (same.low, same.high) == (0.0, 0.0)
     # b is a minus a small constant on every example: paired, the difference is certain
-    better = paired_bootstrap(lambda i: a[i].mean(), lambda i: (a[i] - 0.01).mean(), 500,
-                              resamples=200)
+    better = paired("a", "lower")
     assert better.low == pytest.approx(0.01) and better.high == pytest.approx(0.01)
 
 
