@@ -71,40 +71,18 @@ def test_sequential_bf16_run_end_to_end(tmp_path, cache_dir):
 
 def test_mfu_of_the_harness_loop_against_the_datasheet_peak():
     """distilbert-base shape, 512 tokens, batch 8, bf16: the study's step, one GPU."""
-    from fdapt_core.config import TrainConfig
-    from fdapt_core.data.masking import mask_tokens
-    from fdapt_core.model import TokenizerInfo, build_from_preset
-    from fdapt_core.perf.throughput import run_harness
-    from fdapt_core.profiling.flops import count_step_flops
-    from fdapt_core.profiling.peak import datasheet_tflops, device_peak
+    from fdapt_core.perf.mfu import harness_mfu
+    from fdapt_core.profiling.peak import datasheet_tflops
 
     device = torch.device("cuda")
     name = torch.cuda.get_device_name(device)
-    vocab, L = 28996, 512
-    tok = TokenizerInfo(vocab_size=vocab, mask_id=103, pad_id=0, special_ids=(0, 100, 101, 102,
-                                                                              103))
-    blocks = torch.randint(200, vocab, (512, L), generator=torch.Generator().manual_seed(0))
-    x, y = mask_tokens(blocks[:8], tok, 0.15, torch.Generator().manual_seed(1))
-    results = {"device": name, "shape": "distilbert-base", "seq_len": L, "batch": 8}
+    results = {"device": name, "shape": "distilbert-base", "seq_len": 512, "batch": 8}
     for compiled in (False, True):
-        cfg = TrainConfig(batch_size=8, lr=5e-5, precision="bf16", compile=compiled)
-        model = build_from_preset("distilbert-base", vocab, L).to(device)
-        run_harness(model, blocks, cfg, tok, device, 10)  # warm-up (and compilation)
-        tokens, wall = run_harness(model, blocks, cfg, tok, device, 60)
-        flops = count_step_flops(model, x.to(device), y.to(device), torch.bfloat16)
-        peak = device_peak(device, torch.bfloat16, None)
-        achieved = flops.total / flops.batch / L * tokens / wall
-        row = {"tokens_per_s": tokens / wall, "achieved_tflops": achieved / 1e12,
-               "datasheet_tflops": (peak.datasheet or 0) / 1e12 or None,
-               "measured_peak_tflops": peak.measured / 1e12,
-               "mfu_datasheet": achieved / peak.datasheet if peak.datasheet else None,
-               "mfu_measured_peak": achieved / peak.measured}
+        row = harness_mfu(device, "distilbert-base", batch=8, compiled=compiled)
         results["compiled" if compiled else "eager"] = row
         assert 0 < row["mfu_measured_peak"] < 1.05  # no loop beats the chip's own matmul
         if datasheet_tflops(name, "bf16") is not None:
-            assert peak.measured < 1.05 * peak.datasheet  # the table is a ceiling
-        del model
-        torch.cuda.empty_cache()
+            assert row["measured_peak_tflops"] < 1.05 * row["datasheet_tflops"]  # a ceiling
     _save("mfu", results)
 
 
