@@ -298,7 +298,9 @@ class DistConfig:
 
     executor: str = opt("sequential", "sequential = every client in this process; "
                         "distributed = over the torch.distributed world (launch with torchrun "
-                        "or `bench run --nproc N`)", choices=("sequential", "distributed"))
+                        "or `bench run --nproc N`); flower = Flower's Simulation Engine, one "
+                        "virtual SuperNode per client (the flower extra)",
+                        choices=("sequential", "distributed", "flower"))
     ranks_per_client: int = opt(1, "G: ranks that train one client together, data-parallel; "
                                 "the world is cut into world/G groups (G = world: every rank "
                                 "on one client at a time)", min=1)
@@ -566,6 +568,10 @@ def validate(cfg: RunConfig) -> None:
     if cfg.dist.engine == "deepspeed" and not _importable("deepspeed"):
         raise ConfigError("dist.engine: deepspeed needs the deepspeed extra: "
                           "pip install 'fdapt-bench[deepspeed]'")
+    if cfg.dist.executor == "flower":
+        if not _importable("flwr"):
+            raise ConfigError("dist.executor: flower needs the flower extra: "
+                              "pip install 'fdapt-bench[flower]'")
     if not cfg.name or "/" in cfg.name or "\\" in cfg.name or cfg.name.startswith("."):
         raise ConfigError(f"name: {cfg.name!r} must be a plain folder name (no '/', not hidden)")
     if d.synthetic.n_docs < cfg.fl.clients and d.source == "synthetic":

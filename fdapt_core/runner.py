@@ -272,6 +272,10 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
             from .dist.launch import run_distributed
 
             return run_distributed(cfg, method, resume, callbacks, _run)
+        if cfg.dist.executor == "flower":
+            from .flower.simulation import run_flower
+
+            return run_flower(cfg, method, resume, callbacks, _run)
         return _run(cfg, method, resume, callbacks)
 
 
@@ -332,6 +336,10 @@ def _prepare_ranks(cfg: RunConfig, method: str, world) -> Prepared:
         from .dist.zero import check_supported
 
         check_supported(prep.cfg, prep.method)
+    if prep.cfg.dist.executor == "flower":
+        from .flower.server import check_supported as flower_supported
+
+        flower_supported(prep.cfg)
     return prep
 
 

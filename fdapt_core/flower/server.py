@@ -1,0 +1,147 @@
+"""The harness's server as a Flower `ServerApp`, and the executor it trains rounds with.
+
+`FlowerExecutor` is one more executor of the round engine: the round loop, the strategy, the
+freeze plans, the screen, held-out evaluation, checkpoints and the record are the harness's
+own; only where a client's round runs changes. Each sampled client is sent the global model
+and the run's config through the Flower `Grid`, to the node that holds its partition; its
+reply is decoded and screened in client order, as the sequential executor does. A node that
+dies, errors or does not answer within `dist.timeout_s` is a dropped client (`fault: lost`):
+the round is aggregated from the others, or kept if fewer than `faults.min_clients` remain.
+
+`app` (for `flwr run`) reads the run from the app's run config: `config` (a YAML path),
+`method`, `set` (space-separated `key=value` overrides) and `resume`.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from ..errors import ConfigError, FdaptError
+from .wire import json_record, message_bytes, record_encoded, tensors_record
+
+
+def check_supported(cfg) -> None:
+    """What a Flower client cannot do yet, refused before anything runs."""
+    # what a client keeps between rounds lives with the harness's trainer, not yet in the
+    # node's Flower state: refuse rather than silently reset it every round
+    if cfg.train.optimizer_reset == "persist" or cfg.fl.upload_codec == "topk":
+        raise ConfigError("dist.executor: flower keeps no client state between rounds: "
+                          "train.optimizer_reset: persist and fl.upload_codec: topk (error "
+                          "feedback) need the sequential or distributed executor")
+    if cfg.dist.engine == "deepspeed":
+        raise ConfigError("dist.executor: flower trains with dist.engine: torch")
+
+
+class FlowerExecutor:
+    """Clients' rounds on the nodes of a Flower federation (simulated or deployed).
+
+    Parameters:
+        grid: the ServerApp's `Grid`.
+        method: the run's method (`ffdapt-paper-int8`, ...), which each node builds its
+            trainer for.
+        timeout_s: how long a round waits for replies, and for the nodes to connect
+            (dist.timeout_s, 300 s by default).
+    """
+
+    name = "flower"
+
+    def __init__(self, grid: Grid, method: str, timeout_s: float):
+        self.grid, self.method, self.timeout_s = grid, method, timeout_s
+        self.nodes: dict[int, int] = {}  # partition (client) -> node id
+
+    def exchange(self, msgs: dict, timeout: float) -> dict:
+        """Send {key: message}; return {key: reply} for those answered within `timeout`
+        (an error reply too: the node failed, or the SuperLink found it gone)."""
+        keys = dict(zip(self.grid.push_messages(list(msgs.values())), msgs))
+        replies: dict = {}
+        deadline = time.monotonic() + timeout
+        while len(replies) < len(keys) and time.monotonic() < deadline:
+            waiting = [i for i, k in keys.items() if k not in replies]
+            for reply in self.grid.pull_messages(waiting):
+                key = keys.get(reply.metadata.reply_to_message_id)
+                if key is not None:
+                    replies[key] = reply
+            time.sleep(0.1)
+        return replies
+
+    def connect(self, n_clients: int) -> dict[int, int]:
+        """Ask every node which partition it holds, until each client has one (or time out)."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            asked = {n: Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY)
+                     for n in self.grid.get_node_ids() if n not in self.nodes.values()}
+            for node, reply in self.exchange(asked, min(30.0, self.timeout_s)).items():
+                if not reply.has_error():
+                    self.nodes.setdefault(int(reply.content["node"]["partition-id"]), node)
+            if all(c in self.nodes for c in range(n_clients)):
+                return self.nodes
+            if time.monotonic() > deadline:
+                missing = sorted(set(range(n_clients)) - set(self.nodes))
+                raise FdaptError(f"Flower: no node holds partition(s) {missing} after "
+                                 f"{self.timeout_s:g} s (dist.timeout_s); start one SuperNode "
+                                 f"per client with --node-config 'partition-id=<i>'")
+            time.sleep(0.5)
+
+    def run_round(self, trainer, r: int, clients: Sequence[int],
+                  global_params: dict[str, torch.Tensor]) -> Iterator[dict]:
+        ctx = trainer.ctx
+        if not self.nodes:
+            self.connect(ctx.cfg.fl.clients)
+        down = tensors_record(global_params)
+        config = json.dumps(ctx.cfg.to_dict())
+        msgs = {}
+        for c in clients:
+            content = RecordDict({"global": down, "run": json_record(
+                config=config, method=self.method, round=r, client=c)})
+            msgs[c] = Message(content, dst_node_id=self.nodes[c],
+                              message_type=MessageType.TRAIN, group_id=f"round-{r}")
+        bytes_down = message_bytes(next(iter(msgs.values())).content) if msgs else 0
+        replies = self.exchange(msgs, self.timeout_s)
+        failed = [m for m in replies.values() if m.has_error()]
+        if clients and len(failed) == len(clients):  # not a fault: the clients cannot train
+            raise FdaptError(f"Flower: every client of round {r + 1} failed; the first: "
+                             f"{failed[0].error.reason}")
+        for c in clients:  # in client order, as the sequential executor screens
+            ctx.callbacks.client_start(c, trainer.local_steps(c))
+            reply = replies.get(c)
+            if reply is None or reply.has_error():
+                why = f"no reply within dist.timeout_s ({self.timeout_s:g} s)" \
+                    if reply is None else f"the node failed: {reply.error.reason}"
+                row, upload = trainer.dropped_row(r, c, "lost", why), None
+            else:
+                row = json.loads(reply.content["row"]["row"])
+                enc = record_encoded(trainer.codec.name, reply.content["upload"]) \
+                    if "upload" in reply.content else None
+                upload = trainer.receive(row, enc, global_params)
+                row.update(flower_bytes_down=bytes_down,
+                           flower_bytes_up=message_bytes(reply.content))
+            trainer.settle(row, upload)
+            ctx.callbacks.client_end(c, row)
+            yield row
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """`flwr run`: the run named by the app's run config, its record under output_dir."""
+    from ..config import load_config
+    from ..runner import _run
+
+    rc = context.run_config
+    path = Path(str(rc.get("config", "configs/default.yaml"))).expanduser()
+    if not path.is_absolute() and not path.exists():  # the ServerApp runs in Flower's folder
+        path = Path(__file__).resolve().parents[2] / path  # the harness's own checkout
+    cfg = load_config(path,
+                      [*shlex.split(str(rc.get("set", ""))), "dist.executor=flower"])
+    method = str(rc.get("method", "fdapt"))
+    _run(cfg, method, bool(rc.get("resume", False)),
+         executor=FlowerExecutor(grid, method, cfg.dist.timeout_s))

@@ -1,0 +1,113 @@
+"""The harness as a Flower federation: what travels, simulation parity, lost nodes."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+pytest.importorskip("flwr")
+
+from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from fdapt_core.errors import ConfigError, FdaptError  # noqa: E402
+from fdapt_core.fl.codecs import CODECS, Codec  # noqa: E402
+from fdapt_core.flower import client as flower_client  # noqa: E402
+from fdapt_core.flower.server import FlowerExecutor  # noqa: E402
+from fdapt_core.flower.wire import (encoded_record, from_array, record_encoded,  # noqa: E402
+                                    to_array)
+from fdapt_core.runner import _run, run  # noqa: E402
+
+
+def test_wire_carries_every_codec_and_dtype_exactly():
+    g = {"w": torch.randn(6, 5), "b": torch.randn(7)}
+    sent = {k: v + 0.01 * torch.randn_like(v) for k, v in g.items()}
+    for name in CODECS:
+        codec = Codec(name, 0.3)
+        enc, _ = codec.encode(sent, g)
+        rec = encoded_record(enc)
+        back = codec.decode(record_encoded(name, rec), g)
+        assert all(torch.equal(back[k], codec.decode(enc, g)[k]) for k in g)
+        # Flower's count: the encoded bytes plus the keys, nothing more
+        assert rec.count_bytes() == enc.nbytes + sum(len(k) for k in rec.keys())
+    for t in (torch.randn(3, 2).bfloat16(), torch.randint(-5, 5, (4,), dtype=torch.int8),
+              torch.zeros(0)):
+        assert torch.equal(from_array(to_array(t)), t) and from_array(to_array(t)).dtype == t.dtype
+
+
+def _weights(rec_dir):
+    return load_file(str(rec_dir / "model" / "model.safetensors"))
+
+
+def test_simulation_matches_sequential_and_counts_flower_bytes(tiny, tmp_path):
+    """Flower's Simulation Engine (Ray workers) against the sequential executor: freezing and
+    an upload codec, so what travels differs from the model."""
+    sets = ["freeze.policy=bottom", "freeze.k=1"]
+    seq = run(tiny(*sets, "name=seq"), "ffdapt-int8")
+    fl = run(tiny(*sets, "name=fl", "dist.executor=flower"), "ffdapt-int8")
+    a = _weights(tmp_path / "results" / "seq" / "ffdapt-int8")
+    b = _weights(tmp_path / "results" / "fl" / "ffdapt-int8")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    assert fl["config"]["dist"]["executor"] == "flower"
+    for rs, rf in zip(seq["rounds"], fl["rounds"]):
+        for cs, cf in zip(rs["clients"], rf["clients"]):
+            # the harness's count is the same; Flower's adds the keys, the run's config down
+            # and the client's row up, never less than what was encoded
+            assert (cs["bytes_up"], cs["bytes_down"]) == (cf["bytes_up"], cf["bytes_down"])
+            assert cf["bytes_up"] < cf["flower_bytes_up"] < cf["bytes_up"] * 1.2 + 20_000
+            assert cf["bytes_down"] < cf["flower_bytes_down"]
+            assert cf["bytes_up_dense"] < cf["bytes_down"]  # the frozen block stayed home
+
+
+class LocalGrid:
+    """A stand-in for the SuperLink's Grid: each node runs the ClientApp in this process; a
+    node in `dead` answers as the SuperLink does for a node that stopped sending heartbeats."""
+
+    def __init__(self, n_nodes: int, dead=()):
+        self.ids = {1000 + i: i for i in range(n_nodes)}  # node id -> partition id
+        self.dead, self.pending, self.count = set(dead), {}, itertools.count()
+
+    def get_node_ids(self):
+        return list(self.ids)
+
+    def push_messages(self, messages):
+        out = []
+        for m in messages:
+            mid = f"m{next(self.count)}"
+            m.metadata.__dict__["_message_id"] = mid  # what the SuperLink stamps
+            self.pending[mid] = m
+            out.append(mid)
+        return out
+
+    def pull_messages(self, ids):
+        for mid in ids:
+            m = self.pending.pop(mid)
+            node = m.metadata.dst_node_id
+            if self.ids[node] in self.dead and m.metadata.message_type == "train":
+                yield Message(Error(code=1, reason="Node Unavailable"), reply_to=m)
+                continue
+            ctx = Context(run_id=1, node_id=node, node_config={"partition-id": self.ids[node]},
+                          state=RecordDict(), run_config={})
+            yield flower_client.app(m, ctx)
+
+
+def test_a_lost_node_is_a_dropped_client_and_the_round_goes_on(tiny):
+    cfg = tiny("fl.clients=3", "name=lost", "dist.executor=flower")
+    rec = _run(cfg, "fdapt", executor=FlowerExecutor(LocalGrid(3, dead={1}), "fdapt", 10))
+    for r in rec["rounds"]:
+        lost = r["clients"][1]
+        assert lost["dropped"] and lost["fault"] == "lost" and "Node Unavailable" in lost["error"]
+        assert r["accepted"] == [0, 2] and r["aggregated"]
+        assert all(c["flower_bytes_up"] > c["bytes_up"] for c in r["clients"] if c is not lost)
+    assert rec["status"] == "finished" and rec["final_eval"]["loss"] < rec["initial_eval"]["loss"]
+    # a federation where no client can train is broken, not faulty: the run says so
+    with pytest.raises(FdaptError, match="every client of round 1 failed"):
+        _run(tiny("fl.clients=2", "name=dead", "dist.executor=flower"), "fdapt",
+             executor=FlowerExecutor(LocalGrid(2, dead={0, 1}), "fdapt", 10))
+
+
+def test_client_state_the_nodes_cannot_keep_is_refused(tiny):
+    for sets, method in ((["train.optimizer_reset=persist"], "fdapt"), ([], "fdapt-topk")):
+        with pytest.raises(ConfigError, match="keeps no client state"):
+            run(tiny(*sets, "dist.executor=flower"), method)

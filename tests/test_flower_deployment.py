@@ -1,0 +1,102 @@
+"""A real Flower deployment on the loopback interface: a SuperLink, two SuperNodes (one per
+client), `flwr run` of the harness's app; one SuperNode killed mid-run. Bounded in time."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr")
+
+from conftest import ROOT, TINY  # noqa: E402
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+LIMIT_S = 170  # the whole deployment, kill and recovery included
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args, log: Path, env) -> subprocess.Popen:
+    # its own session: killing it takes the processes it started (SuperExec, ClientApps)
+    return subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+
+
+def _record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.skipif(shutil.which("flower-superlink", path=str(BIN)) is None,
+                    reason="the flower extra's commands are not installed")
+def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir):
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr"), "FLWR_TELEMETRY_ENABLED": "0",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    link = _port()
+    (tmp_path / "flwr").mkdir()
+    (tmp_path / "flwr" / "config.toml").write_text(
+        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{link}"\n'
+        'insecure = true\n')
+    procs = [_start(["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
+                     "--port", str(link)], tmp_path / "superlink.log", env)]
+    for i in range(2):
+        procs.append(_start(["flower-supernode", "--insecure", "--superlink",
+                             f"127.0.0.1:{link}", "--port", str(_port()), "--node-config",
+                             f"partition-id={i} num-partitions=2"],
+                            tmp_path / f"supernode-{i}.log", env))
+    sets = [*(s for s in TINY if not s.startswith("fl.rounds")), "fl.rounds=3",
+            f"output_dir={tmp_path / 'out'}", f"cache_dir={cache_dir}", "name=deployed",
+            "dist.timeout_s=60"]
+    record = tmp_path / "out" / "deployed" / "fdapt" / "record.json"
+    t0 = time.monotonic()
+    try:
+        time.sleep(3)  # the SuperLink's HTTP API up
+        run = subprocess.run([str(BIN / "flwr"), "run", str(ROOT / "flower_app"), "local",
+                              "--run-config", f'set="{" ".join(sets)}"'],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        killed_at = None
+        while time.monotonic() - t0 < LIMIT_S:
+            rec = _record(record)
+            if rec and rec["status"] == "finished":
+                break
+            if killed_at is None and rec and len(rec["rounds"]) >= 1:
+                _stop(procs[2])  # client 1's node, as round 2 starts
+                killed_at = len(rec["rounds"])
+            time.sleep(0.5)
+        logs = "".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in tmp_path.glob("*.log"))
+        assert rec and rec["status"] == "finished", logs
+    finally:
+        for p in procs:
+            _stop(p)
+    first = rec["rounds"][0]
+    assert first["accepted"] == [0, 1] and all("flower_bytes_up" in c for c in first["clients"])
+    after = rec["rounds"][killed_at:]
+    for r in after:  # the dead node's client is dropped; the other one carries the rounds
+        gone = r["clients"][1]
+        assert gone["dropped"] and gone["fault"] == "lost", gone
+        assert r["accepted"] == [0] and r["aggregated"]
+    assert rec["final_eval"]["loss"] < rec["initial_eval"]["loss"]
+    assert time.monotonic() - t0 < LIMIT_S
