@@ -10,11 +10,16 @@ from __future__ import annotations
 import glob
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fdapt_core.errors import DataError
 from fdapt_core.records import read_json
+
+if TYPE_CHECKING:
+    from fdapt_core.stats import Interval
 
 GENERAL = "general"  # the starting model with no DAPT (fdapt_core.downstream.runs.GENERAL)
 PARTITION_ORDER = ["iid", "quantity", "voc", "len", "by_key", "dirichlet"]
@@ -35,6 +40,13 @@ class Run:
     synthetic: bool
     totals: dict = field(default_factory=dict)  # what the report reads, None where missing
     missing: list[str] = field(default_factory=list)
+    usual_threads: int | None = None  # the thread count most runs of its collection used
+
+    @property
+    def timed_apart(self) -> bool:
+        """Whether its wall times cannot be compared with its neighbours': timed under
+        contention, or on another thread count than most runs."""
+        return contended(self.rec) or other_threads(self.rec, self.usual_threads)
 
     @property
     def trained(self) -> bool:
@@ -89,6 +101,11 @@ class Collection:
     @property
     def runs(self) -> list[Run]:
         return [r for c in self.cells.values() for r in c.runs]
+
+    @property
+    def usual_threads(self) -> int | None:
+        """The thread count most training runs were timed with."""
+        return usual_threads([r.rec for r in self.runs if r.trained])
 
 
 # ----------------------------------------------------------------------------- finding
@@ -240,7 +257,11 @@ def collect(specs: list[str]) -> Collection:
                                        else len(PARTITION_ORDER), p))
     methods = _order([c.method for c in cells.values()], METHOD_ORDER)
     notes += _consistency_notes(cells)
-    return Collection(cells, partitions, methods, _tasks(runs), folders, notes)
+    coll = Collection(cells, partitions, methods, _tasks(runs), folders, notes)
+    usual = coll.usual_threads
+    for r in coll.runs:
+        r.usual_threads = usual
+    return coll
 
 
 def _consistency_notes(cells: dict[tuple[str, str], Cell]) -> list[str]:
@@ -344,30 +365,39 @@ def round_train_s(run: Run) -> list[float]:
             for r in run.rec.get("rounds", [])]
 
 
-def time_saved_interval(cell: Cell, ref: Cell) -> tuple[float, float] | None:
-    """95 % t-interval of the local-training time saved vs `ref` (%), over every (seed,
-    round) the two cells share: the spread of repeated rounds and seeds."""
+def time_saved_interval(cell: Cell, ref: Cell) -> Interval | None:
+    """The local-training time saved vs `ref` (%) with its 95 % t-interval, over every
+    (seed, round) the two cells share: the spread of repeated rounds and seeds. Seeds where
+    either run was timed apart (contended, other threads) are left out: their ratio measures
+    the host, not the method."""
     from fdapt_core.stats import t_interval
 
-    ref_by_seed = {r.seed: round_train_s(r) for r in ref.trained}
+    ref_by_seed = {r.seed: round_train_s(r) for r in ref.trained if not r.timed_apart}
     saved = []
     for run in cell.trained:
         base = ref_by_seed.get(run.seed)
-        if base is None:
+        if base is None or run.timed_apart:
             continue
         saved += [100.0 * (1 - t / b) for t, b in zip(round_train_s(run), base) if b > 0]
-    ci = t_interval(saved)
-    return None if ci is None else (ci.low, ci.high)
+    return t_interval(saved)
+
+
+def timed_runs(runs: list[Run]) -> list[Run]:
+    """The runs whose wall times a report shows: those timed alone on a quiet host, or every
+    run when none was (its times are then marked as not comparable)."""
+    return [r for r in runs if not r.timed_apart] or runs
 
 
 def efficiency_stats(cell: Cell) -> dict | None:
-    """Totals of a cell's training runs, averaged over seeds."""
+    """Totals of a cell's training runs, averaged over seeds; wall times and tokens/s over
+    its `timed_runs` only."""
     runs = cell.trained
     if not runs:
         return None
     t = [r.totals for r in runs]
+    timed = [r.totals for r in timed_runs(runs)]
     loss_mean, loss_std = mean_std([r.rec["final_eval"]["loss"] for r in runs])
-    walls = [x["local_train_s"] for x in t]
+    walls = [x["local_train_s"] for x in timed]
     wall_mean, wall_std = (None, None) if None in walls else mean_std(walls)
     return {
         "seeds": sorted(r.seed for r in runs),
@@ -380,9 +410,13 @@ def efficiency_stats(cell: Cell) -> dict | None:
         "bytes_down": _mean_or_none([x["bytes_down"] for x in t]),
         "bytes_sent": _mean_or_none([None if x["bytes_up"] is None or x["bytes_down"] is None
                                      else x["bytes_up"] + x["bytes_down"] for x in t]),
-        "tokens_per_s": _mean_or_none([x["tokens_per_s"] for x in t]),
+        "tokens_per_s": _mean_or_none([x["tokens_per_s"] for x in timed]),
+        "timed_seeds": sorted(r.seed for r in timed_runs(runs)),
+        # its times come from runs timed apart (none was timed alone)
+        "times_apart": all(r.timed_apart for r in runs),
         "peak_mem_mb": _mean_or_none([x["peak_mem_mb"] for x in t]),
         "contended_runs": sum(contended(r.rec) for r in runs),
+        "other_threads_runs": sum(other_threads(r.rec, r.usual_threads) for r in runs),
         "initial_loss": statistics.fmean(r.rec["initial_eval"]["loss"] for r in runs),
         "final_loss": loss_mean, "final_loss_std": loss_std,
         "final_ppl": statistics.fmean(r.rec["final_eval"].get("ppl")
@@ -391,9 +425,37 @@ def efficiency_stats(cell: Cell) -> dict | None:
 
 
 def contended(rec: dict) -> bool:
-    """Whether a record's wall times were taken while other processes took cores it needed
-    (the run's `host` measure; older records without it count as not flagged)."""
-    return bool((rec.get("host") or {}).get("contended"))
+    """Whether a record's wall times were taken while other processes took cores it needed:
+    its `host` measures judged by today's rule (`fdapt_core.profiling.host.contended`), so
+    older records are read with the same threshold as new ones; records without the measure
+    count as not flagged."""
+    from fdapt_core.profiling.host import contended as judge
+
+    h = rec.get("host") or {}
+    if h.get("other_cpu_cores") is not None and h.get("threads") and h.get("cpus"):
+        return bool(judge(h["other_cpu_cores"], h["threads"], h["cpus"]))
+    return bool(h.get("contended"))
+
+
+def usual_threads(records: list[dict]) -> int | None:
+    """The thread count most of these records were timed with (the largest on a tie)."""
+    counts = Counter(t for rec in records if (t := (rec.get("host") or {}).get("threads")))
+    return max(counts, key=lambda t: (counts[t], t)) if counts else None
+
+
+def other_threads(rec: dict, usual: int | None) -> bool:
+    """Whether a record was timed on another thread count than `usual`: its wall times
+    measure other hardware than its neighbours' (a run started beside another takes half
+    the cores), so they are not comparable either."""
+    t = (rec.get("host") or {}).get("threads")
+    return usual is not None and t is not None and t != usual
+
+
+def threads_note(label: str, rec: dict, usual: int) -> str:
+    """The footnote of a run timed on another thread count than the rest."""
+    return (f"{label}: timed on {rec['host']['threads']} thread(s) where the other runs used "
+            f"{usual}; its wall times, tokens/s and the time savings computed from them are "
+            f"not comparable (marked !): re-run it alone on a quiet machine")
 
 
 def contention_note(label: str, rec: dict) -> str:
@@ -460,16 +522,17 @@ def network_curve(cell: Cell, target: float | None) -> dict | None:
     n = min(len(p) for p in projected)
     if n == 0:
         return None
+    # seconds from the runs timed alone where there are some (see timed_runs)
+    timed = [p for p, r in zip(projected, runs) if r in timed_runs(runs)]
     start = statistics.fmean(r.rec["initial_eval"]["loss"] for r in runs)
     losses = [[t.loss for t in p[:n]] for p in projected]
-    reached = [time_to_target(p, target) for p in projected]
+    reached = [time_to_target(p, target) for p in timed]
     return {
         "bytes": [0.0] + [statistics.fmean(p[i].bytes_sent for p in projected) for i in range(n)],
-        "seconds": [0.0] + [statistics.fmean(p[i].elapsed_s for p in projected)
-                            for i in range(n)],
+        "seconds": [0.0] + [statistics.fmean(p[i].elapsed_s for p in timed) for i in range(n)],
         "loss": [start] + [None if any(x[i] is None for x in losses)
                            else statistics.fmean(x[i] for x in losses) for i in range(n)],
-        "round_s": statistics.fmean(p[n - 1].elapsed_s / n for p in projected),
+        "round_s": statistics.fmean(p[n - 1].elapsed_s / n for p in timed),
         "time_to_target_s": None if target is None or None in reached
         else statistics.fmean(reached),
     }

@@ -17,8 +17,9 @@ from pathlib import Path
 from fdapt_core.errors import DataError
 
 from . import figures as figs
-from .collect import GENERAL, Collection, collect, downstream_stats, efficiency_stats, \
-    loss_curve, network_curve, network_of, saved_pct, target_loss, time_saved_interval
+from .collect import (GENERAL, Collection, collect, contended, downstream_stats,
+                      efficiency_stats, loss_curve, network_curve, network_of, saved_pct,
+                      target_loss, time_saved_interval)
 from .tables import csv_text
 from .verdicts import (CLAIMED_FLOPS_SAVED, MARGIN, RESAMPLES, claim_rows, claim_summary,
                        differences, pair_seeds)
@@ -72,9 +73,8 @@ def efficiency_rows(coll: Collection) -> list[dict]:
                 "flops_saved_vs_fdapt_pct": saved_pct(s["train_flops"],
                                                       ref and ref["train_flops"]),
                 "local_train_s": s["local_train_s"], "local_train_s_std": s["local_train_s_std"],
-                "train_time_saved_vs_fdapt_pct": saved_pct(s["local_train_s"],
-                                                           ref and ref["local_train_s"]),
-                **_time_saved_ci(coll, part, m),
+                "timed_seeds": _seeds(s["timed_seeds"]),
+                **_time_saved(coll, part, m, s, ref),
                 "bytes_up_mb": None if s["bytes_up"] is None else s["bytes_up"] / MB,
                 "bytes_down_mb": None if s["bytes_down"] is None else s["bytes_down"] / MB,
                 "bytes_sent_mb": None if s["bytes_sent"] is None else s["bytes_sent"] / MB,
@@ -88,7 +88,10 @@ def efficiency_rows(coll: Collection) -> list[dict]:
                 "time_to_target_s": net.get("time_to_target_s"),
                 # runs of the cell timed under contention (their times are marked "!")
                 "contended_runs": s["contended_runs"],
-                "timed_dirty": bool(s["contended_runs"] or (ref and ref["contended_runs"])),
+                # runs timed on another thread count than most (also marked "!")
+                "other_threads_runs": s["other_threads_runs"],
+                # its times (or fdapt's) come from runs timed apart only: marked "!"
+                "timed_dirty": s["times_apart"] or bool(ref and ref["times_apart"]),
             })
     return rows
 
@@ -128,11 +131,14 @@ def downstream_rows(coll: Collection, diffs: dict | None = None) -> list[dict]:
     return rows
 
 
-def _time_saved_ci(coll: Collection, part: str, method: str) -> dict:
-    """The 95 % t-interval of the time saved vs fdapt over shared (seed, round) pairs."""
-    cell, ref = coll.cell(part, method), coll.cell(part, "fdapt")
-    ci = time_saved_interval(cell, ref) if ref is not None and method != "fdapt" else None
-    return {"time_saved_ci95_low": ci and ci[0], "time_saved_ci95_high": ci and ci[1]}
+def _time_saved(coll: Collection, part: str, method: str, s: dict, ref: dict | None) -> dict:
+    """Time saved vs fdapt (%): the mean over the (seed, round) pairs both timed alone, with
+    its 95 % t-interval; from the mean times where there are too few pairs for one."""
+    cell, rcell = coll.cell(part, method), coll.cell(part, "fdapt")
+    ci = time_saved_interval(cell, rcell) if rcell is not None and method != "fdapt" else None
+    return {"train_time_saved_vs_fdapt_pct": ci.estimate if ci is not None
+            else saved_pct(s["local_train_s"], ref and ref["local_train_s"]),
+            "time_saved_ci95_low": ci and ci.low, "time_saved_ci95_high": ci and ci.high}
 
 
 def _by_seed(values: dict | None) -> str | None:
@@ -312,7 +318,10 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
            "Means over pretraining seeds. FLOPs: training FLOPs as dispatched (counted with "
            "FlopCounterMode, forward + backward); local time: the clients' training loops "
            "(± std over seeds); saved %: relative to fdapt in the same partition (negative: "
-           "more), time saved with its 95 % t-interval over the rounds and seeds both ran; MB = 10^6 bytes, up + down = total; peak MB: process RSS on CPU, CUDA max "
+           "more), time saved with its 95 % t-interval over the rounds and seeds both ran "
+           "(runs timed apart, named below the table, left out of every time); MB = 10^6 "
+           "bytes, up + "
+           "down = total; peak MB: process RSS on CPU, CUDA max "
            "allocated on GPU; loss: held-out MLM cross-entropy after the last round (nats), "
            "ppl = its exponential.", ""]
     header = ["method", "seeds", "rounds", f"train FLOPs ({unit})", "FLOPs saved %",
@@ -353,14 +362,29 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
         if not any(r["method"] == "fdapt" for r in prow):
             out += ["*No fdapt run in this partition: FLOPs saved %, time saved % and "
                     "Δ loss fdapt are left empty (-).*", ""]
-        dirty = [r for r in prow if r["contended_runs"]]
-        if dirty:
-            out += ["*! Timed under contention (other processes took cores the run needed): "
-                    + "; ".join(f"{r['method']} ({_n(r['contended_runs'], 'run')})"
-                                for r in dirty)
-                    + ". Their local times, tokens/s and the time savings that use them are "
-                    "not comparable; each record's `host` says by how much.*", ""]
+        out += _apart_notes(coll, part)
     return out
+
+
+def _apart_notes(coll: Collection, part: str) -> list[str]:
+    """Which runs were timed apart (under contention, or on another thread count), and what
+    the table did with them."""
+    usual = coll.usual_threads
+    apart = []
+    for m in coll.methods:
+        cell = coll.cell(part, m)
+        for r in sorted(cell.trained if cell else [], key=lambda r: r.seed):
+            if r.timed_apart:
+                why = "contended" if contended(r.rec) else \
+                    f"{r.rec['host']['threads']} thread(s), most runs {usual}"
+                apart.append(f"{m} seed {r.seed} ({why})")
+    if not apart:
+        return []
+    return ["*Timed apart: " + "; ".join(apart) + ". Under contention other processes took "
+            "cores the run needed; a run started beside another takes a share of the cores. "
+            "Such runs are left out of local time, tokens/s, time saved and the projected "
+            "times; where no run of a cell was timed alone, its times are shown marked ! and "
+            "are not comparable. Each record's `host` says by how much.*", ""]
 
 
 def _timed(value: float | None, flag: str) -> str:

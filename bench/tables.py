@@ -11,7 +11,8 @@ from fdapt_core.records import write_text_atomic
 
 from fdapt_core.network import summary
 
-from .collect import contended, contention_note, network_of, saved_pct
+from .collect import (contended, contention_note, network_of, other_threads, saved_pct,
+                      threads_note, usual_threads)
 
 # (csv column, header, format, in the terminal table) — csv names carry their units so that
 # pandas reads them as they are; the terminal keeps the columns a first look needs.
@@ -70,12 +71,16 @@ def rows_of(records: list[dict], reused: list[bool], network=None,
         row["transfer_share_pct"] = None if net["transfer_share"] is None \
             else 100 * net["transfer_share"]
         row["time_to_target_s"] = net["time_to_target_s"]
+    usual = usual_threads(records)
+    for row, rec in zip(rows, records):
+        # timed apart: under contention, or on another thread count than the rest
+        row["_apart"] = bool(row["contended"] or other_threads(rec, usual))
     for row in rows:
         row["flops_saved_pct"] = saved_pct(row["train_flops"], ref and ref["train_flops"])
         row["train_wall_saved_pct"] = saved_pct(row["local_train_s"],
                                                  ref and ref["local_train_s"])
         # a saving is as clean as the two timings it compares
-        row["_saving_dirty"] = bool(row["contended"] or (ref and ref["contended"]))
+        row["_saving_dirty"] = bool(row["_apart"] or (ref and ref["_apart"]))
     return rows
 
 
@@ -113,7 +118,7 @@ def row_of(record: dict, reused: bool) -> dict:
         else 100.0 * t["mfu_measured_peak"],
         "threads": host.get("threads"),
         "other_cpu_cores": host.get("other_cpu_cores"),
-        "contended": host.get("contended"),
+        "contended": contended(record) if host else None,
         "reused": reused,
     }
 
@@ -125,7 +130,7 @@ def _cell(row: dict, key: str, fmt: str, scaled: bool = False) -> str:
     if scaled and key in SCALE:
         value = value * SCALE[key]
     dirty = row.get("_saving_dirty") if key == "train_wall_saved_pct" \
-        else key in TIMED and row.get("contended")
+        else key in TIMED and (row.get("_apart") or row.get("contended"))
     return fmt.format(value) + ("!" if dirty else "")
 
 
@@ -176,6 +181,8 @@ def notes(records: list[dict], network=None, target_loss: float | None = None) -
         out.append("held-out loss: MLM cross-entropy on the same masked held-out blocks for "
                    "every method; 'loss start' (initial_loss) is the starting model's")
     out += [contention_note(r["method"], r) for r in records if contended(r)]
+    usual = usual_threads(records)
+    out += [threads_note(r["method"], r, usual) for r in records if other_threads(r, usual)]
     return out
 
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from rich.console import Console
 
+from bench.collect import collect, contended, time_saved_interval
 from bench.perf import summary_table
 from bench.report import make_report
 from bench.tables import notes, rich_table, rows_of, write_tables
@@ -55,7 +57,7 @@ def test_report_marks_contended_cells(tmp_path):
         write(tmp_path / "runs", rec)
     make_report([str(tmp_path / "runs")], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "Timed under contention" in md and "ffdapt-bottom (1 run)" in md
+    assert "Timed apart: ffdapt-bottom seed 0 (contended)" in md
     row = next(ln for ln in md.splitlines() if ln.startswith("| ffdapt-bottom"))
     # local time, time saved %, tokens/s and the projected round time (its time to target
     # is "-": it never reaches fdapt's final loss)
@@ -70,3 +72,51 @@ def test_perf_table_says_how_busy_the_host_was():
     text = io.StringIO()
     Console(file=text, width=200).print(summary_table(rec))
     assert "1.60 of 2 cores" in text.getvalue() and "contended" in text.getvalue()
+
+
+def _timed_record(method: str, seed: int, round_s: float, threads: int = 2) -> dict:
+    rec = make_record(method, "iid", seed)
+    for i, r in enumerate(rec["rounds"]):
+        r["clients"] = [{"wall_s": round_s + 0.1 * i}]
+    rec["host"] = {**QUIET, "threads": threads}
+    return rec
+
+
+def test_a_run_on_other_threads_is_left_out_of_time_savings_and_flagged(tmp_path):
+    # ffdapt saves 20 % of fdapt's time on seeds 0 and 1; seed 2's ffdapt ran on one thread
+    # (it shared the host with another run) and took longer than fdapt: not the method's doing
+    folders = [str(tmp_path / f"s{seed}") for seed in (0, 1, 2)]
+    for seed, folder in enumerate(folders):
+        write(Path(folder), _timed_record("fdapt", seed, 10.0 + seed))
+        write(Path(folder), _timed_record("ffdapt-bottom", seed,
+                                          12.0 if seed == 2 else 0.8 * (10.0 + seed),
+                                          threads=1 if seed == 2 else 2))
+    coll = collect(folders)
+    assert coll.usual_threads == 2
+    ci = time_saved_interval(coll.cell("iid", "ffdapt-bottom"), coll.cell("iid", "fdapt"))
+    assert 19.0 < ci.low <= ci.estimate <= ci.high < 21.0
+    make_report(folders, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Timed apart: ffdapt-bottom seed 2 (1 thread(s), most runs 2)" in md
+    # its times come from seeds 0 and 1, timed alone: not marked, and 20 % saved
+    row = next(ln for ln in md.splitlines() if ln.startswith("| ffdapt-bottom"))
+    assert "!" not in row and "| 19.8 [" in row
+
+
+def test_compare_notes_a_run_on_other_threads():
+    records = [compare_record(m) for m in ("central", "fdapt", "ffdapt-bottom")]
+    records[0]["host"], records[1]["host"] = QUIET, QUIET
+    records[2]["host"] = {**QUIET, "threads": 1}
+    rows = rows_of(records, [False] * 3)
+    assert rows[2]["_saving_dirty"] and not rows[0]["_saving_dirty"]
+    assert any("ffdapt-bottom: timed on 1 thread(s) where the other runs used 2" in n
+               for n in notes(records))
+
+
+def test_old_records_are_judged_by_todays_contention_rule():
+    # a quarter of a core of others' demand on a 2-thread run of a 2-core host went unflagged
+    # once (and slowed it by a fifth); the record's own measure is read again, not its flag
+    rec = {"host": {"cpus": 2, "threads": 2, "other_cpu_cores": 0.25, "contended": False}}
+    assert contended(rec)
+    assert not contended({"host": {**rec["host"], "other_cpu_cores": 0.01}})
+    assert contended({"host": {"contended": True}})  # no measure: its flag stands
