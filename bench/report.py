@@ -22,7 +22,7 @@ from .collect import (GENERAL, Collection, collect, contended, downstream_stats,
                       target_loss, time_saved_interval)
 from .tables import csv_text
 from .verdicts import (CLAIMED_FLOPS_SAVED, MARGIN, RESAMPLES, claim_rows, claim_summary,
-                       differences, pair_seeds)
+                       differences, majority_check, pair_seeds)
 
 MB = 1e6
 
@@ -518,7 +518,26 @@ def _figures(coll: Collection, eff, down, points, ylabel, folder: Path) -> dict[
     return done
 
 
-def _verdicts_md(claims: list[dict]) -> list[str]:
+def _majority_md(checks: list) -> list[str]:
+    """Each classification task against always answering its most common label: a task no
+    model beats carries no verdict."""
+    out = []
+    for c in checks:
+        task = f"{c.task.label} {c.task.metric}"
+        vs = (f"the best model, {c.best}, scores {_signed(c.above.estimate)} "
+              f"[{_signed(c.above.low)}, {_signed(c.above.high)}] points from it (95 %)")
+        if c.beaten:
+            out.append(f"*{task}: above the majority class (always `{c.label}`: "
+                       f"{c.score:.2f} points): {vs}.*")
+        else:
+            out.append(f"***{task} carries no verdict**: no model beats the majority class "
+                       f"(always `{c.label}`: {c.score:.2f} points); {vs}. Its scores are in "
+                       "Table 1; what they differ by measures fine-tuning noise, not "
+                       "pretraining.*")
+    return [line for n in out for line in (n, "")]
+
+
+def _verdicts_md(claims: list[dict], majority: list = ()) -> list[str]:
     """The report's first section: the reference study's claims, test by test."""
     out = ["## Verdicts: the reference study's claims", "",
            f"Margin: {100 * MARGIN:g} % of the reference's score (points). Two one-sided "
@@ -527,6 +546,7 @@ def _verdicts_md(claims: list[dict]) -> list[str]:
            "**inconclusive** at this sample size. Intervals: a bootstrap over paired "
            f"pretraining seeds and test examples ({RESAMPLES} resamples, seeded), or a "
            "t-interval over per-seed differences where per-example outcomes are missing.", ""]
+    out += _majority_md(list(majority))
     for claim, text in ((1, "fdapt is within 1 % of central downstream, IID and non-IID"),
                         (2, f"ffdapt saves compute (the study: {CLAIMED_FLOPS_SAVED} % of "
                             "training FLOPs) with downstream changes under 1 % (vs fdapt)")):
@@ -555,7 +575,7 @@ def _verdicts_md(claims: list[dict]) -> list[str]:
 
 
 def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: str,
-           claims: list[dict] = ()) -> str:
+           claims: list[dict] = (), majority: list = ()) -> str:
     title = default_name(coll)
     n_runs = len(coll.runs)
     where = ", ".join(f"`{f}`" for f in coll.folders) if len(coll.folders) <= 4 \
@@ -570,7 +590,7 @@ def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: 
         lines += [f"> **Synthetic corpus** in {', '.join(synth)}: text generated in code, not "
                   "real text. These numbers check the harness; they say nothing about DAPT.",
                   ""]
-    lines += _verdicts_md(claims)
+    lines += _verdicts_md(claims, majority)
     lines += ["## Setup", ""] + _setup_md(coll) + [""]
     lines += _downstream_md(coll, down)
     lines += _efficiency_md(coll, eff)
@@ -642,8 +662,10 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
     command = command or f"python -m bench report --runs {','.join(specs)}"
     diffs = differences(coll)  # every paired downstream difference, once
     eff, down, prov = efficiency_rows(coll), downstream_rows(coll, diffs), provenance_rows(coll)
+    majority = [c for t in coll.tasks if (c := majority_check(coll, t)) is not None]
     claims = claim_rows(coll, diffs, {(r["partition"], r["method"]):
-                                      r["flops_saved_vs_fdapt_pct"] for r in eff})
+                                      r["flops_saved_vs_fdapt_pct"] for r in eff},
+                        tuple(c.task.label for c in majority if not c.beaten))
     points, ylabel = tradeoff_points(coll, eff, down)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -653,7 +675,8 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
     try:
         done = _figures(coll, eff, down, points, ylabel, tmp / "figures")
         files = {
-            "report.md": render(coll, eff, down, prov, done, command, ylabel, claims),
+            "report.md": render(coll, eff, down, prov, done, command, ylabel, claims,
+                                majority),
             "verdicts.csv": csv_text(claims) if claims else "",
             "efficiency.csv": csv_text(eff) if eff else "",
             "downstream.csv": csv_text(down) if down else "",

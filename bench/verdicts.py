@@ -20,6 +20,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 from fdapt_core.downstream import outcomes as oc
 from fdapt_core.stats import (EQUIVALENT, INCONCLUSIVE, NOT_EQUIVALENT, Interval,
                               equivalence, hierarchical_bootstrap, t_interval)
@@ -106,6 +108,54 @@ def difference(cell: Cell, ref: Cell, task: Task) -> Optional[Difference]:
                       len(paired), statistics.fmean(mb[s] for s in paired))
 
 
+@dataclass(frozen=True)
+class MajorityCheck:
+    """A classification task's best model against always answering the test set's most
+    common label (points; the bootstrap draws the same examples for both)."""
+
+    task: Task
+    label: str  # the majority label
+    score: float  # the task's metric of always answering it (points)
+    best: str  # "partition method" of the best mean score
+    above: Interval  # best − majority, 95 %
+
+    @property
+    def beaten(self) -> bool:
+        return self.above.low > 0
+
+
+def majority_check(coll: Collection, task: Task) -> Optional[MajorityCheck]:
+    """Whether some model beats the majority class on `task` (None for NER, or with no
+    per-example outcomes): a task no model beats measures nothing about pretraining, so its
+    differences carry no verdict. The best cell by mean score is tested."""
+    best = None
+    for part in coll.partitions:
+        for m in coll.methods:
+            outs = _outcomes(cell, task) if (cell := coll.cell(part, m)) else {}
+            if not outs:
+                continue
+            if next(iter(outs.values())).get("kind") != "labels":
+                return None
+            mean = statistics.fmean(oc.mean_score(o) for o in outs.values())
+            if best is None or mean > best[0]:
+                best = (mean, f"{part} {m}", outs)
+    if best is None:
+        return None
+    _, name, outs = best
+    desc = next(iter(outs.values()))
+    majority = int(np.bincount(desc["true"], minlength=len(desc["labels"])).argmax())
+    always = {"pred": [majority] * desc["n"]}
+
+    def score(seed, which, idx):
+        return 100.0 * (oc.mean_score(outs[seed], idx) if which == "model"
+                        else oc.score(desc, always, idx))
+
+    above = hierarchical_bootstrap(score, sorted(outs), desc["n"], "model", "majority",
+                                   resamples=RESAMPLES, seed=SEED, levels=(0.95,))[0]
+    return MajorityCheck(task, desc["labels"][majority], 100.0 * oc.score(desc, always),
+                         name, above)
+
+
 def verdict(diff: Optional[Difference]) -> tuple[str, Optional[Interval], Optional[float]]:
     """(verdict, the 90 % interval that decided it, the margin in points)."""
     if diff is None:
@@ -135,13 +185,17 @@ def differences(coll: Collection) -> dict[tuple[str, str, str, str], Optional[Di
     return out
 
 
-def claim_rows(coll: Collection, diffs: dict, flops_saved: dict) -> list[dict]:
+def claim_rows(coll: Collection, diffs: dict, flops_saved: dict,
+               left_out: tuple[str, ...] = ()) -> list[dict]:
     """One row per (claim, partition, method, task): the difference, its 90 % interval, the
     margin and the verdict. `diffs` from `differences`; `flops_saved[(part, method)]` the
-    exact FLOPs saved vs fdapt (%)."""
+    exact FLOPs saved vs fdapt (%); `left_out`: task labels that carry no verdict (see
+    `majority_check`)."""
     rows = []
     for part in coll.partitions:
         for task in coll.tasks:
+            if task.label in left_out:
+                continue
             d = diffs.get((part, "fdapt", "central", task.name))
             if coll.cell(part, "fdapt") and coll.cell(part, "central"):
                 v, ci, margin = verdict(d)

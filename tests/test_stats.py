@@ -119,3 +119,40 @@ def test_verdicts_and_a_report_regenerated_byte_for_byte(tmp_path):
     for name in ("report.md", "downstream.csv", "efficiency.csv", "verdicts.csv",
                  "provenance.csv"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def _qa_study(tmp_path, skill: float):
+    """3 seeds × central, fdapt on a yes/no/maybe task whose test set is 60 % `yes`: every
+    model answers `yes`, except on a share `skill` of the others where it is right."""
+    res = tmp_path / "results" / "qa"
+    rng = np.random.default_rng(1)
+    labels = ["yes", "no", "maybe"]
+    true = rng.choice(3, N, p=[0.6, 0.3, 0.1])
+    desc = {"kind": "labels", "metric": "accuracy", "n": N, "labels": labels, "exclude": [],
+            "true": [int(t) for t in true]}
+    for seed in range(3):
+        for m in ("central", "fdapt"):
+            pred = np.where((true != 0) & (rng.random(N) < skill), true, 0)
+            acc = oc.score(desc, {"pred": pred.tolist()})
+            rec = make_record(m, "iid", seed, downstream=scores("qa", "accuracy", [acc]),
+                              synthetic=False, name="qa")
+            rec["downstream"]["qa"]["outcomes"] = "downstream/qa.outcomes.json"
+            path = write(res / f"s{seed}", rec)
+            oc.save(path.parent, "qa", "hash-qa",
+                    {**desc, "seeds": [{"pred": [int(p) for p in pred]}]})
+    return [str(res / f"s{s}") for s in range(3)]
+
+
+def test_a_task_no_model_beats_the_majority_class_on_carries_no_verdict(tmp_path):
+    make_report(_qa_study(tmp_path / "a", skill=0.0), tmp_path / "flat")
+    md = (tmp_path / "flat" / "report.md").read_text()
+    assert "**qa accuracy carries no verdict**: no model beats the majority class " \
+           "(always `yes`" in md
+    assert "**Claim 1: fdapt is within 1 % of central downstream, IID and non-IID: " \
+           "not tested (no records for it).**" in md
+    assert not (tmp_path / "flat" / "verdicts.csv").exists()
+    # a model right on half the minority answers beats it: the task carries a verdict
+    make_report(_qa_study(tmp_path / "b", skill=0.5), tmp_path / "skilled")
+    md = (tmp_path / "skilled" / "report.md").read_text()
+    assert "qa accuracy: above the majority class (always `yes`" in md
+    assert [r["task"] for r in read_csv(tmp_path / "skilled" / "verdicts.csv")] == ["qa"]
