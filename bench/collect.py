@@ -395,7 +395,8 @@ def efficiency_stats(cell: Cell) -> dict | None:
     if not runs:
         return None
     t = [r.totals for r in runs]
-    timed = [r.totals for r in timed_runs(runs)]
+    kept = timed_runs(runs)
+    timed = [r.totals for r in kept]
     loss_mean, loss_std = mean_std([r.rec["final_eval"]["loss"] for r in runs])
     walls = [x["local_train_s"] for x in timed]
     wall_mean, wall_std = (None, None) if None in walls else mean_std(walls)
@@ -411,7 +412,7 @@ def efficiency_stats(cell: Cell) -> dict | None:
         "bytes_sent": _mean_or_none([None if x["bytes_up"] is None or x["bytes_down"] is None
                                      else x["bytes_up"] + x["bytes_down"] for x in t]),
         "tokens_per_s": _mean_or_none([x["tokens_per_s"] for x in timed]),
-        "timed_seeds": sorted(r.seed for r in timed_runs(runs)),
+        "timed_seeds": sorted(r.seed for r in kept),
         # its times come from runs timed apart (none was timed alone)
         "times_apart": all(r.timed_apart for r in runs),
         "peak_mem_mb": _mean_or_none([x["peak_mem_mb"] for x in t]),
@@ -523,7 +524,8 @@ def network_curve(cell: Cell, target: float | None) -> dict | None:
     if n == 0:
         return None
     # seconds from the runs timed alone where there are some (see timed_runs)
-    timed = [p for p, r in zip(projected, runs) if r in timed_runs(runs)]
+    kept = {id(r) for r in timed_runs(runs)}
+    timed = [p for p, r in zip(projected, runs) if id(r) in kept]
     start = statistics.fmean(r.rec["initial_eval"]["loss"] for r in runs)
     losses = [[t.loss for t in p[:n]] for p in projected]
     reached = [time_to_target(p, target) for p in timed]

@@ -320,9 +320,7 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
            "(± std over seeds); saved %: relative to fdapt in the same partition (negative: "
            "more), time saved with its 95 % t-interval over the rounds and seeds both ran "
            "(runs timed apart, named below the table, left out of every time); MB = 10^6 "
-           "bytes, up + "
-           "down = total; peak MB: process RSS on CPU, CUDA max "
-           "allocated on GPU; loss: held-out MLM cross-entropy after the last round (nats), "
+           "bytes, up + down = total; peak MB: process RSS on CPU, CUDA max allocated on GPU; loss: held-out MLM cross-entropy after the last round (nats), "
            "ppl = its exponential.", ""]
     header = ["method", "seeds", "rounds", f"train FLOPs ({unit})", "FLOPs saved %",
               "local time (s)", "time saved %", "MB up", "MB down", "MB total", "tokens/s",
