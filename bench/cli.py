@@ -27,6 +27,18 @@ err = Console(stderr=True)
 DEFAULT_CONFIG = "configs/default.yaml"
 CONFIG_HELP = "YAML config (default: configs/default.yaml)"
 SET_HELP = "override a config key, e.g. --set fl.rounds=3 (repeatable; see `bench config`)"
+# How a stopped command goes on (set by the command; `main` adds it to the stop message).
+_how_to_continue = ["continue with --resume"]
+
+
+def command(name: str):
+    """`app.command(name)` with the docstring's paragraphs re-flowed: the source wraps at 100
+    columns, the terminal wraps by itself (typer would keep the source's line breaks)."""
+    def register(fn):
+        paragraphs = (fn.__doc__ or "").strip().split("\n\n")
+        return app.command(name, help="\n\n".join(" ".join(p.split()) for p in paragraphs))(fn)
+
+    return register
 
 
 def _config_path(path: Optional[Path]) -> Path:
@@ -66,7 +78,7 @@ def _train(cfg: RunConfig, method: str, resume: bool) -> Optional[dict]:
         return run(cfg, method, resume=resume, callbacks=cb)
 
 
-@app.command("run")
+@command("run")
 def run_cmd(
     method: str = typer.Option(..., "--method", "-m",
                                help="central, fdapt, ffdapt or ffdapt-<paper|bottom|none|"
@@ -97,7 +109,7 @@ def run_cmd(
     out.print(f"record: {Path(cfg.output_dir) / cfg.name / method / 'record.json'}")
 
 
-@app.command("compare")
+@command("compare")
 def compare_cmd(
     methods: str = typer.Option("central,fdapt,ffdapt", "--methods",
                                 help="comma-separated methods to train and compare"),
@@ -107,8 +119,10 @@ def compare_cmd(
                                "with the same config exists"),
 ) -> None:
     """Train each method (or reuse its finished record) and print one comparison table."""
-    from fdapt_core.runner import finished_record, parse_method
+    from fdapt_core.runner import check, finished_record
 
+    _how_to_continue[:] = ["run the same compare again: finished methods are reused and the "
+                           "stopped one resumes"]
     _quiet_libraries()
     cfg = _load(config, set_)
     names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -117,7 +131,7 @@ def compare_cmd(
     if len(set(names)) != len(names):
         raise FdaptError(f"--methods: {methods!r} names a method twice")
     for m in names:
-        parse_method(m, cfg)  # every name checked before the first one trains
+        check(cfg, m)  # every method's settings checked before the first one trains
     records, reused_flags = [], []
     for m in names:
         rec = None if force else finished_record(cfg, m)
@@ -156,7 +170,7 @@ def _can_resume(cfg: RunConfig, method: str) -> bool:
         and rec.get("config_hash") == resolved.hash()
 
 
-@app.command("perf")
+@command("perf")
 def perf_cmd(
     out_file: Optional[Path] = typer.Option(None, "--out", help="where to write the JSON "
                                             "record (default: results/perf/perf-<device>-"
@@ -175,7 +189,7 @@ def perf_cmd(
     sys.exit(run_perf(out, err, out_file, baseline, device, quick))
 
 
-@app.command("downstream")
+@command("downstream")
 def downstream_cmd(
     runs: str = typer.Option(..., "--runs", help="comma-separated comparison folders, e.g. "
                              "results/default (every finished method in them, plus the "
@@ -208,32 +222,41 @@ def _tasks_dir() -> Path:
     return tasks_dir
 
 
-@app.command("study")
+@command("study")
 def study_cmd(
-    config: Path = typer.Option(..., "--config", "-c", help="a study file, e.g. "
-                                "configs/study-cpu.yaml"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="a study file, e.g. "
+                                          "configs/study-cpu.yaml"),
     set_: List[str] = typer.Option([], "--set", "-s", help="key=value overrides for every "
                                    "cell's run config (after the study's own)"),
     device: str = typer.Option("auto", "--device", help="downstream fine-tuning device: auto, "
                                "cpu or cuda[:N]"),
+    keys: bool = typer.Option(False, "--keys", help="list every study-file key with its "
+                              "default and help"),
 ) -> None:
     """Run a whole study: train every cell (finished runs are reused, a killed one resumes),
     score every model downstream, and write the study's report. Stop it at any point and run
     it again: it goes on where it stopped."""
     from fdapt_core.downstream.tasks import load_task, task_path
     from fdapt_core.records import read_json
-    from fdapt_core.runner import finished_record, parse_method
-    from fdapt_core.study import cells, load_study, report_folder
+    from fdapt_core.runner import check, finished_record
+    from fdapt_core.study import REQUIRED, StudyConfig, cells, load_study, report_folder
 
     from .downstream import run_downstream
     from .report import make_report
 
+    if keys:
+        _print_keys(describe(StudyConfig), required=REQUIRED)
+        return
+    if config is None:
+        raise FdaptError("--config: name a study file (bench study --keys lists its keys)")
+    _how_to_continue[:] = [f"run `bench study --config {config}` again: it goes on where it "
+                           "stopped"]
     _quiet_libraries()
     study, base = load_study(config)
     grid = cells(study, base, tuple(set_))
-    for cell in grid:  # every name checked before the first cell trains
+    for cell in grid:  # every method's settings checked before the first cell trains
         for m in study.methods:
-            parse_method(m, cell.cfg)
+            check(cell.cfg, m)
     tasks = [load_task(task_path(n, _tasks_dir())) for n in study.tasks]
     # Cell by cell, trained then scored: a scored cell needs no weights any more, so the
     # study goes on from its committed records on another machine (weights are not kept).
@@ -283,7 +306,7 @@ def _study_hours(folders: list[Path]) -> float:
     return total / 3600
 
 
-@app.command("report")
+@command("report")
 def report_cmd(
     runs: str = typer.Option(..., "--runs", help="comma-separated comparison folders or "
                              "quoted globs, e.g. results/ohsumed or 'results/quick-*'"),
@@ -310,7 +333,7 @@ def report_cmd(
               "PDF in figures/, tables as CSV)", highlight=False)
 
 
-@app.command("config")
+@command("config")
 def config_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
@@ -320,14 +343,18 @@ def config_cmd(
     import yaml
 
     if keys:
-        from rich.markup import escape
-
-        for key, default, help_ in describe():  # "[a | b]" lists the allowed values: not markup
-            out.print(f"[bold]{escape(key)}[/bold] = {escape(default)}\n    {escape(help_)}",
-                      highlight=False)
+        _print_keys(describe())
         return
     cfg = _load(config, set_)
     out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), highlight=False)
+
+
+def _print_keys(rows, required=()) -> None:
+    from rich.markup import escape
+
+    for key, default, help_ in rows:  # "[a | b]" lists the allowed values: not markup
+        shown = "(required)" if key in required else escape(default)
+        out.print(f"[bold]{escape(key)}[/bold] = {shown}\n    {escape(help_)}", highlight=False)
 
 
 def main() -> None:
@@ -338,6 +365,11 @@ def main() -> None:
         app(standalone_mode=False)
     except FdaptError as exc:
         from rich.markup import escape
+
+        from fdapt_core.interrupt import StopRequested
+
+        if isinstance(exc, StopRequested):
+            exc = StopRequested(exc.signum, _how_to_continue[0])
 
         # under `bench run --nproc`, the launcher reports the first failing rank itself
         if not (os.environ.get("FDAPT_LAUNCHED_BY") == "bench"

@@ -122,8 +122,9 @@ class TrainConfig:
     precision: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU",
                          choices=("auto", "fp32", "bf16"))
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
-    threads: Optional[int] = opt(None, "CPU threads for torch (default: the host's cores "
-                                 "shared among the fdapt runs alive on it)", min=1)
+    threads: Optional[int] = opt(None, "CPU threads for torch (default: the host's cores); "
+                                 "results are bit-identical at the same thread count, and a "
+                                 "resumed run keeps the count it started with", min=1)
     compile: bool = opt(False, "torch.compile the model's training forward (on CUDA it cuts "
                         "kernel launches; each new frozen set compiles once, so a "
                         "per-round freeze policy compiles every round)")

@@ -50,22 +50,34 @@ class FreezePlan:
     names: frozenset[str]
 
 
+def check_freeze(policy: str, cfg: FreezeConfig, n_blocks: int) -> None:
+    """Refuse freeze settings that a model of `n_blocks` transformer blocks cannot meet (the
+    budget and none policies fit any model)."""
+    n = n_blocks
+    if policy == "paper" and cfg.max_blocks > n:
+        raise ConfigError(f"freeze.max_blocks: {cfg.max_blocks} is more than the model's {n} "
+                          f"transformer blocks; set freeze.max_blocks={n} or fewer (the "
+                          "paper's 4 is for its 6-block model)")
+    if policy in ("bottom", "random") and cfg.k > n:
+        raise ConfigError(f"freeze.k: {cfg.k} is more than the model's {n} blocks")
+    if policy == "progressive" and cfg.window > n:
+        raise ConfigError(f"freeze.window: {cfg.window} is more than the model's {n} blocks")
+    if policy not in ("paper", "bottom", "none", "progressive", "random", "budget"):
+        raise ConfigError(f"freeze.policy: unknown policy {policy!r}")
+
+
 def plan_freezing(model: nn.Module, policy: str, cfg: FreezeConfig,
                   n_batches: Sequence[int]) -> list[FreezePlan]:
     """One FreezePlan per client (`n_batches[i]`: client i's training batches per round)."""
     blocks = transformer_blocks(model)
     n = len(blocks)
+    check_freeze(policy, cfg, n)
     if policy == "none":
         per_client, emb = [[] for _ in n_batches], False
     elif policy == "paper":
-        if cfg.max_blocks > n:
-            raise ConfigError(f"freeze.max_blocks: {cfg.max_blocks} is more than the model's "
-                              f"{n} transformer blocks")
         per_client = paper_allocation(list(n_batches), n, cfg.min_blocks, cfg.max_blocks)
         emb = False
     elif policy == "bottom":
-        if cfg.k > n:
-            raise ConfigError(f"freeze.k: {cfg.k} is more than the model's {n} blocks")
         per_client, emb = bottom_allocation(len(n_batches), cfg.k, n), cfg.embeddings
     else:
         raise ConfigError(f"freeze.policy: unknown policy {policy!r}")
@@ -171,6 +183,7 @@ def freeze_schedule(model: nn.Module, policy: str, cfg: FreezeConfig, n_batches:
     """
     make = PlanMaker(model)
     n = len(make.blocks)
+    check_freeze(policy, cfg, n)
     if policy in ("paper", "bottom", "none"):
         settings = {"paper": {"min_blocks": cfg.min_blocks, "max_blocks": cfg.max_blocks},
                     "bottom": {"k": cfg.k, "embeddings": cfg.embeddings},
@@ -178,9 +191,6 @@ def freeze_schedule(model: nn.Module, policy: str, cfg: FreezeConfig, n_batches:
         return FreezeSchedule(policy, plans=plan_freezing(model, policy, cfg, n_batches),
                               settings=settings, sizes=make.sizes)
     if policy == "progressive":
-        if cfg.window > n:
-            raise ConfigError(f"freeze.window: {cfg.window} is more than the model's {n} blocks")
-
         def progressive(client: int, round_index: int) -> FreezePlan:
             frozen = progressive_allocation(round_index, n, cfg.window, cfg.wrap)
             return make(frozen, cfg.embeddings and 0 in frozen)
@@ -189,9 +199,6 @@ def freeze_schedule(model: nn.Module, policy: str, cfg: FreezeConfig, n_batches:
                               settings={"window": cfg.window, "wrap": cfg.wrap,
                                         "embeddings": cfg.embeddings})
     if policy == "random":
-        if cfg.k > n:
-            raise ConfigError(f"freeze.k: {cfg.k} is more than the model's {n} blocks")
-
         def random_(client: int, round_index: int) -> FreezePlan:
             return make(random_allocation(seed, client, round_index, n, cfg.k), False)
 

@@ -17,10 +17,13 @@ _requested: list[int] = []
 class StopRequested(FdaptError):
     """The run was asked to stop; `exit_code` follows the shell's 128 + signal convention."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, how_to_continue: str = ""):
         name = signal.Signals(signum).name
+        # how to go on depends on the command (run: --resume; compare and study: run them
+        # again), which the command line adds
         super().__init__(f"stopped by {name} after the current step; the last checkpoint is "
-                         "kept: continue with --resume")
+                         "kept" + (f": {how_to_continue}" if how_to_continue else ""))
+        self.signum = signum
         self.exit_code = 128 + signum
 
 

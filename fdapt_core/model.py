@@ -173,31 +173,102 @@ def objective_of(config) -> str:
                      "transformers knows; set model.objective and use a model that has one")
 
 
-def resolve_objective(cfg: ModelConfig, model: nn.Module) -> str:
-    """The objective a run trains: `model.objective`, or with `auto` the model's own. A preset
-    is one architecture with one head, so another objective is refused."""
-    own = objective_of(model.config)
-    if cfg.objective == "auto":
+def _refuse_objective(asked: str, own: str, what: str) -> None:
+    """Refuse training `what` (a preset or model type) with an objective it cannot serve.
+
+    An encoder asked for next-token loss would attend to the very tokens it is asked to
+    predict: its attention is bidirectional (transformers' BERT-likes build their causal LM
+    head with `is_decoder=False` and only warn), so the loss falls fast and measures nothing.
+    A decoder has no masked-LM head and no mask token."""
+    if asked == "auto" or asked == own:
+        return
+    if own == "mlm":
+        raise ModelError(f"model.objective: clm, but {what} is an encoder (masked LM) whose "
+                         "attention sees the tokens it would predict; use objective mlm or "
+                         "auto, or a decoder (gpt2-tiny, llama-tiny, or a causal-LM folder)")
+    raise ModelError(f"model.objective: mlm, but {what} is a decoder (causal LM) with no "
+                     "masked-LM head; use objective clm or auto, or an encoder")
+
+
+def preset_objective(preset: str) -> str:
+    return "clm" if PRESETS[preset][0] in ("gpt2", "llama") else "mlm"
+
+
+def check_model(cfg: ModelConfig) -> str:
+    """The objective the run will train ("mlm" or "clm"), from what can be known of the model
+    before anything is built or cached: the preset's or the folder's architecture against
+    `model.objective`, and for a local folder that it holds a config and safetensors weights.
+    Called before the tokenizer and token caches are
+    written, so that a model the run would refuse leaves nothing behind."""
+    if cfg.preset:
+        own = preset_objective(cfg.preset)
+        _refuse_objective(cfg.objective, own, f"preset {cfg.preset}")
         return own
-    if cfg.preset and cfg.objective != own:
-        kind = "a decoder (causal LM)" if own == "clm" else "an encoder (masked LM)"
-        raise ModelError(f"model.objective: {cfg.objective}, but preset {cfg.preset} is {kind}; "
-                         f"use objective {own} or auto, or another preset")
-    return cfg.objective
+    if not cfg.name_or_path:
+        raise ModelError("model.name_or_path: not set, and model.preset is null; name a model "
+                         "folder, hub id or package:<module>, or set a preset")
+    path = resolve_model_path(cfg.name_or_path)
+    folder = Path(path)
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"model.name_or_path: {path}: no config.json in the folder")
+        if not any(folder.glob("*.safetensors")):
+            found = sorted(p.name for p in folder.glob("*.bin")) or ["no weight file"]
+            raise ModelError(f"model.name_or_path: {path}: no safetensors weights "
+                             f"({', '.join(found)}); convert them with save_pretrained("
+                             "safe_serialization=True)")
+    config = load_model_config(path, cfg.trust_remote_code)
+    own = objective_of(config)
+    _refuse_objective(cfg.objective, own, f"{path!r} ({getattr(config, 'model_type', '?')})")
+    return own
+
+
+def block_count(cfg: ModelConfig) -> int | None:
+    """The number of transformer blocks the model will have, from its preset or its config
+    alone (None where the config does not say): freeze settings are checked against it
+    before anything trains."""
+    if cfg.preset:
+        shape = PRESETS[cfg.preset][1]
+    else:
+        shape = load_model_config(resolve_model_path(cfg.name_or_path),
+                                  cfg.trust_remote_code).to_dict()
+    for key in ("n_layers", "n_layer", "num_hidden_layers", "num_layers"):
+        if isinstance(shape.get(key), int):
+            return shape[key]
+    return None
+
+
+def load_model_config(path: str, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model.name_or_path: cannot read a model config from {path!r} "
+                         f"({str(exc).splitlines()[0]})") from None
+
+
+def resolve_objective(cfg: ModelConfig, model: nn.Module) -> str:
+    """The objective a run trains: `model.objective`, or with `auto` the model's own. Another
+    objective than the architecture's own is refused (`check_model` says so before anything
+    is built; this guards a model built another way)."""
+    own = objective_of(model.config)
+    _refuse_objective(cfg.objective, own, f"preset {cfg.preset}" if cfg.preset
+                      else type(model).__name__)
+    return own
 
 
 def load_pretrained(path: str, objective: str = "auto",
                     trust_remote_code: bool = False) -> nn.Module:
     """The model at `path` with the head its objective trains (`auto`: the one it has)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights newly initialised" for a fresh MLM head
     try:
         if objective == "auto":
-            objective = objective_of(AutoConfig.from_pretrained(
-                path, trust_remote_code=trust_remote_code))
+            objective = objective_of(load_model_config(path, trust_remote_code))
         auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
         return auto.from_pretrained(path, use_safetensors=True,
                                     trust_remote_code=trust_remote_code)

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -36,14 +37,14 @@ from .fl.evaluate import HeldOut
 from .fl.strategies import STRATEGIES, build_strategy
 from .fl.local import amp_dtype
 from .adapters import attach, exchanged_names, merged, save_adapter
-from .freeze import freeze_schedule
+from .freeze import check_freeze, freeze_schedule
 from .interrupt import StopRequested
 from .profiling.flops import FlopCache
-from .profiling.host import HostLoad, RunRegistry, default_threads, live_runs
+from .profiling.host import HostLoad, RunRegistry, live_runs
 from .profiling.memory import PeakMemory
 from .profiling.peak import device_peak, utilisation
-from .model import (build_model, build_tokenizer, parameter_count, resolve_objective,
-                    tokenizer_info)
+from .model import (block_count, build_model, build_tokenizer, check_model, parameter_count,
+                    resolve_objective, tokenizer_info)
 from .objective import build_objective
 from .records import (SCHEMA_VERSION, environment, read_json, write_folder_atomic,
                       write_json_atomic, write_text_atomic)
@@ -82,6 +83,31 @@ def parse_method(method: str, cfg: RunConfig) -> tuple[str, RunConfig]:
     if strategy:
         cfg = replace(cfg, fl=replace(cfg.fl, strategy=strategy))
     return base, cfg
+
+
+def check(cfg: RunConfig, method: str) -> tuple[str, RunConfig, str]:
+    """(base method, the method's config, the objective): everything a run would refuse that
+    the config and the model's own config can tell, before any data is read or anything is
+    built or written. `compare` and `study` call it for every method before the first trains.
+
+    The method's name, the model and its objective (`model.check_model`), the freeze
+    settings against the model's transformer blocks, and what the ZeRO engine and the Flower
+    executor support."""
+    base, cfg = parse_method(method, cfg)
+    objective = check_model(cfg.model)
+    if base == "ffdapt":
+        n_blocks = block_count(cfg.model)
+        if n_blocks is not None:
+            check_freeze(cfg.freeze.policy, cfg.freeze, n_blocks)
+    if cfg.dist.engine == "deepspeed":
+        from .dist.zero import check_supported
+
+        check_supported(cfg, base)
+    if cfg.dist.executor == "flower":
+        from .flower.server import check_supported as flower_supported  # flwr: optional
+
+        flower_supported(cfg)
+    return base, cfg, objective
 
 
 def run_dir(cfg: RunConfig, method: str) -> Path:
@@ -169,6 +195,22 @@ class Prepared:
     prepare_wall_s: float
 
 
+def run_threads(cfg: RunConfig) -> int:
+    """The CPU threads a run trains with: `train.threads`, else the host's cores.
+
+    Never a figure of the moment (it once was the cores shared among the fdapt runs alive at
+    the start): the thread count changes the order of floating-point sums (1 and 2 threads
+    part by 6e-7 after five rounds of the default run), so a count that followed the host's
+    state made a plain rerun, or a resumed one, differ from the first. Other runs alive on the
+    host slow this one instead, and its times are flagged as contended (`profiling.host`)."""
+    others = live_runs() - 1
+    if others > 0 and cfg.train.threads is None:
+        warnings.warn(f"{others} other fdapt run(s) alive on this host: this run takes all "
+                      f"{os.cpu_count()} cores as well, so both run slower (their times are "
+                      "flagged contended); set train.threads to share the cores", stacklevel=2)
+    return cfg.train.threads or os.cpu_count() or 1
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -184,10 +226,9 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) -> Prepared:
     t0 = time.perf_counter()
-    method, cfg = parse_method(method, cfg)
+    method, cfg, objective = check(cfg, method)  # before any tokenizer or cache is written
     device = device or resolve_device(cfg.train.device)
-    # unset: the host's cores shared among the fdapt runs alive on it (ranks included)
-    torch.set_num_threads(cfg.train.threads or default_threads(os.cpu_count() or 1, live_runs()))
+    torch.set_num_threads(run_threads(cfg))
     docs = load_documents(cfg)
     train_idx, val_idx = split_validation(len(docs), cfg.data.val_fraction, cfg.seed)
     train_docs = [docs[i] for i in train_idx]
@@ -201,6 +242,9 @@ def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) 
                         validation=[docs[i].id for i in val_idx])
     cache = Path(cfg.cache_dir)
     tokenizer = build_tokenizer(cfg.model, [d.text for d in train_docs], cache)
+    if objective == "mlm" and tokenizer.mask_token_id is None:
+        raise ModelError("model: the tokenizer has no mask token, which the masked-LM "
+                         "objective needs; set model.objective: clm for a decoder")
     tokens = tokenize_corpus(docs, tokenizer, cache)
     L = cfg.data.max_seq_length
     client_blocks = [pack(tokens, p, L) for p in parts]
@@ -220,9 +264,6 @@ def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) 
     model, adapters = attach(cfg.peft, model)  # adapters seeded by the model's seed too
     model = model.to(device)
     objective = resolve_objective(cfg.model, model)
-    if objective == "mlm" and tokenizer.mask_token_id is None:
-        raise ModelError("model: the tokenizer has no mask token, which the masked-LM "
-                         "objective needs; set model.objective: clm for a decoder")
     return Prepared(cfg, method, objective, docs, train_idx, val_idx, parts, man, tokenizer,
                     tokens, client_blocks, heldout, model, adapters, device,
                     time.perf_counter() - t0)
@@ -325,21 +366,13 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
 
 def _prepare_ranks(cfg: RunConfig, method: str, world) -> Prepared:
     """`prepare`, rank 0 first (it fills the tokenizer and token caches; the others read
-    them), and the ZeRO engine's limits checked."""
+    them)."""
     main = world is None or world.is_main
     if world is not None and not main:
         world.barrier()
     prep = prepare(cfg, method, world.device if world is not None else None)
     if world is not None and main:
         world.barrier()
-    if prep.cfg.dist.engine == "deepspeed":
-        from .dist.zero import check_supported
-
-        check_supported(prep.cfg, prep.method)
-    if prep.cfg.dist.executor == "flower":
-        from .flower.server import check_supported as flower_supported
-
-        flower_supported(prep.cfg)
     return prep
 
 

@@ -58,10 +58,20 @@ class Cell:
         return Path(self.cfg.output_dir) / self.cfg.name
 
 
+# What a study studies: a file must name each, so that a forgotten key never trains a grid
+# nobody asked for (the defaults above serve `bench study --keys` and files written in code).
+REQUIRED = ("partitions", "methods", "seeds", "tasks")
+
+
 def load_study(path: str | Path) -> tuple[StudyConfig, Path]:
     """The study and the folder its relative paths are read from."""
     p = Path(path)
-    study = build_section(StudyConfig, load_yaml(p), p.name)
+    data = load_yaml(p)
+    missing = [k for k in REQUIRED if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ConfigError(f"{p}: the study names no {missing[0]} (a study file must name its "
+                          f"{', '.join(REQUIRED)}; `bench study --keys` lists every key)")
+    study = build_section(StudyConfig, data, p.name)
     if not study.partitions or not study.methods or not study.seeds or not study.tasks:
         raise ConfigError(f"{p}: partitions, methods, seeds and tasks each need one entry "
                           "at least")

@@ -148,20 +148,30 @@ def test_learn_vocab_matches_a_naive_learner():
 
 # ----------------------------------------------------------------------------- a whole cell
 
-def test_a_cell_run_twice_gives_the_same_numbers_and_weights(tmp_path):
-    from safetensors.torch import load_file
-
+def test_a_cell_run_three_times_gives_the_same_numbers_and_weights(tmp_path):
+    """Three reruns at once, on the default thread count: each starts beside the others, as a
+    rerun does on a busy host. The default once followed the fdapt runs alive (the first
+    started on 2 threads, the next on 1), and reruns parted in the last bits one time in
+    three."""
     def command(i: int) -> list[str]:
         # a few steps are enough: with another vocabulary even the initial loss differs
         out = tmp_path / f"out{i}"
         sets = [*TINY, "train.max_local_steps=4", "profile.count_flops=false", "name=det",
-                f"output_dir={out}", f"cache_dir={out / 'cache'}"]
+                "train.threads=null", f"output_dir={out}", f"cache_dir={out / 'cache'}"]
         return [sys.executable, "-m", "bench", "run", "--method", "fdapt",
                 *[a for s in sets for a in ("--set", s)]]
 
-    _in_parallel([command(0), command(1)])
-    runs = [tmp_path / f"out{i}" / "det" / "fdapt" for i in range(2)]
+    _in_parallel([command(0), command(1), command(2)])
+    runs = [tmp_path / f"out{i}" / "det" / "fdapt" for i in range(3)]
+    for other in runs[1:]:
+        _same_run(runs[0], other)
+
+
+def _same_run(*runs):
+    from safetensors.torch import load_file
+
     a, b = (json.loads((r / "record.json").read_text()) for r in runs)
+    assert a["environment"]["torch_threads"] == b["environment"]["torch_threads"]
     assert a["status"] == b["status"] == "finished"
     assert a["seed"] == b["seed"] == a["config"]["seed"] == 0
     assert a["manifest_sha256"] == b["manifest_sha256"] is not None
@@ -182,3 +192,54 @@ def test_a_cell_run_twice_gives_the_same_numbers_and_weights(tmp_path):
         (runs[1] / "model" / "model.safetensors").read_bytes()
     assert (runs[0] / "model" / "tokenizer.json").read_bytes() == \
         (runs[1] / "model" / "tokenizer.json").read_bytes()
+
+
+def test_a_resumed_run_keeps_the_thread_count_it_started_with(tiny, monkeypatch):
+    """A run started on a 1-core host (or with fewer threads) and resumed where the default
+    gives more: the resume trains on the count in the checkpoint, and ends bit-identical to
+    the uninterrupted run."""
+    from dataclasses import replace
+
+    import torch
+    from safetensors.torch import load_file
+
+    from fdapt_core import interrupt
+    from fdapt_core.interrupt import StopRequested
+    from fdapt_core.runner import run
+
+    if (os.cpu_count() or 1) < 2:
+        import pytest
+
+        pytest.skip("needs 2 cores: the resume's default must differ from the first part's")
+    threads = torch.get_num_threads()
+
+    class StopAfterFirstRound:
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+        def round_end(self, r, row):
+            interrupt.request_stop()
+
+    cfg = tiny("train.threads=null", "fl.rounds=3", "train.max_local_steps=4",
+               "profile.count_flops=false")
+    try:
+        with monkeypatch.context() as m:  # a 1-core host
+            m.setattr(os, "cpu_count", lambda: 1)
+            straight = run(replace(cfg, name="straight"), "fdapt")
+            assert straight["environment"]["torch_threads"] == 1
+            stopped = replace(cfg, name="stopped")
+            try:
+                run(stopped, "fdapt", callbacks=StopAfterFirstRound())
+            except StopRequested:
+                pass
+            finally:
+                interrupt.clear()
+        resumed = run(stopped, "fdapt", resume=True)  # the host's real cores from here
+        assert resumed["resumed_from_round"] == 1
+        assert [r["torch_threads"] for r in resumed["rounds"]] == [1, 1, 1]
+    finally:
+        torch.set_num_threads(threads)
+    out = cfg.output_dir
+    a = load_file(f"{out}/straight/fdapt/model/model.safetensors")
+    b = load_file(f"{out}/stopped/fdapt/model/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,4 +1,4 @@
-"""The host a run shares: thread defaults among live runs, and contention measured and flagged."""
+"""The host a run shares: the runs alive on it, and contention measured and flagged."""
 from __future__ import annotations
 
 import os
@@ -8,15 +8,26 @@ import time
 
 import pytest
 
-from fdapt_core.profiling.host import (HostLoad, RunRegistry, contended, default_threads,
-                                       live_runs)
+from fdapt_core.profiling.host import REGISTRY, HostLoad, RunRegistry, contended, live_runs
 
 
-def test_default_threads_share_the_cores_among_live_runs():
-    assert default_threads(2, 1) == 2
-    assert default_threads(2, 2) == 1
-    assert default_threads(2, 5) == 1
-    assert default_threads(16, 3) == 5
+def test_the_thread_count_does_not_follow_the_runs_alive(tiny):
+    """A thread count that followed the other runs alive made a rerun (or a resumed run)
+    started beside another one train on other sums: not bit-identical to the first."""
+    from fdapt_core.runner import run_threads
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    REGISTRY.mkdir(parents=True, exist_ok=True)
+    entry = REGISTRY / str(other.pid)
+    try:
+        entry.touch()
+        with pytest.warns(UserWarning, match="other fdapt run"):
+            assert run_threads(tiny("train.threads=null")) == os.cpu_count()
+        assert run_threads(tiny("train.threads=1")) == 1
+    finally:
+        entry.unlink(missing_ok=True)
+        other.kill()
+        other.wait()
 
 
 def test_live_runs_counts_registered_processes_and_drops_dead_ones(tmp_path):

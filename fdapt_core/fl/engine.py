@@ -199,8 +199,9 @@ class _RoundLoop:
                        local_train_s=sum(c["wall_s"] for c in row["clients"]))
             # The checkpoint's copy of this row cannot know its own checkpoint time.
             t_ck = time.perf_counter()
+            row["torch_threads"] = torch.get_num_threads()  # a count changed mid-run shows
             state = {"rounds": self.rounds + [dict(row)], "trainer": self.state(),
-                     "torch_rng": torch.get_rng_state()}
+                     "torch_rng": torch.get_rng_state(), "torch_threads": row["torch_threads"]}
             if ctx.is_main:
                 ctx.checkpoints.save(r, ctx.global_params(), state)
             row["checkpoint_wall_s"] = time.perf_counter() - t_ck
@@ -218,6 +219,10 @@ class _RoundLoop:
         if found is None:
             return 0
         r, params, state = found
+        if self.ctx.cfg.train.threads is None and state.get("torch_threads"):
+            # the count the run started with: another one sums in another order, and the
+            # resumed run would part from the uninterrupted one in the last bits
+            torch.set_num_threads(int(state["torch_threads"]))
         load_params(self.ctx.model, params)
         self.rounds = list(state["rounds"])
         self.load_state(state["trainer"])

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..data.masking import IGNORE
 from ..model import output_head
-from ..objective import Objective, loss_sum
+from ..objective import Objective, exact_loss_sum
 from ..seeding import derive
 
 
@@ -43,11 +43,11 @@ class HeldOut:
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
                 if head is None:  # an unknown head: every position's logits
-                    total += loss_sum(model(input_ids=inputs).logits, labels).double()
+                    total += exact_loss_sum(model(input_ids=inputs).logits, labels)
                     continue
                 hidden = model.base_model(input_ids=inputs).last_hidden_state
                 logits = head(hidden[chosen])  # the vocabulary only where it is scored
-            total += loss_sum(logits, labels[chosen]).double()
+            total += exact_loss_sum(logits, labels[chosen])
         loss = (total / max(1, self.n_masked)).item()
         model.train(was_training)
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0)),

@@ -8,9 +8,9 @@ of a 2-core host slowed a round of the same work from 46 s to 228 s. So every ru
   minus this run's own processes' time, in cores on average), and the load average;
 
 and flags its wall times as taken under contention when the others' demand left it fewer cores
-than its threads. The default thread count shares the cores among the fdapt runs alive on the
-host (each registers itself in a folder of pid files), so two runs started together no longer
-oversubscribe it.
+than its threads. Each run registers itself in a folder of pid files, so a run started beside
+another one is told so. The thread count does not follow them (see `runner.run_threads`):
+results would then depend on what else ran.
 """
 from __future__ import annotations
 
@@ -75,11 +75,6 @@ def live_runs(folder: Path = REGISTRY) -> int:
         elif int(e.name) != os.getpid():
             n += 1
     return n
-
-
-def default_threads(cpus: int, live_runs: int) -> int:
-    """The host's cores shared among the fdapt runs on it (at least one thread each)."""
-    return max(1, cpus // max(1, live_runs))
 
 
 def _busy_ticks() -> Optional[int]:
