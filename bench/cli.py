@@ -166,7 +166,7 @@ def _can_resume(cfg: RunConfig, method: str) -> bool:
         rec = read_json(path)
     except (OSError, ValueError):
         return False
-    return rec.get("status") in ("running", "interrupted") \
+    return rec.get("status") in ("running", "interrupted", "failed") \
         and rec.get("config_hash") == resolved.hash()
 
 

@@ -34,7 +34,8 @@ def downstream_rows(records: dict[str, dict], tasks) -> list[dict]:
         if not d:
             return None, None
         s = d["scores"][task.metric]
-        return 100 * s["mean"], 100 * s["std"]
+        # a spread needs two runs: one run's "std" of 0 is no spread, it is none measured
+        return 100 * s["mean"], 100 * s["std"] if len(d.get("runs", [])) > 1 else None
 
     rows = []
     for m in _method_order(records):
@@ -90,7 +91,8 @@ def render(rows: list[dict], tasks, title: str) -> Table:
         cells = [r["method"]]
         for task in tasks:
             mean, std = r[f"{task.name}_{task.metric}"], r[f"{task.name}_std"]
-            cells.append("-" if mean is None else f"{mean:.2f} ± {std:.2f}")
+            cells.append("-" if mean is None else f"{mean:.2f} (one run)" if std is None
+                         else f"{mean:.2f} ± {std:.2f}")
             pts, pct = r[f"{task.name}_vs_central_pts"], r[f"{task.name}_vs_central_pct"]
             rel = "" if pct is None else f" ({pct:+.1f}%)"  # no % of a zero score
             cells.append("-" if pts is None else f"{pts:+.2f}{rel}")

@@ -21,8 +21,8 @@ from .collect import (GENERAL, Collection, collect, contended, downstream_stats,
                       efficiency_stats, loss_curve, network_curve, network_of, saved_pct,
                       target_loss, time_saved_interval)
 from .tables import csv_text
-from .verdicts import (CLAIMED_FLOPS_SAVED, MARGIN, RESAMPLES, claim_rows, claim_summary,
-                       differences, majority_check, pair_seeds)
+from .verdicts import (CLAIMED_FLOPS_SAVED, MARGIN, MIN_SEEDS, RESAMPLES, TOO_FEW_SEEDS,
+                       claim_rows, claim_summary, differences, majority_check, pair_seeds)
 
 MB = 1e6
 
@@ -284,7 +284,8 @@ def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
                 if r is None:
                     line += ["-", "-", "-"]
                     continue
-                cell = f"{r['mean_pts']:.2f} ± {r['std_pts']:.2f} (n={r['n_scores']})"
+                cell = f"{r['mean_pts']:.2f} ± {r['std_pts']:.2f} (n={r['n_scores']})" \
+                    if r["n_scores"] > 1 else f"{r['mean_pts']:.2f} (n=1: no spread)"
                 if r["seeds_t95_low"] is not None:
                     cell += f" t95 [{r['seeds_t95_low']:.2f}, {r['seeds_t95_high']:.2f}]"
                 line.append(cell)
@@ -543,7 +544,9 @@ def _verdicts_md(claims: list[dict], majority: list = ()) -> list[str]:
            "inside ±margin, **not equivalent** when it lies wholly outside, else "
            "**inconclusive** at this sample size. Intervals: a bootstrap over paired "
            f"pretraining seeds and test examples ({RESAMPLES} resamples, seeded), or a "
-           "t-interval over per-seed differences where per-example outcomes are missing.", ""]
+           "t-interval over per-seed differences where per-example outcomes are missing. A "
+           f"row resting on fewer than {MIN_SEEDS} pretraining seeds says **{TOO_FEW_SEEDS}**: "
+           "their spread, the interval's largest part, cannot be estimated from them.", ""]
     out += _majority_md(list(majority))
     for claim, text in ((1, "fdapt is within 1 % of central downstream, IID and non-IID"),
                         (2, f"ffdapt saves compute (the study: {CLAIMED_FLOPS_SAVED} % of "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from fdapt_core.records import write_text_atomic
+from fdapt_core.records import loop_wall_s, write_text_atomic
 
 from fdapt_core.network import summary
 
@@ -41,6 +41,7 @@ COLUMNS = [
     ("transfer_share_pct", "transfer % (net)", "{:.1f}", False),
     ("time_to_target_s", "to target s", "{:.1f}", True),
     ("tokens_per_s", "tok/s", "{:,.0f}", True),
+    ("tokens_per_train_wall_s", "tok/s (run)", "{:,.0f}", False),
     ("outside_train_pct", "outside %", "{:.1f}", False),
     ("peak_mem_mb", "peak MB", "{:,.0f}", True),
     ("mfu_pct", "MFU %", "{:.1f}", False),
@@ -53,7 +54,8 @@ COLUMNS = [
 # shown in MB in the terminal; the CSV keeps bytes
 SCALE = {"bytes_sent": 1e-6}
 # wall-time figures: marked "!" in the terminal and Markdown when taken under contention
-TIMED = ("wall_s", "train_wall_s", "local_train_s", "tokens_per_s", "outside_train_pct",
+TIMED = ("wall_s", "train_wall_s", "local_train_s", "tokens_per_s", "tokens_per_train_wall_s",
+         "outside_train_pct",
          "mfu_pct", "mfu_measured_peak_pct", "round_s_projected", "time_to_target_s")
 
 
@@ -88,7 +90,9 @@ def row_of(record: dict, reused: bool) -> dict:
     t = record["totals"]
     cfg = record["config"]
     host = record.get("host") or {}  # older records have none
-    share = t.get("outside_train_share")
+    # recomputed from the rounds: records before it summed parallel ranks' loops (a share
+    # below 0)
+    share = 1.0 - loop_wall_s(record["rounds"]) / t["wall_s"] if t["wall_s"] else None
     return {
         "method": record["method"],
         "rounds": t["rounds"],
@@ -111,6 +115,8 @@ def row_of(record: dict, reused: bool) -> dict:
         "bytes_sent": t["bytes_sent"],
         "bytes_up_dense": t.get("bytes_up_dense", t["bytes_up"]),
         "tokens_per_s": t["tokens_per_s"],
+        "tokens_per_train_wall_s": t["tokens"] / t["train_wall_s"] if t["train_wall_s"]
+        else None,
         "outside_train_pct": None if share is None else 100.0 * share,
         "peak_mem_mb": t["peak_mem_mb"],
         "mfu_pct": None if t["mfu"] is None else 100.0 * t["mfu"],

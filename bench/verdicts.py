@@ -156,12 +156,21 @@ def majority_check(coll: Collection, task: Task) -> Optional[MajorityCheck]:
                          name, above)
 
 
+# Pretraining seeds a verdict needs: their spread is the interval's largest part, and one seed
+# has none to resample (a 1-seed study once reported "holds" on an interval that knew only
+# test-example noise); two give a single difference. Below this a row says so.
+MIN_SEEDS = 3
+TOO_FEW_SEEDS = "too few seeds"
+
+
 def verdict(diff: Optional[Difference]) -> tuple[str, Optional[Interval], Optional[float]]:
     """(verdict, the 90 % interval that decided it, the margin in points)."""
     if diff is None:
         return "no data", None, None
     margin = MARGIN * abs(diff.reference_mean)
     ci = diff.intervals.get(0.90)
+    if diff.seeds < MIN_SEEDS:
+        return TOO_FEW_SEEDS, ci, margin
     if ci is None:
         return INCONCLUSIVE, None, margin  # one seed and no outcomes: no interval at all
     return equivalence(ci, margin), ci, margin
@@ -232,4 +241,6 @@ def claim_summary(rows: list[dict], claim: int) -> str:
         return "breaks"
     if all(v == EQUIVALENT for v in mine):
         return "holds"
+    if all(v in (TOO_FEW_SEEDS, "no data") for v in mine):
+        return f"cannot be decided: fewer than {MIN_SEEDS} pretraining seeds"
     return "cannot be decided on this data"

@@ -59,6 +59,15 @@ def tokenizer_info(tokenizer) -> TokenizerInfo:
 
 
 
+def tokenizer_sha256(tokenizer) -> str:
+    """A hash of what the tokenizer does (its whole definition where it is a fast one, else
+    its vocabulary): two parties that must give a text the same ids compare these."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else \
+        repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """`package:<module>` → the `model` folder inside that installed package."""
     if not name_or_path.startswith("package:"):
@@ -198,8 +207,8 @@ def check_model(cfg: ModelConfig) -> str:
     """The objective the run will train ("mlm" or "clm"), from what can be known of the model
     before anything is built or cached: the preset's or the folder's architecture against
     `model.objective`, and for a local folder that it holds a config and safetensors weights.
-    Called before the tokenizer and token caches are
-    written, so that a model the run would refuse leaves nothing behind."""
+    Called before the tokenizer and token caches are written, so that a model the run would
+    refuse leaves nothing behind."""
     if cfg.preset:
         own = preset_objective(cfg.preset)
         _refuse_objective(cfg.objective, own, f"preset {cfg.preset}")

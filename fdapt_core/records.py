@@ -89,3 +89,11 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def loop_wall_s(rounds: list[dict]) -> float:
+    """Wall seconds the clients' training loops held the rounds: their sum where the clients
+    ran one after another, the slowest rank's share where ranks ran them side by side (the
+    sum of every rank's loops would exceed the wall time)."""
+    return sum(max(x["local_train_s"] for x in r["ranks"]) if r.get("ranks")
+               else sum(c["wall_s"] for c in r["clients"]) for r in rounds)

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -44,10 +43,10 @@ from .profiling.host import HostLoad, RunRegistry, live_runs
 from .profiling.memory import PeakMemory
 from .profiling.peak import device_peak, utilisation
 from .model import (block_count, build_model, build_tokenizer, check_model, parameter_count,
-                    resolve_objective, tokenizer_info)
+                    resolve_objective, tokenizer_info, tokenizer_sha256)
 from .objective import build_objective
-from .records import (SCHEMA_VERSION, environment, read_json, write_folder_atomic,
-                      write_json_atomic, write_text_atomic)
+from .records import (SCHEMA_VERSION, environment, loop_wall_s, read_json,
+                      write_folder_atomic, write_json_atomic, write_text_atomic)
 from .seeding import derive
 
 METHODS = ("central", "fdapt", "ffdapt")
@@ -195,20 +194,24 @@ class Prepared:
     prepare_wall_s: float
 
 
+def ranks_here(cfg: RunConfig) -> int:
+    """This run's processes on this host: a distributed run's local ranks, else one."""
+    if cfg.dist.executor != "distributed":
+        return 1
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+
 def run_threads(cfg: RunConfig) -> int:
-    """The CPU threads a run trains with: `train.threads`, else the host's cores.
+    """The CPU threads a run trains with: `train.threads`, else the host's cores (shared among
+    a distributed run's ranks on this host).
 
     Never a figure of the moment (it once was the cores shared among the fdapt runs alive at
     the start): the thread count changes the order of floating-point sums (1 and 2 threads
     part by 6e-7 after five rounds of the default run), so a count that followed the host's
     state made a plain rerun, or a resumed one, differ from the first. Other runs alive on the
-    host slow this one instead, and its times are flagged as contended (`profiling.host`)."""
-    others = live_runs() - 1
-    if others > 0 and cfg.train.threads is None:
-        warnings.warn(f"{others} other fdapt run(s) alive on this host: this run takes all "
-                      f"{os.cpu_count()} cores as well, so both run slower (their times are "
-                      "flagged contended); set train.threads to share the cores", stacklevel=2)
-    return cfg.train.threads or os.cpu_count() or 1
+    host slow this one instead: the record counts them (`other_fdapt_runs_at_start`) and flags
+    its times as contended (`profiling.host`)."""
+    return cfg.train.threads or max(1, (os.cpu_count() or 1) // ranks_here(cfg))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -333,6 +336,7 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
     if main:
         _open_run_dir(prep, method, out, resume)
     host = HostLoad(torch.get_num_threads())
+    others = max(0, live_runs() - ranks_here(prep.cfg))  # this run's siblings are not others
     ctx = _context(prep, out, callbacks, world)
     trainer, freeze_plans = _trainer(prep, ctx, executor)
     dtype = amp_dtype(prep.cfg.train, prep.device)
@@ -341,6 +345,7 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
     start = trainer.resume() if resume else 0
     record = _new_record(prep, method, world, freeze_plans, initial,
                          start if resume else None, trainer.rounds)
+    record["other_fdapt_runs_at_start"] = others
     write(out / "record.json", record)
 
     def round_end(r: int, row: dict) -> None:
@@ -355,6 +360,12 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
         trainer.run(start)
     except StopRequested:
         record["status"] = "interrupted"
+        write(out / "record.json", record)
+        raise
+    except BaseException as exc:  # the record must not say "running" for a run that is over
+        # (a Flower ServerApp is stopped by SystemExit; only SIGKILL leaves "running" behind)
+        record.update(status="failed" if isinstance(exc, Exception) else "interrupted",
+                      error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         write(out / "record.json", record)
         raise
     _close_record(record, prep, trainer.rounds, ctx, host, time.perf_counter() - t0)
@@ -408,7 +419,9 @@ def _context(prep: Prepared, out: Path, callbacks, world) -> Context:
     return Context(cfg, model, objective, prep.client_blocks, heldout, prep.device,
                    Checkpoints(out / "checkpoints"), callbacks, PeakMemory(prep.device),
                    FlopCache(model) if cfg.profile.count_flops else None, world,
-                   exchanged_names(model))
+                   exchanged_names(model),
+                   {"manifest_sha256": prep.manifest["sha256"],
+                    "tokenizer_sha256": tokenizer_sha256(prep.tokenizer)})
 
 
 def _trainer(prep: Prepared, ctx: Context, executor):
@@ -554,6 +567,7 @@ def totals(rounds: list[dict], n_params: int) -> dict:
     tokens = sum(c["tokens"] for c in rows)
     local = sum(c["wall_s"] for c in rows)
     wall = sum(r["wall_s"] + (r["checkpoint_wall_s"] or 0.0) for r in rounds)
+    train_wall = sum(r["train_wall_s"] for r in rounds)
     counted = [c["train_flops"] for c in rows]
     phases: dict[str, float] = {}
     for c in rows:
@@ -570,13 +584,16 @@ def totals(rounds: list[dict], n_params: int) -> dict:
         "samples": sum(c["samples"] for c in rows),
         "train_flops": sum(counted) if counted and None not in counted else None,
         "analytic_flops": sum(c["analytic_flops"] for c in rows),
-        "train_wall_s": sum(r["train_wall_s"] for r in rounds),
+        "train_wall_s": train_wall,
         "local_train_s": local,
         "wall_s": wall,
+        "loop_wall_s": loop_wall_s(rounds),
         # everything a round spends outside the clients' training loops: loading the global
         # model, building optimizers, counting FLOPs, aggregating, evaluating, checkpointing
-        "outside_train_share": 1.0 - local / wall if wall > 0 else None,
+        "outside_train_share": 1.0 - loop_wall_s(rounds) / wall if wall > 0 else None,
+        # one training loop's rate, and the run's: over parallel ranks the two differ
         "tokens_per_s": tokens / local if local > 0 else None,
+        "tokens_per_train_wall_s": tokens / train_wall if train_wall > 0 else None,
         "samples_per_s": sum(c["samples"] for c in rows) / local if local > 0 else None,
         "phases_s": phases,
         "bytes_up": up, "bytes_down": down, "bytes_sent": up + down, "bytes_up_dense": dense,

@@ -159,3 +159,24 @@ def test_record_mfu_is_labelled_with_its_peak(tiny):
     assert off["totals"]["train_flops"] is None and off["totals"]["mfu"] is None
     none = run(tiny("fl.rounds=1", "name=nopeak"), "fdapt")  # a CPU has no datasheet row
     assert none["totals"]["mfu"] is None and none["totals"]["peak"]["datasheet"] is None
+
+
+def test_times_over_parallel_ranks_are_never_a_negative_share():
+    """4 clients, 2 at a time on 2 ranks: the loops' seconds summed over ranks (236 s) were set
+    against a 185 s wall (share -0.28), and tok/s was one loop's rate, not the run's."""
+    from fdapt_core.runner import totals
+
+    def client(c, wall):
+        return {"client": c, "steps": 10, "tokens": 15_360, "samples": 120, "wall_s": wall,
+                "train_flops": None, "analytic_flops": 1, "phases": {}, "bytes_up": 1,
+                "bytes_down": 1, "trainable_params": 10}
+
+    rounds = [{"clients": [client(0, 30.0), client(1, 29.0), client(2, 30.0), client(3, 29.0)],
+               "ranks": [{"rank": 0, "local_train_s": 60.0}, {"rank": 1, "local_train_s": 58.0}],
+               "wall_s": 64.0, "checkpoint_wall_s": 0.5, "train_wall_s": 61.0,
+               "aggregate_wall_s": 0.1, "eval_wall_s": 1.0} for _ in range(2)]
+    t = totals(rounds, n_params=10)
+    assert t["loop_wall_s"] == 120.0  # the slowest rank each round, not 236
+    assert 0 < t["outside_train_share"] < 0.1
+    assert t["tokens_per_s"] == pytest.approx(4 * 2 * 15_360 / 236)  # one loop's rate
+    assert t["tokens_per_train_wall_s"] == pytest.approx(4 * 2 * 15_360 / 122)  # the run's

@@ -64,9 +64,10 @@ class LocalGrid:
     """A stand-in for the SuperLink's Grid: each node runs the ClientApp in this process; a
     node in `dead` answers as the SuperLink does for a node that stopped sending heartbeats."""
 
-    def __init__(self, n_nodes: int, dead=()):
+    def __init__(self, n_nodes: int, dead=(), node_config=None):
         self.ids = {1000 + i: i for i in range(n_nodes)}  # node id -> partition id
         self.dead, self.pending, self.count = set(dead), {}, itertools.count()
+        self.node_config = node_config or {}  # partition id -> more node config
 
     def get_node_ids(self):
         return list(self.ids)
@@ -87,7 +88,9 @@ class LocalGrid:
             if self.ids[node] in self.dead and m.metadata.message_type == "train":
                 yield Message(Error(code=1, reason="Node Unavailable"), reply_to=m)
                 continue
-            ctx = Context(run_id=1, node_id=node, node_config={"partition-id": self.ids[node]},
+            ctx = Context(run_id=1, node_id=node,
+                          node_config={"partition-id": self.ids[node],
+                                       **self.node_config.get(self.ids[node], {})},
                           state=RecordDict(), run_config={})
             yield flower_client.app(m, ctx)
 
@@ -111,3 +114,40 @@ def test_client_state_the_nodes_cannot_keep_is_refused(tiny):
     for sets, method in ((["train.optimizer_reset=persist"], "fdapt"), ([], "fdapt-topk")):
         with pytest.raises(ConfigError, match="keeps no client state"):
             run(tiny(*sets, "dist.executor=flower"), method)
+
+
+def test_a_node_holding_only_its_own_documents_refuses_the_run(tiny, tmp_path):
+    """A node whose data-path holds only its institution's documents re-split them and learnt
+    its own vocabulary, and the run ended "finished". Until a node can hold only its own data,
+    it refuses (its manifest's hash against the server's) and the run fails, saying why."""
+    import json
+
+    from fdapt_core.data.synthetic import generate
+    from fdapt_core.runner import prepare
+
+    docs = generate(n_docs=80, n_topics=6, seed=0)
+    whole = tmp_path / "whole.jsonl"
+    whole.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in docs))
+    sets = ["data.source=jsonl", f"data.path={whole}", "data.text_fields=[text]",
+            "data.id_field=id", "dist.executor=flower"]
+    mine = set(prepare(tiny(*sets), "fdapt").manifest["clients"][0])
+    own = tmp_path / "client0.jsonl"
+    own.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
+                           for d in docs if d.id in mine))
+    grid = LocalGrid(2, node_config={0: {"data-path": str(own)}})
+    with pytest.raises(FdaptError, match="client 0's node refused.*partition manifest"):
+        _run(tiny(*sets, "name=silo"), "fdapt", executor=FlowerExecutor(grid, "fdapt", 10))
+    rec = json.loads((tmp_path / "results" / "silo" / "fdapt" / "record.json").read_text())
+    assert rec["status"] == "failed" and "partition manifest" in rec["error"]
+    # the whole corpus on every node: the same run trains
+    rec = _run(tiny(*sets, "name=whole"), "fdapt",
+               executor=FlowerExecutor(LocalGrid(2, node_config={0: {"data-path": str(whole)}}),
+                                       "fdapt", 10))
+    assert rec["status"] == "finished"
+
+
+def test_a_node_with_another_tokenizer_refuses():
+    same = {"manifest_sha256": "a", "tokenizer_sha256": "t"}
+    assert flower_client.mismatch(same, dict(same)) is None
+    assert "tokenizer" in flower_client.mismatch(same, {**same, "tokenizer_sha256": "u"})
+    assert "manifest" in flower_client.mismatch(same, {**same, "manifest_sha256": "b"})

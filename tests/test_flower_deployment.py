@@ -41,6 +41,23 @@ def _stop(p: subprocess.Popen) -> None:
         p.wait(10)
 
 
+def _ours(flwr_home: Path) -> list[int]:
+    """Live processes of this deployment, whoever started them (SuperExec and ClientApp
+    processes too): those whose environment names this test's FLWR_HOME."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"FLWR_HOME={flwr_home}".encode() in env and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
 def _record(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -73,10 +90,12 @@ def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir):
     t0 = time.monotonic()
     try:
         time.sleep(3)  # the SuperLink's HTTP API up
-        run = subprocess.run([str(BIN / "flwr"), "run", str(ROOT / "flower_app"), "local",
-                              "--run-config", f'set="{" ".join(sets)}"'],
-                             env=env, capture_output=True, text=True, timeout=60)
-        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        # --stream: the harness's own progress lines, as a user watches the run
+        run = subprocess.Popen([str(BIN / "flwr"), "run", str(ROOT / "flower_app"), "local",
+                                "--stream", "--run-config", f'set="{" ".join(sets)}"'],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+        procs.append(run)
         killed_at = None
         while time.monotonic() - t0 < LIMIT_S:
             rec = _record(record)
@@ -88,9 +107,20 @@ def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir):
             time.sleep(0.5)
         logs = "".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in tmp_path.glob("*.log"))
         assert rec and rec["status"] == "finished", logs
+        streamed, _ = run.communicate(timeout=30)
+        assert run.returncode == 0, streamed[-3000:]
     finally:
         for p in procs:
             _stop(p)
+        for pid in _ours(tmp_path / "flwr"):  # what the nodes started in sessions of their own
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _ours(tmp_path / "flwr") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _ours(tmp_path / "flwr"), "the deployment left processes behind"
+    for r in (1, 2, 3):
+        assert f"fdapt fdapt: round {r}/3: held-out loss" in streamed, streamed[-3000:]
+    assert f"record: {record}" in streamed and "lost [1]" in streamed
     first = rec["rounds"][0]
     assert first["accepted"] == [0, 1] and all("flower_bytes_up" in c for c in first["clients"])
     after = rec["rounds"][killed_at:]

@@ -21,8 +21,8 @@ def test_the_thread_count_does_not_follow_the_runs_alive(tiny):
     entry = REGISTRY / str(other.pid)
     try:
         entry.touch()
-        with pytest.warns(UserWarning, match="other fdapt run"):
-            assert run_threads(tiny("train.threads=null")) == os.cpu_count()
+        assert live_runs() >= 2
+        assert run_threads(tiny("train.threads=null")) == os.cpu_count()
         assert run_threads(tiny("train.threads=1")) == 1
     finally:
         entry.unlink(missing_ok=True)

@@ -156,3 +156,19 @@ def test_a_task_no_model_beats_the_majority_class_on_carries_no_verdict(tmp_path
     md = (tmp_path / "skilled" / "report.md").read_text()
     assert "qa accuracy: above the majority class (always `yes`" in md
     assert [r["task"] for r in read_csv(tmp_path / "skilled" / "verdicts.csv")] == ["qa"]
+
+
+def test_a_one_seed_study_never_holds(tmp_path):
+    """The same study on its seed 0 alone: the bootstrap has no seed spread to resample, so
+    its interval knew only test-example noise and said "holds". Below MIN_SEEDS a row says
+    it has too few seeds, and a score of one run shows no ± 0.00."""
+    from bench.verdicts import MIN_SEEDS, TOO_FEW_SEEDS
+
+    res = _study(tmp_path)
+    make_report([str(res / "s0")], tmp_path / "one-seed")
+    md = (tmp_path / "one-seed" / "report.md").read_text()
+    rows = read_csv(tmp_path / "one-seed" / "verdicts.csv")
+    assert rows and {r["verdict"] for r in rows} == {TOO_FEW_SEEDS}
+    assert ": holds.**" not in md and ": breaks.**" not in md
+    assert f"cannot be decided: fewer than {MIN_SEEDS} pretraining seeds" in md
+    assert "± 0.00" not in md and "(n=1: no spread)" in md

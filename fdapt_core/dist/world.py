@@ -89,9 +89,7 @@ def init_world(cfg: RunConfig, device_name: str) -> World:
         backend = "nccl"
     else:
         device = torch.device("cpu")
-        backend = "gloo"
-        if cfg.train.threads is None:  # the host's cores shared among its ranks
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))
+        backend = "gloo"  # threads: the host's cores shared among its ranks (run_threads)
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.dist.timeout_s),
                                 device_id=device if use_cuda else None)

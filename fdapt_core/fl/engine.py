@@ -73,6 +73,9 @@ class Context:
     # what can train, so what is exchanged, averaged and checkpointed: every parameter, or
     # a LoRA model's adapters (the base never changes); None: every parameter
     exchanged: Optional[frozenset[str]] = None
+    # what a client elsewhere must share with this run to train its part of it: the
+    # partition manifest's and the tokenizer's hashes (a Flower node checks them)
+    fingerprint: Optional[dict[str, str]] = None
 
     def __post_init__(self):
         if self.exchanged is None:

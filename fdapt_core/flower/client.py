@@ -63,6 +63,26 @@ def trainer_for(cfg_dict: dict, method: str, overrides: list[str]):
     return _built[key]
 
 
+def mismatch(server: dict, node: dict) -> str | None:
+    """Why this node cannot train the server's run, or None: its documents must split into
+    the server's partition manifest, and its tokenizer must give the server's ids. A node
+    whose data-path holds only its own institution's documents re-splits them (holding some
+    out and partitioning the rest again) and learns another vocabulary: its updates would land
+    on the wrong rows of the embeddings while the run reports itself finished."""
+    if server.get("manifest_sha256") != node.get("manifest_sha256"):
+        return ("this node's corpus gives another partition manifest than the server's "
+                f"(manifest sha256 {str(node.get('manifest_sha256'))[:12]} here, "
+                f"{str(server.get('manifest_sha256'))[:12]} on the server): its data-path must "
+                "hold the whole corpus the server was given, in the same order (a node holding "
+                "only its own documents is not supported yet)")
+    if server.get("tokenizer_sha256") != node.get("tokenizer_sha256"):
+        return ("this node's tokenizer differs from the server's (sha256 "
+                f"{str(node.get('tokenizer_sha256'))[:12]} here, "
+                f"{str(server.get('tokenizer_sha256'))[:12]} on the server): the same text "
+                "would get other ids")
+    return None
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"node": ConfigRecord({"partition-id": partition_id(context)})}),
@@ -78,6 +98,11 @@ def train(msg: Message, context: Context) -> Message:
                          f"client {client}'s round")
     trainer = trainer_for(json.loads(run["config"]), str(run["method"]),
                           node_overrides(context))
+    refusal = mismatch(json.loads(run["fingerprint"]) if "fingerprint" in run else {},
+                       trainer.ctx.fingerprint or {})
+    if refusal:
+        return Message(RecordDict({"refused": ConfigRecord({"reason": refusal})}),
+                       reply_to=msg)
     device = trainer.ctx.device
     global_params = {k: v.to(device) for k, v in record_tensors(msg.content["global"]).items()}
     row, encoded = trainer.client_round(r, client, global_params)

@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from logging import INFO
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from ..errors import ConfigError, FdaptError
@@ -86,7 +88,9 @@ class FlowerExecutor:
                 missing = sorted(set(range(n_clients)) - set(self.nodes))
                 raise FdaptError(f"Flower: no node holds partition(s) {missing} after "
                                  f"{self.timeout_s:g} s (dist.timeout_s); start one SuperNode "
-                                 f"per client with --node-config 'partition-id=<i>'")
+                                 f"per client with --node-config 'partition-id=<i>' (after a "
+                                 "SuperLink restart, restart the SuperNodes too: they do not "
+                                 "reconnect)")
             time.sleep(0.5)
 
     def run_round(self, trainer, r: int, clients: Sequence[int],
@@ -99,11 +103,16 @@ class FlowerExecutor:
         msgs = {}
         for c in clients:
             content = RecordDict({"global": down, "run": json_record(
-                config=config, method=self.method, round=r, client=c)})
+                config=config, method=self.method, round=r, client=c,
+                fingerprint=ctx.fingerprint or {})})
             msgs[c] = Message(content, dst_node_id=self.nodes[c],
                               message_type=MessageType.TRAIN, group_id=f"round-{r}")
         bytes_down = message_bytes(next(iter(msgs.values())).content) if msgs else 0
         replies = self.exchange(msgs, self.timeout_s)
+        for c, m in sorted(replies.items()):
+            if not m.has_error() and "refused" in m.content:  # the node cannot train this run
+                raise FdaptError(f"Flower: client {c}'s node refused the run: "
+                                 f"{m.content['refused']['reason']}")
         failed = [m for m in replies.values() if m.has_error()]
         if clients and len(failed) == len(clients):  # not a fault: the clients cannot train
             raise FdaptError(f"Flower: every client of round {r + 1} failed; the first: "
@@ -127,6 +136,33 @@ class FlowerExecutor:
             yield row
 
 
+class Progress:
+    """The harness's progress lines in the ServerApp's log, which `flwr run --stream` shows:
+    each round's held-out loss, time and accepted clients, then where the record is."""
+
+    def __init__(self, method: str, record: Path):
+        self.method, self.record = method, record
+
+    def __getattr__(self, name):  # the other hooks: nothing to say
+        return lambda *a, **k: None
+
+    def round_start(self, round_index: int, n_rounds: int, clients: Sequence[int]) -> None:
+        self.n_rounds = n_rounds
+        _say(f"fdapt {self.method}: round {round_index + 1}/{n_rounds} sent to clients "
+             f"{list(clients)}")
+
+    def round_end(self, round_index: int, row: dict) -> None:
+        lost = [c["client"] for c in row["clients"] if c.get("fault") == "lost"]
+        _say(f"fdapt {self.method}: round {round_index + 1}/{self.n_rounds}: held-out loss "
+             f"{row['eval_loss']:.4f} (ppl {row['eval_ppl']:.2f}), {row['wall_s']:.1f} s, "
+             f"accepted {row.get('accepted')}" + (f", lost {lost}" if lost else "")
+             + f"; record: {self.record}")
+
+
+def _say(line: str) -> None:
+    log(INFO, line)  # the ServerApp's log: flwr run --stream shows it
+
+
 app = ServerApp()
 
 
@@ -143,5 +179,13 @@ def main(grid: Grid, context: Context) -> None:
     cfg = load_config(path,
                       [*shlex.split(str(rc.get("set", ""))), "dist.executor=flower"])
     method = str(rc.get("method", "fdapt"))
-    _run(cfg, method, bool(rc.get("resume", False)),
-         executor=FlowerExecutor(grid, method, cfg.dist.timeout_s))
+    record = Path(cfg.output_dir).resolve() / cfg.name / method / "record.json"
+    try:
+        rec = _run(cfg, method, bool(rc.get("resume", False)),
+                   callbacks=Progress(method, record),
+                   executor=FlowerExecutor(grid, method, cfg.dist.timeout_s))
+    except FdaptError as exc:  # one line first; Flower then marks the run failed
+        _say(f"fdapt {method}: error: {exc}")
+        raise
+    _say(f"fdapt {method}: {rec['status']}, final held-out loss "
+         f"{rec['final_eval']['loss']:.4f}; record: {record}")
