@@ -92,3 +92,25 @@ def test_nan_in_central_training_stops_with_a_clear_error(tiny):
 
     with pytest.raises(TrainingError, match="central training diverged in round 1"):
         run(tiny("fl.rounds=2", "train.lr=1e12", "train.max_grad_norm=0"), "central")
+
+
+@pytest.mark.parametrize("stop", [RuntimeError("the link went away"), SystemExit(1)])
+def test_a_run_that_ends_on_an_error_says_so_in_its_record(tiny, tmp_path, stop):
+    """A Flower ServerApp whose SuperLink went away left `status: running` behind: a record
+    must say how a run ended (failed on an error, interrupted by an exit), with the error."""
+    import json
+
+    from fdapt_core.runner import run
+
+    class Breaks:
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+        def round_end(self, r, row):
+            raise stop
+
+    with pytest.raises(type(stop)):
+        run(tiny("name=ends"), "fdapt", callbacks=Breaks())
+    rec = json.loads((tmp_path / "results" / "ends" / "fdapt" / "record.json").read_text())
+    assert rec["status"] == ("failed" if isinstance(stop, Exception) else "interrupted")
+    assert rec["error"] == (str(stop) or "SystemExit") and len(rec["rounds"]) == 1
