@@ -23,8 +23,18 @@ def summary_table(rec: dict) -> Table:
     tp = rec["throughput"]["tokens_per_s"]
     for name in ("harness", "plain", "trainer"):
         t.add_row(f"tokens/s, {name} loop (median)", f"{tp[name]:,.0f}")
-    t.add_row("harness / plain loop", f"{rec['harness_vs_plain_ratio']:.3f}")
+    t.add_row("harness / plain loop" + (" (both: sparse MLM head)"
+                                        if rec["throughput"].get("sparse_head") else ""),
+              f"{rec['harness_vs_plain_ratio']:.3f}")
     t.add_row("harness / HF Trainer", f"{rec['harness_vs_trainer_ratio']:.3f}")
+    sh = rec.get("sparse_head_minilm")  # older records have none
+    if sh and "skipped" in sh:
+        t.add_row("sparse MLM head on MiniLM", f"skipped: {sh['skipped']}")
+    elif sh:
+        for name in ("sparse", "dense"):
+            t.add_row(f"MiniLM harness tokens/s, {name} head (median)",
+                      f"{sh['tokens_per_s'][name]:,.0f}")
+        t.add_row("MiniLM: sparse / dense head", f"{sh['sparse_vs_dense_speedup']:.3f}")
     if "throughput_causal" in rec:  # older records have no decoder row
         tc = rec["throughput_causal"]["tokens_per_s"]
         for name in ("harness", "plain", "trainer"):

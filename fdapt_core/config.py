@@ -125,6 +125,9 @@ class TrainConfig:
     threads: Optional[int] = opt(None, "CPU threads for torch (default: the host's cores); "
                                  "results are bit-identical at the same thread count, and a "
                                  "resumed run keeps the count it started with", min=1)
+    sparse_head: bool = opt(True, "MLM: apply the LM head only at the masked positions (the "
+                            "loss and gradients of the dense head, at a fraction of its "
+                            "cost); false: at every position, as HF's models do")
     compile: bool = opt(False, "torch.compile the model's training forward (on CUDA it cuts "
                         "kernel launches; each new frozen set compiles once, so a "
                         "per-round freeze policy compiles every round)")

@@ -37,6 +37,7 @@ from .fl.strategies import STRATEGIES, build_strategy
 from .fl.local import amp_dtype
 from .adapters import attach, exchanged_names, merged, save_adapter
 from .freeze import check_freeze, freeze_schedule
+from .heads import ScoringHead, scoring_head
 from .interrupt import StopRequested
 from .profiling.flops import FlopCache
 from .profiling.host import HostLoad, RunRegistry, live_runs
@@ -346,6 +347,7 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
     record = _new_record(prep, method, world, freeze_plans, initial,
                          start if resume else None, trainer.rounds)
     record["other_fdapt_runs_at_start"] = others
+    record["model"]["head"] = ctx.head.why  # where the LM head ran in training
     write(out / "record.json", record)
 
     def round_end(r: int, row: dict) -> None:
@@ -416,12 +418,22 @@ def _context(prep: Prepared, out: Path, callbacks, world) -> Context:
     objective = build_objective(prep.objective, tokenizer_info(prep.tokenizer),
                                 cfg.train.mlm_probability)
     heldout = HeldOut(prep.heldout.blocks, objective, cfg.seed, cfg.eval.batch_size)
+    head = run_head(cfg, model, prep.objective)
+    flops = FlopCache(model, cfg.train.mlm_probability if head.sparse else None) \
+        if cfg.profile.count_flops else None
     return Context(cfg, model, objective, prep.client_blocks, heldout, prep.device,
                    Checkpoints(out / "checkpoints"), callbacks, PeakMemory(prep.device),
-                   FlopCache(model) if cfg.profile.count_flops else None, world,
-                   exchanged_names(model),
+                   flops, world, exchanged_names(model), head,
                    {"manifest_sha256": prep.manifest["sha256"],
                     "tokenizer_sha256": tokenizer_sha256(prep.tokenizer)})
+
+
+def run_head(cfg: RunConfig, model: nn.Module, objective: str) -> ScoringHead:
+    """Where the run's LM head runs (`train.sparse_head`); the ZeRO engine runs the model's
+    own forward inside DeepSpeed's wrapper, so there it is the dense head."""
+    if cfg.dist.engine == "deepspeed":
+        return ScoringHead(None, "dense: the ZeRO engine runs the model's own forward")
+    return scoring_head(model, objective, cfg.train.sparse_head)
 
 
 def _trainer(prep: Prepared, ctx: Context, executor):

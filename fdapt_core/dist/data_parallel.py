@@ -44,15 +44,15 @@ class DataParallel:
         return share(n, self.rank, self.size)
 
     def loss_and_backward(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-                          autocast) -> torch.Tensor:
+                          autocast, head) -> torch.Tensor:
         """Backward this rank's share; return its share of the batch's mean loss."""
         n_total = int((labels != -100).sum())
         rows = self.rows(len(inputs))
         inputs, labels = inputs[rows], labels[rows]
         if len(inputs) == 0 or n_total == 0:
             return torch.zeros((), device=inputs.device)
-        with autocast():
-            logits = model(input_ids=inputs).logits
+        with autocast():  # `head`: a heads.ScoringHead, `model` the module it targets
+            logits, labels = head.logits(model, inputs, labels)
         loss = share_loss(logits, labels, n_total)
         loss.backward()
         return loss.detach()

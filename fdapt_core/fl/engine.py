@@ -25,6 +25,7 @@ from ..config import RunConfig
 from ..errors import FdaptError
 from ..interrupt import StopRequested
 from ..freeze import FreezePlan, FreezeSchedule, apply_freeze
+from ..heads import ScoringHead
 from ..objective import Objective
 from ..profiling.flops import FlopCache, analytic_flops
 from ..profiling.memory import PeakMemory
@@ -73,6 +74,8 @@ class Context:
     # what can train, so what is exchanged, averaged and checkpointed: every parameter, or
     # a LoRA model's adapters (the base never changes); None: every parameter
     exchanged: Optional[frozenset[str]] = None
+    # where the LM head runs: at the scored positions only, or at every one (heads.py)
+    head: Optional[ScoringHead] = None
     # what a client elsewhere must share with this run to train its part of it: the
     # partition manifest's and the tokenizer's hashes (a Flower node checks them)
     fingerprint: Optional[dict[str, str]] = None
@@ -477,7 +480,8 @@ class FederatedTrainer(_RoundLoop):
                          optimizer=opt, scheduler=sched, cfg=cfg.train,
                          objective=ctx.objective,
                          mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
-                         dp=self.dp, prox_mu=self.strategy.prox_mu, prox_ref=global_params)
+                         dp=self.dp, prox_mu=self.strategy.prox_mu, prox_ref=global_params,
+                         head=ctx.head)
         if persist:
             moments = dict(kept["moments"]) if kept is not None else {}
             moments.update(save_moments(opt, ctx.model))
@@ -568,7 +572,7 @@ class CentralTrainer(_RoundLoop):
                          optimizer=self.opt, scheduler=self.sched, cfg=cfg.train,
                          objective=ctx.objective,
                          mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
-                         dp=self.dp)
+                         dp=self.dp, head=ctx.head)
         if not math.isfinite(st.loss):  # no server to reject it: the run cannot go on
             raise TrainingError(f"central training diverged in round {r + 1}: the mean "
                                 f"training loss is {st.loss}; lower train.lr (now "

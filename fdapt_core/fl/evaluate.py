@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..data.masking import IGNORE
-from ..model import output_head
+from ..heads import scoring_head
 from ..objective import Objective, exact_loss_sum
 from ..seeding import derive
 
@@ -23,6 +23,7 @@ class HeldOut:
         self.batches = [(inputs[i:i + batch_size], labels[i:i + batch_size])
                         for i in range(0, len(blocks), batch_size)]
         self.n_blocks = len(blocks)
+        self.objective = objective.name
         self.n_masked = int((labels != IGNORE).sum())
 
     @torch.no_grad()
@@ -32,7 +33,9 @@ class HeldOut:
         was_training = model.training
         model.eval()
         t0 = time.perf_counter()
-        head = output_head(model)
+        # the vocabulary only where tokens are scored, as the training step does (heads.py)
+        head = scoring_head(model, self.objective)
+        body = head.target(model)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for inputs, labels in self.batches:
             inputs, labels = inputs.to(device), labels.to(device)
@@ -42,12 +45,8 @@ class HeldOut:
                 continue
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
-                if head is None:  # an unknown head: every position's logits
-                    total += exact_loss_sum(model(input_ids=inputs).logits, labels)
-                    continue
-                hidden = model.base_model(input_ids=inputs).last_hidden_state
-                logits = head(hidden[chosen])  # the vocabulary only where it is scored
-            total += exact_loss_sum(logits, labels[chosen])
+                logits, scored = head.logits(body, inputs, labels)
+            total += exact_loss_sum(logits, scored)
         loss = (total / max(1, self.n_masked)).item()
         model.train(was_training)
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0)),

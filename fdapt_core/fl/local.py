@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from .. import interrupt
+from ..heads import ScoringHead
 from ..objective import Objective, mean_loss
 from ..profiling.timing import PhaseTimer
 
@@ -207,13 +208,15 @@ class PlainStep:
     step is then the whole batch's step, gradients summed over the group."""
 
     def __init__(self, model: nn.Module, optimizer, scheduler, cfg: TrainConfig, dp=None,
-                 prox_mu: float = 0.0, prox_ref: Optional[dict[str, torch.Tensor]] = None):
+                 prox_mu: float = 0.0, prox_ref: Optional[dict[str, torch.Tensor]] = None,
+                 head: Optional[ScoringHead] = None):
         self.model, self.optimizer, self.scheduler, self.cfg = model, optimizer, scheduler, cfg
         self.dp, self.prox_mu, self.prox_ref = dp, prox_mu, prox_ref
+        self.head = head or ScoringHead(None, "dense")
 
     def begin(self) -> None:
         self.model.train()
-        self.forward = forward_module(self.model, self.cfg)
+        self.forward = forward_module(self.head.target(self.model), self.cfg)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         if self.prox_mu > 0:
             self.prox = [(p, self.prox_ref[n]) for n, p in self.model.named_parameters()
@@ -222,13 +225,13 @@ class PlainStep:
     def backward(self, inputs, labels, autocast, timer):
         if self.dp is None:
             with autocast():
-                loss = mean_loss(self.forward(input_ids=inputs).logits, labels)
+                loss = mean_loss(*self.head.logits(self.forward, inputs, labels))
             timer.mark("forward")
             loss.backward()
             timer.mark("backward")
             return loss
         # this rank's rows, then the group's summed gradient
-        loss = self.dp.loss_and_backward(self.forward, inputs, labels, autocast)
+        loss = self.dp.loss_and_backward(self.forward, inputs, labels, autocast, self.head)
         timer.mark("backward")
         self.dp.all_reduce_grads(self.trainable)
         timer.mark("allreduce")
@@ -256,8 +259,10 @@ def train_steps(model: nn.Module, blocks: torch.Tensor, batches: Iterator[np.nda
                 mask_gen: torch.Generator, device: torch.device,
                 on_step: Optional[Callable[[int], None]] = None,
                 dp=None, prox_mu: float = 0.0,
-                prox_ref: Optional[dict[str, torch.Tensor]] = None) -> LocalStats:
-    """`run_steps` with the plain step (see `PlainStep` for `dp`, `prox_mu`, `prox_ref`)."""
-    return run_steps(PlainStep(model, optimizer, scheduler, cfg, dp, prox_mu, prox_ref),
+                prox_ref: Optional[dict[str, torch.Tensor]] = None,
+                head: Optional[ScoringHead] = None) -> LocalStats:
+    """`run_steps` with the plain step (see `PlainStep` for `dp`, `prox_mu`, `prox_ref`,
+    `head`)."""
+    return run_steps(PlainStep(model, optimizer, scheduler, cfg, dp, prox_mu, prox_ref, head),
                      blocks, batches, cfg=cfg, objective=objective, mask_gen=mask_gen,
                      device=device, on_step=on_step)

@@ -19,7 +19,8 @@ from torch import nn
 from ..config import TrainConfig
 from ..fl.local import BatchStream, amp_dtype, make_optimizer, train_steps
 from ..model import TokenizerInfo
-from ..objective import CausalLM, MaskedLM
+from ..heads import scoring_head
+from ..objective import CausalLM, MaskedLM, mean_loss
 
 
 def _sync(device: torch.device) -> None:
@@ -28,20 +29,28 @@ def _sync(device: torch.device) -> None:
 
 
 def run_harness(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: TokenizerInfo,
-                device: torch.device, steps: int, objective=None) -> tuple[int, float]:
+                device: torch.device, steps: int, objective=None,
+                sparse: bool | None = None) -> tuple[int, float]:
+    """The harness loop; `sparse` (default `cfg.sparse_head`): the MLM head only at the
+    masked positions."""
+    objective = objective or MaskedLM(tok, cfg.mlm_probability)
     opt, sched = make_optimizer(model, cfg, steps, device)
     stream = BatchStream(len(blocks), cfg.batch_size, lambda e: e)
+    head = scoring_head(model, objective.name, cfg.sparse_head if sparse is None else sparse)
     st = train_steps(model, blocks, stream.take(0, steps), optimizer=opt, scheduler=sched,
-                     cfg=cfg, objective=objective or MaskedLM(tok, cfg.mlm_probability),
-                     mask_gen=torch.Generator().manual_seed(0),
-                     device=device)
+                     cfg=cfg, objective=objective, mask_gen=torch.Generator().manual_seed(0),
+                     device=device, head=head)
     return st.tokens, st.wall_s
 
 
 def run_plain(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: TokenizerInfo,
               device: torch.device, steps: int, causal: bool = False) -> tuple[int, float]:
     """What a user would write by hand: the reference the harness must keep up with (for a
-    decoder: the inputs as their own labels, HF's causal loss shifting them)."""
+    decoder: the inputs as their own labels, HF's causal loss shifting them). An encoder's
+    loss takes the same head as the harness (`cfg.sparse_head`: the head at the masked rows,
+    as a user who knows the trick writes it)."""
+    head = scoring_head(model, "clm" if causal else "mlm", cfg.sparse_head)
+    forward = head.target(model)
     dtype = amp_dtype(cfg, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=device.type == "cuda")
@@ -70,7 +79,10 @@ def run_plain(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: Tok
         inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9),
                              torch.randint(tok.vocab_size, x.shape, generator=gen), inputs)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = model(input_ids=inputs.to(device), labels=labels.to(device)).loss
+            if head.sparse:
+                loss = mean_loss(*head.logits(forward, inputs.to(device), labels.to(device)))
+            else:
+                loss = model(input_ids=inputs.to(device), labels=labels.to(device)).loss
         _step(model, loss, opt, sched, cfg)
         tokens += x.numel()
     _sync(device)
@@ -116,6 +128,42 @@ def run_trainer(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokeni
     return steps * cfg.batch_size * blocks.shape[1], wall
 
 
+def _interleaved(loops: dict, fresh, steps: int, repeats: int, warmup_steps: int
+                 ) -> dict[str, list[float]]:
+    """Tokens/s samples of each loop: a warm-up each, then `repeats` rounds in rotating order,
+    each loop from the same fresh weights."""
+    for fn in loops.values():  # warm-up: first-call costs (allocator, kernels) land here
+        fn(fresh(), warmup_steps)
+    samples: dict[str, list[float]] = {k: [] for k in loops}
+    names = list(loops)
+    for rep in range(repeats):
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
+            tokens, wall = loops[name](fresh(), steps)
+            samples[name].append(tokens / wall)
+    return samples
+
+
+def compare_heads(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: TokenizerInfo,
+                  device: torch.device, steps: int, repeats: int, warmup_steps: int = 2
+                  ) -> dict:
+    """The harness loop with the MLM head only at the masked positions and at every one,
+    side by side (medians, every sample, the speed-up)."""
+    init = copy.deepcopy(model).cpu().state_dict()
+
+    def fresh() -> nn.Module:
+        model.load_state_dict(init)
+        return model
+
+    loops = {"sparse": lambda m, n: run_harness(m, blocks, cfg, tok, device, n, sparse=True),
+             "dense": lambda m, n: run_harness(m, blocks, cfg, tok, device, n, sparse=False)}
+    samples = _interleaved(loops, fresh, steps, repeats, warmup_steps)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    return {"steps": steps, "repeats": repeats, "batch_size": cfg.batch_size,
+            "seq_len": int(blocks.shape[1]), "vocab_size": tok.vocab_size,
+            "tokens_per_s": med, "samples_tokens_per_s": samples,
+            "sparse_vs_dense_speedup": med["sparse"] / med["dense"]}
+
+
 def compare_loops(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokenizer,
                   tok: TokenizerInfo, device: torch.device, steps: int, repeats: int,
                   warmup_steps: int = 3, causal: bool = False) -> dict:
@@ -136,20 +184,13 @@ def compare_loops(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, toke
             p.grad = None
         return model
 
-    for fn in loops.values():  # warm-up: first-call costs (allocator, kernels) land here
-        fn(fresh(), warmup_steps)
-    samples: dict[str, list[float]] = {k: [] for k in loops}
-    names = list(loops)
-    for rep in range(repeats):
-        order = names[rep % 3:] + names[: rep % 3]
-        for name in order:
-            tokens, wall = loops[name](fresh(), steps)
-            samples[name].append(tokens / wall)
+    samples = _interleaved(loops, fresh, steps, repeats, warmup_steps)
     med = {k: statistics.median(v) for k, v in samples.items()}
     return {
         "steps": steps, "repeats": repeats, "batch_size": cfg.batch_size,
         "seq_len": int(blocks.shape[1]),
         "tokens_per_s": med, "samples_tokens_per_s": samples,
         "harness_vs_plain_ratio": med["harness"] / med["plain"],
+        "sparse_head": cfg.sparse_head and not causal,
         "harness_vs_trainer_ratio": med["harness"] / med["trainer"],
     }

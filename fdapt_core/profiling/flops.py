@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..adapters import exchanged_names, inject_like
+from ..model import output_head
 from ..objective import mean_loss
 
 
@@ -70,8 +71,10 @@ class StepFlops:
 
 
 def count_step_flops(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
-                     dtype: torch.dtype | None = None) -> StepFlops:
-    """Count a forward + backward on this batch; gradients and RNG are left as they were."""
+                     dtype: torch.dtype | None = None, scored: int | None = None) -> StepFlops:
+    """Count a forward + backward on this batch; gradients and RNG are left as they were.
+    `scored`: the head runs at that many positions only (the sparse MLM head), else at every
+    one."""
     device = input_ids.device
     autocast = dtype is not None and device.type != "meta"  # FLOPs do not depend on dtype
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -79,7 +82,7 @@ def count_step_flops(model: nn.Module, input_ids: torch.Tensor, labels: torch.Te
         with counter:
             with torch.autocast("cpu" if device.type == "meta" else device.type,
                                 dtype=dtype or torch.float32, enabled=autocast):
-                loss = mean_loss(model(input_ids=input_ids).logits, labels)
+                loss = _loss(model, input_ids, labels, scored)
         forward = counter.get_total_flops()
         backward = 0  # nothing trains (a LoRA model with every adapted block frozen): none
         if loss.requires_grad:
@@ -92,15 +95,31 @@ def count_step_flops(model: nn.Module, input_ids: torch.Tensor, labels: torch.Te
     return StepFlops(batch=input_ids.shape[0], forward=int(forward), backward=int(backward))
 
 
+def _loss(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
+          scored: int | None) -> torch.Tensor:
+    if scored is None:
+        return mean_loss(model(input_ids=input_ids).logits, labels)
+    # the first `scored` rows stand for the masked ones: which rows does not change a FLOP,
+    # and a boolean mask cannot be taken on the meta device
+    hidden = model.base_model(input_ids=input_ids).last_hidden_state
+    rows = hidden.reshape(-1, hidden.shape[-1])[:scored]
+    return mean_loss(output_head(model)(rows), labels.reshape(-1)[:scored])
+
+
 def analytic_flops(n_params: int, tokens: int) -> int:
     """The 6·N·tokens estimate (2N forward, 4N backward), blind to freezing: an estimate."""
     return 6 * n_params * tokens
 
 
 class FlopCache:
-    """Counts on a meta-device twin, keyed by (batch shape, frozen set): each counted once."""
+    """Counts on a meta-device twin, keyed by (batch shape, frozen set): each counted once.
 
-    def __init__(self, model: nn.Module):
+    `scored_share`: the MLM head runs only at the masked positions (`heads.ScoringHead`), a
+    share of the step's tokens (the masking probability: the expected count, as a step's
+    own count varies by a few tokens); None: at every position."""
+
+    def __init__(self, model: nn.Module, scored_share: float | None = None):
+        self.scored_share = scored_share
         config = copy.deepcopy(model.config)
         # GPT-2 looks for padding in its inputs (a value read: impossible on meta tensors);
         # packed blocks hold none, and the pad id changes no FLOP
@@ -118,5 +137,7 @@ class FlopCache:
                 p.requires_grad_(name in self.trainable and name not in frozen)
             ids = torch.zeros(shape, dtype=torch.long, device="meta")
             # the loss over every position costs the same whatever is masked
-            self._cache[key] = count_step_flops(self.twin, ids, ids.clone())
+            scored = None if self.scored_share is None \
+                else round(self.scored_share * shape[0] * shape[1])
+            self._cache[key] = count_step_flops(self.twin, ids, ids.clone(), scored=scored)
         return self._cache[key]

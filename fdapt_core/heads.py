@@ -1,0 +1,73 @@
+"""The language-model head applied only where tokens are scored.
+
+A masked-LM step scores about 15 % of the positions, yet `model(input_ids).logits` runs the
+head (transform, norm and the vocabulary projection) at every one of them: for
+all-MiniLM-L6-v2 at 128 tokens the 30,522-word projection is about half the forward FLOPs,
+and its float32 logits are the largest tensor of the step. `ScoringHead` runs the model's body,
+gathers the hidden states of the scored positions and applies the head to those rows alone;
+the loss is the same mean cross-entropy over the same positions, so the loss and every
+gradient equal the dense path's up to float32 rounding (the products are summed in another
+blocking). The training step, the data-parallel share, the ZeRO step, the held-out scorer and
+the FLOP count all go through it.
+
+The head is found by structure for the families the harness knows (DistilBERT's
+`vocab_transform` … `vocab_projector`; BERT and MiniLM's `cls`; `lm_head` of RoBERTa and the
+decoders); anything else keeps the dense path and says why. A decoder's next-token loss
+scores every position but the last, so there the head saves almost nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .data.masking import IGNORE
+from .model import output_head
+
+
+@dataclass(frozen=True)
+class ScoringHead:
+    """How a step turns a batch into (logits, labels) at the scored positions.
+
+    `head` maps final hidden states to logits (None: the dense path, the model's own
+    forward); `why` says which path and, for the dense one, why."""
+
+    head: Optional[Callable[[torch.Tensor], torch.Tensor]]
+    why: str
+
+    @property
+    def sparse(self) -> bool:
+        return self.head is not None
+
+    def target(self, model: nn.Module) -> nn.Module:
+        """The module a step calls (and compiles): the body alone, or the whole model."""
+        return model.base_model if self.sparse else model
+
+    def logits(self, forward: Callable, input_ids: torch.Tensor, labels: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) of the scored positions (dense: every position, labels -100
+        where nothing is scored); `forward` is `target(model)` or its compiled wrapper."""
+        out = forward(input_ids=input_ids)
+        if self.head is None:
+            return out.logits, labels
+        chosen = labels != IGNORE
+        return self.head(out.last_hidden_state[chosen]), labels[chosen]
+
+
+def scoring_head(model: nn.Module, objective: str, sparse: bool = True) -> ScoringHead:
+    """The head for `model` trained on `objective` ("mlm" or "clm"); `sparse` false keeps
+    every position (`train.sparse_head`)."""
+    if not sparse:
+        return ScoringHead(None, "dense: train.sparse_head is false")
+    if objective != "mlm":
+        return ScoringHead(None, "dense: the next-token loss scores every position")
+    head = output_head(model)
+    if head is None:
+        return ScoringHead(None, f"dense: the head of {type(model).__name__} is not one the "
+                                 "harness knows (DistilBERT, BERT/MiniLM, RoBERTa)")
+    if not hasattr(model, "base_model") or model.base_model is model:
+        return ScoringHead(None, f"dense: {type(model).__name__} has no body apart from its "
+                                 "head")
+    return ScoringHead(head, "sparse: the head only at the masked positions")
