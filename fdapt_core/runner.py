@@ -448,9 +448,12 @@ def _trainer(prep: Prepared, ctx: Context, executor):
             None
     policy = cfg.freeze.policy if prep.method == "ffdapt" else "none"
     n_batches = [math.ceil(len(b) / cfg.train.batch_size) for b in prep.client_blocks]
+    # the budget policy counts its candidates as the run counts its steps (the same head)
+    flops = ctx.flops or FlopCache(prep.model, cfg.train.mlm_probability
+                                   if ctx.head.sparse else None)
     plans = freeze_schedule(prep.model, policy, cfg.freeze, n_batches, seed=cfg.seed,
                             shape=(cfg.train.batch_size, cfg.data.max_seq_length),
-                            flops=ctx.flops)
+                            flops=flops)
     zero = None
     if cfg.dist.engine == "deepspeed":
         from .dist.zero import ZeroTrainer

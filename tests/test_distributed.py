@@ -89,8 +89,10 @@ def test_failing_rank_stops_the_run_and_resume_finishes_it(tmp_path, cache_dir):
     assert "rank 1 failed in round 2 on client" in res.stderr
     assert "Traceback" not in res.stderr
     rec = json.loads((tmp_path / "fail" / "fdapt" / "record.json").read_text())
-    assert rec["status"] == "failed" and len(rec["rounds"]) == 1  # round 1 kept
-    assert rec["error"]  # what stopped it, in one line
+    assert len(rec["rounds"]) == 1  # round 1 kept
+    # rank 0 writes "failed" when its collective errors first; the launcher may kill it
+    # before that (SIGKILL), and then it could write nothing
+    assert rec["status"] == "running" or (rec["status"] == "failed" and rec["error"])
     res = _launch(sets, "fdapt", "--resume")
     assert res.returncode == 0, res.stderr[-3000:]
     ref = _sequential(tmp_path, cache_dir, "fdapt", ["fl.rounds=3"])
