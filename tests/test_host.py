@@ -96,3 +96,20 @@ def test_the_record_says_how_busy_the_host_was(tiny):
     assert h["threads"] == 1 and h["cpus"] == os.cpu_count()
     assert set(h) >= {"other_cpu_cores", "load_avg_max", "contended"}
     assert rec["rounds"][0]["host"]["threads"] == 1
+
+
+def test_a_killed_run_not_yet_reaped_is_not_alive(tmp_path):
+    """A run killed with SIGKILL stays a zombie until its parent waits for it: it answers
+    signal 0, and once counted as a live run."""
+    import signal
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / str(child.pid)).touch()
+        assert live_runs(tmp_path) == 2
+        os.kill(child.pid, signal.SIGKILL)
+        time.sleep(0.5)  # not waited for: a zombie
+        assert live_runs(tmp_path) == 1
+    finally:
+        child.kill()
+        child.wait()

@@ -30,13 +30,19 @@ SLACK_CORES = 0.1
 
 
 def _alive(pid: int) -> bool:
+    """A running process: a killed run not yet reaped by its parent (a zombie) answers
+    signal 0 but is over."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux): signal 0 is all there is
+        return True
 
 
 class RunRegistry:
