@@ -69,6 +69,19 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def git_dirty(root: Path | None = None) -> bool | None:
+    """Whether the training code (`fdapt_core/`) differs from the recorded commit, uncommitted
+    changes or untracked files alike (None outside a git checkout): a record trained on
+    changed code cannot be told apart by its commit alone."""
+    root = root or Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", "fdapt_core"], cwd=root,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def environment(device: torch.device) -> dict:
     """Package versions, device and host facts that a reader needs to compare two records."""
     versions = {}
@@ -85,6 +98,7 @@ def environment(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "git_commit": _git_commit(),
+        "git_dirty": git_dirty(),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

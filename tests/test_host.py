@@ -113,3 +113,23 @@ def test_a_killed_run_not_yet_reaped_is_not_alive(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_record_says_whether_the_training_code_was_committed(tmp_path):
+    from fdapt_core.records import git_dirty
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert git_dirty(tmp_path) is None  # not a checkout
+    git("init", "-q")
+    (tmp_path / "fdapt_core").mkdir()
+    (tmp_path / "fdapt_core" / "x.py").write_text("a = 1\n")
+    (tmp_path / "README.md").write_text("docs\n")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "README.md").write_text("docs changed\n")  # not training code
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "fdapt_core" / "x.py").write_text("a = 2\n")
+    assert git_dirty(tmp_path) is True
