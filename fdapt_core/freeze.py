@@ -149,10 +149,6 @@ class FreezeSchedule:
             return self._plans[client] if self._plans else None
         return self._rule(client, round_index)
 
-    def static_plans(self) -> Optional[list[FreezePlan]]:
-        """The per-client plans of a static schedule; None for a per-round one."""
-        return list(self._plans) if self._plans is not None else None
-
     def describe(self) -> dict:
         """The policy for the run record: its name, whether it is static, its settings."""
         return {"policy": self.policy, "static": self.static, **self.settings}

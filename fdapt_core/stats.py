@@ -30,10 +30,6 @@ class Interval:
     high: float
     level: float  # e.g. 0.95
 
-    def as_dict(self) -> dict:
-        return {"estimate": self.estimate, "low": self.low, "high": self.high,
-                "level": self.level}
-
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> Optional[Interval]:
     """Student-t interval of the mean (None for fewer than two values)."""

@@ -139,7 +139,7 @@ def emb_names(model):
 def test_static_policies_keep_their_plans(model, policy, cfg):
     plans = plan_freezing(model, policy, cfg, [3, 5, 2, 8])
     schedule = freeze_schedule(model, policy, cfg, [3, 5, 2, 8])
-    assert schedule.static and schedule.static_plans() == plans
+    assert schedule.static and [schedule.plan(c, 0) for c in range(4)] == plans
     assert all(schedule.plan(c, r) == plans[c] for c in range(4) for r in range(4))
     assert FreezeSchedule.of(plans).plan(2, 7) == plans[2]  # a plain list still works
     assert [f["blocks"] for f in schedule.record(model)] == [list(p.blocks) for p in plans]
@@ -147,7 +147,7 @@ def test_static_policies_keep_their_plans(model, policy, cfg):
 
 def test_progressive_schedule(model):
     s = freeze_schedule(model, "progressive", FreezeConfig(window=2), [3, 9])
-    assert not s.static and s.static_plans() is None and s.record(model) == []
+    assert not s.static and s.record(model) == []
     assert s.describe() == {"policy": "progressive", "static": False, "window": 2,
                             "wrap": False, "embeddings": True}
     expected = {0: ((2, 3, 4, 5), False), 1: ((0, 3, 4, 5), True), 4: ((0, 1, 2, 3), True),
@@ -210,7 +210,7 @@ def test_budget_meets_each_clients_target_with_no_more_than_needed(model, flops,
     s = freeze_schedule(model, "budget", cfg, n_batches, shape=(4, 32),
                         flops=flops if embeddings else None)
     assert s.static
-    plans = s.static_plans()
+    plans = [s.plan(c, 0) for c in range(len(n_batches))]
     assert [(p.blocks, p.embeddings) for p in plans] == expected
     record = s.record(model)
     candidates = budget_candidates(model, embeddings, (4, 32), flops)
