@@ -365,21 +365,48 @@ def round_train_s(run: Run) -> list[float]:
             for r in run.rec.get("rounds", [])]
 
 
-def time_saved_interval(cell: Cell, ref: Cell) -> Interval | None:
-    """The local-training time saved vs `ref` (%) with its 95 % t-interval, over every
-    (seed, round) the two cells share: the spread of repeated rounds and seeds. Seeds where
-    either run was timed apart (contended, other threads) are left out: their ratio measures
-    the host, not the method."""
-    from fdapt_core.stats import t_interval
+STALL = 1.5  # a round this many times its run's median round time is a stall
 
-    ref_by_seed = {r.seed: round_train_s(r) for r in ref.trained if not r.timed_apart}
-    saved = []
+
+def stalls(run: Run) -> list[int]:
+    """Rounds (0-based) whose local-training time is at least STALL × the run's median
+    round: a host that stopped the run for a while, which a whole-run contention average
+    does not show (one such round turned a 3 % saving into a loss)."""
+    import statistics
+
+    times = round_train_s(run)
+    if len(times) < 3:  # a median of two is one of them: no stall can be told apart
+        return []
+    median = statistics.median(times)
+    return [i for i, t in enumerate(times) if median > 0 and t >= STALL * median]
+
+
+def time_saved_by_seed(cell: Cell, ref: Cell, skip_stalls: bool = False) -> dict[int, float]:
+    """seed → the local-training time saved vs `ref` (%), over the rounds the two runs share
+    (`skip_stalls`: without the rounds either run stalled in). Seeds where either run was
+    timed apart (contended, other threads) are left out: their ratio measures the host."""
+    refs = {r.seed: r for r in ref.trained if not r.timed_apart}
+    out = {}
     for run in cell.trained:
-        base = ref_by_seed.get(run.seed)
+        base = refs.get(run.seed)
         if base is None or run.timed_apart:
             continue
-        saved += [100.0 * (1 - t / b) for t, b in zip(round_train_s(run), base) if b > 0]
-    return t_interval(saved)
+        skip = set(stalls(run)) | set(stalls(base)) if skip_stalls else set()
+        pairs = [(t, b) for i, (t, b) in enumerate(zip(round_train_s(run), round_train_s(base)))
+                 if i not in skip]
+        total = sum(b for _, b in pairs)
+        if total > 0:
+            out[run.seed] = 100.0 * (1 - sum(t for t, _ in pairs) / total)
+    return out
+
+
+def time_saved_interval(cell: Cell, ref: Cell) -> Interval | None:
+    """The local-training time saved vs `ref` (%): the mean over seeds with its 95 %
+    t-interval over seeds (None below two). A seed's rounds are not independent repeats of
+    one another (they share the run's host and state), so they are summed within the seed."""
+    from fdapt_core.stats import t_interval
+
+    return t_interval(list(time_saved_by_seed(cell, ref).values()))
 
 
 def timed_runs(runs: list[Run]) -> list[Run]:

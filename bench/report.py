@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,9 @@ from pathlib import Path
 from fdapt_core.errors import DataError
 
 from . import figures as figs
-from .collect import (GENERAL, Collection, collect, contended, downstream_stats,
-                      efficiency_stats, loss_curve, network_curve, network_of, saved_pct,
-                      target_loss, time_saved_interval)
+from .collect import (GENERAL, STALL, Collection, collect, contended, downstream_stats,
+                      efficiency_stats, loss_curve, network_curve, network_of, round_train_s,
+                      saved_pct, stalls, target_loss, time_saved_by_seed, time_saved_interval)
 from .tables import csv_text
 from .verdicts import (CLAIMED_FLOPS_SAVED, MARGIN, MIN_SEEDS, RESAMPLES, TOO_FEW_SEEDS,
                        claim_rows, claim_summary, differences, majority_check, pair_seeds)
@@ -132,8 +133,8 @@ def downstream_rows(coll: Collection, diffs: dict | None = None) -> list[dict]:
 
 
 def _time_saved(coll: Collection, part: str, method: str, s: dict, ref: dict | None) -> dict:
-    """Time saved vs fdapt (%): the mean over the (seed, round) pairs both timed alone, with
-    its 95 % t-interval; from the mean times where there are too few pairs for one."""
+    """Time saved vs fdapt (%): the mean over the seeds both timed alone, with its 95 %
+    t-interval over seeds; from the mean times where there are too few seeds for one."""
     cell, rcell = coll.cell(part, method), coll.cell(part, "fdapt")
     ci = time_saved_interval(cell, rcell) if rcell is not None and method != "fdapt" else None
     return {"train_time_saved_vs_fdapt_pct": ci.estimate if ci is not None
@@ -319,10 +320,12 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
            "Means over pretraining seeds. FLOPs: training FLOPs as dispatched (counted with "
            "FlopCounterMode, forward + backward); local time: the clients' training loops "
            "(± std over seeds); saved %: relative to fdapt in the same partition (negative: "
-           "more), time saved with its 95 % t-interval over the rounds and seeds both ran "
-           "(runs timed apart, named below the table, left out of every time); MB = 10^6 "
-           "bytes, up + down = total; peak MB: process RSS on CPU, CUDA max allocated on GPU; loss: held-out MLM cross-entropy after the last round (nats), "
-           "ppl = its exponential.", ""]
+           "more), time saved: each seed's saving over the rounds both runs trained, its "
+           "mean and 95 % t-interval over seeds (runs timed apart, named below the table, "
+           "left out of every time; stalled rounds named there too); MB = 10^6 bytes, up + "
+           "down = total; peak MB: process RSS on CPU, CUDA max allocated on GPU; loss: "
+           "held-out MLM cross-entropy after the last round (nats), ppl = its exponential.",
+           ""]
     header = ["method", "seeds", "rounds", f"train FLOPs ({unit})", "FLOPs saved %",
               "local time (s)", "time saved %", "MB up", "MB down", "MB total", "tokens/s",
               "peak MB", "final loss", "Δ loss fdapt", "final ppl", "round s (net)",
@@ -362,7 +365,38 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
             out += ["*No fdapt run in this partition: FLOPs saved %, time saved % and "
                     "Δ loss fdapt are left empty (-).*", ""]
         out += _apart_notes(coll, part)
+        out += _stall_notes(coll, part)
     return out
+
+
+def _stall_notes(coll: Collection, part: str) -> list[str]:
+    """Rounds that stalled (at least STALL × their run's median round), and what each
+    method's time saved would be without them."""
+    found, methods = [], set()
+    for m in coll.methods:
+        cell = coll.cell(part, m)
+        for r in sorted(cell.trained if cell else [], key=lambda r: r.seed):
+            times = round_train_s(r)
+            for i in stalls(r):
+                found.append(f"{m} seed {r.seed} round {i + 1} ({times[i]:.1f} s, the run's "
+                             f"median round {statistics.median(times):.1f} s)")
+                methods.add(m)
+    if not found:
+        return []
+    ref = coll.cell(part, "fdapt")
+    effects = []
+    for m in coll.methods:
+        cell = coll.cell(part, m)
+        if ref is None or cell is None or m == "fdapt" or not (methods & {m, "fdapt"}):
+            continue
+        with_, without = (time_saved_by_seed(cell, ref, skip_stalls=s) for s in (False, True))
+        if with_ and without:
+            effects.append(f"{m} {statistics.fmean(with_.values()):+.1f} % with them, "
+                           f"{statistics.fmean(without.values()):+.1f} % without")
+    text = (f"*Stalled rounds (at least {STALL:g}× their run's median round): "
+            + "; ".join(found) + ". They stay in the table; time saved vs fdapt, mean over "
+            "seeds: " + ("; ".join(effects) if effects else "unchanged") + ".*")
+    return [text, ""]
 
 
 def _apart_notes(coll: Collection, part: str) -> list[str]:

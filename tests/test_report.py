@@ -284,3 +284,34 @@ def test_command_line_end_to_end(grid, tmp_path):
     assert "report:" in p.stdout and (tmp_path / "cli" / "report.md").is_file()
     assert "ffdapt-paper" in p.stderr  # the interrupted record is named as left out
     assert_figures(tmp_path / "cli", ["fig1_heldout_loss", "fig3_cost", "fig4_tradeoff"])
+
+
+def test_time_saved_is_an_interval_over_seeds_and_stalls_are_named(tmp_path):
+    """Rounds of one seed are not independent repeats: pooling (seed, round) pairs gave a
+    5-df interval from 2 seeds. And a round that took twice its run's median, with no
+    contention measured, went unnamed while it turned the method's saving negative."""
+    from bench.collect import collect, stalls, time_saved_by_seed, time_saved_interval
+    from fdapt_core.stats import t_interval
+
+    walls = {("fdapt", 0): [10, 10, 10], ("ffdapt-paper", 0): [9, 9, 9],
+             ("fdapt", 1): [10, 10, 10], ("ffdapt-paper", 1): [9.5, 20, 9.5]}
+    for (m, seed), times in walls.items():
+        rec = make_record(m, "iid", seed, name="stall")
+        for r, t in zip(rec["rounds"], times):
+            r["clients"] = [{"client": 0, "wall_s": t}]
+        write(tmp_path / "results" / f"stall-s{seed}", rec)
+    coll = collect([str(tmp_path / "results" / f"stall-s{s}") for s in (0, 1)])
+    cell, ref = coll.cell("iid", "ffdapt-paper"), coll.cell("iid", "fdapt")
+    by_seed = time_saved_by_seed(cell, ref)
+    assert by_seed == pytest.approx({0: 10.0, 1: -30.0})
+    ci = time_saved_interval(cell, ref)
+    assert (ci.low, ci.high) == pytest.approx((t_interval([10.0, -30.0]).low,
+                                               t_interval([10.0, -30.0]).high))
+    run = next(r for r in cell.trained if r.seed == 1)
+    assert stalls(run) == [1]
+    assert time_saved_by_seed(cell, ref, skip_stalls=True) == pytest.approx({0: 10.0, 1: 5.0})
+    out = tmp_path / "report"
+    make_report([str(tmp_path / "results" / f"stall-s{s}") for s in (0, 1)], out)
+    md = (out / "report.md").read_text()
+    assert "ffdapt-paper seed 1 round 2 (20.0 s, the run's median round 9.5 s)" in md
+    assert "ffdapt-paper -10.0 % with them, +7.5 % without" in md

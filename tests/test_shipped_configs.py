@@ -57,3 +57,30 @@ def test_study_config_is_valid(path):
             parse_method(method, cell.cfg)
     for name in study.tasks:
         load_task(task_path(name, CONFIGS / "tasks"))
+
+
+def test_the_committed_study_is_still_its_records_study():
+    """Every committed record of the CPU study matches its cell's config, so `bench study`
+    reuses it rather than training 4.9 hours again: a key added since (train.sparse_head)
+    once changed every config's hash and the study began retraining."""
+    from fdapt_core.runner import finished_record
+
+    study, base = load_study(CONFIGS / "study-cpu.yaml")
+    missing = [(cell.cfg.name, m) for cell in cells(study, base) for m in study.methods
+               if finished_record(cell.cfg, m) is None]
+    assert not missing
+
+
+def test_a_key_added_later_leaves_the_hash_alone_only_at_its_old_behaviour():
+    """A record made before train.sparse_head existed hashed a config without it: the same
+    config with the key at its old behaviour (false) hashes the same; the default does not."""
+    import hashlib
+    import json
+
+    old = build_config({}, ["train.sparse_head=false"])
+    before = {k: v for k, v in old.to_dict().items()
+              if k not in ("output_dir", "cache_dir", "network", "report")}
+    del before["train"]["sparse_head"]  # the config as it was before the key existed
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert old.hash() == digest
+    assert build_config({}, []).hash() != digest  # the sparse default trains otherwise
