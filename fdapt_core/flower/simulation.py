@@ -15,14 +15,14 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from .client import app as client_app
-from .server import FlowerExecutor, check_supported
+from .server import FlowerExecutor
 
 
 def run_flower(cfg, method: str, resume: bool, callbacks, run_fn) -> dict:
     """Run `method` with every client a simulated Flower node; return the record."""
-    from ..runner import parse_method
+    from ..runner import check
 
-    check_supported(parse_method(method, cfg)[1])  # before Ray starts
+    check(cfg, method)  # everything a run refuses, before Ray starts
     result: dict = {}
     server_app = ServerApp()
 
