@@ -127,7 +127,9 @@ class TrainConfig:
                                  "resumed run keeps the count it started with", min=1)
     sparse_head: bool = opt(True, "MLM: apply the LM head only at the masked positions (the "
                             "loss and gradients of the dense head, at a fraction of its "
-                            "cost); false: at every position, as HF's models do")
+                            "cost); next-token: the head and its loss a chunk of rows at a "
+                            "time (the whole batch's float32 logits never held); false: "
+                            "at every position at once, as HF's models do")
     compile: bool = opt(False, "torch.compile the model's training forward (on CUDA it cuts "
                         "kernel launches; each new frozen set compiles once, so a "
                         "per-round freeze policy compiles every round)")

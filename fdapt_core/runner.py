@@ -419,8 +419,7 @@ def _context(prep: Prepared, out: Path, callbacks, world) -> Context:
                                 cfg.train.mlm_probability)
     heldout = HeldOut(prep.heldout.blocks, objective, cfg.seed, cfg.eval.batch_size)
     head = run_head(cfg, model, prep.objective)
-    flops = FlopCache(model, cfg.train.mlm_probability if head.sparse else None) \
-        if cfg.profile.count_flops else None
+    flops = FlopCache(model, head) if cfg.profile.count_flops else None
     return Context(cfg, model, objective, prep.client_blocks, heldout, prep.device,
                    Checkpoints(out / "checkpoints"), callbacks, PeakMemory(prep.device),
                    flops, world, exchanged_names(model), head,
@@ -433,7 +432,8 @@ def run_head(cfg: RunConfig, model: nn.Module, objective: str) -> ScoringHead:
     own forward inside DeepSpeed's wrapper, so there it is the dense head."""
     if cfg.dist.engine == "deepspeed":
         return ScoringHead(None, "dense: the ZeRO engine runs the model's own forward")
-    return scoring_head(model, objective, cfg.train.sparse_head)
+    return scoring_head(model, objective, cfg.train.sparse_head, cfg.train.mlm_probability,
+                        cfg.data.max_seq_length)
 
 
 def _trainer(prep: Prepared, ctx: Context, executor):
@@ -449,8 +449,7 @@ def _trainer(prep: Prepared, ctx: Context, executor):
     policy = cfg.freeze.policy if prep.method == "ffdapt" else "none"
     n_batches = [math.ceil(len(b) / cfg.train.batch_size) for b in prep.client_blocks]
     # the budget policy counts its candidates as the run counts its steps (the same head)
-    flops = ctx.flops or FlopCache(prep.model, cfg.train.mlm_probability
-                                   if ctx.head.sparse else None)
+    flops = ctx.flops or FlopCache(prep.model, ctx.head)
     plans = freeze_schedule(prep.model, policy, cfg.freeze, n_batches, seed=cfg.seed,
                             shape=(cfg.train.batch_size, cfg.data.max_seq_length),
                             flops=flops)

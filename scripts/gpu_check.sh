@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check in one command: the `gpu`-marked tests (a sequential bf16 run end to end, MFU of
-# the harness loop against the datasheet peak, eager vs torch.compile, the NCCL executor and
-# ZeRO bf16 on one GPU) and `bench perf` at GPU sizes, on one GPU, in under 8 minutes. Writes
+# The GPU check in one command: the step bench (the study's encoder step with each lever added in
+# turn, batch 64, the Llama-shape decoder, the freeze policies' FLOP vs wall-time savings; MFU,
+# tokens/s, the spread of repeats, GPU memory), then the `gpu`-marked tests (a sequential bf16
+# run end to end, MFU of the harness loop against the datasheet peak, eager vs torch.compile,
+# the NCCL executor and ZeRO bf16 on one GPU) and `bench perf` at GPU sizes, on one GPU, in
+# under 8 minutes. Writes
 # one JSON under results/ (default results/gpu-check-<time>.json; --out FILE) and the perf
 # record beside it (perf-gpu.json), which is what results/baselines/perf-gpu.json is made from.
 #

@@ -279,7 +279,9 @@ def test_engine_trains_each_round_with_its_plan(tiny, monkeypatch):
         assert frozen <= same  # frozen parameters bit-identical after local training
         assert not (same - frozen)  # every trainable one moved
     n = rec["model"]["parameters"]
-    cache = FlopCache(model, cfg.train.mlm_probability)  # the run's sparse head
+    from fdapt_core.runner import run_head
+
+    cache = FlopCache(model, run_head(cfg, model, "mlm"))  # the run's sparse head
     for r, row in enumerate(rec["rounds"]):
         for c in row["clients"]:
             assert c["frozen_blocks"] == progressive_allocation(r, 6, 3)
@@ -302,9 +304,10 @@ def test_budget_run_records_the_saving_it_reaches(tiny):
 
     cfg = tiny("fl.rounds=1", "freeze.target_saving=0.3", "partition.method=quantity")
     rec = run(cfg, "ffdapt-budget")
-    cache = FlopCache(AutoModelForMaskedLM.from_pretrained(run_dir(cfg, "ffdapt-budget") /
-                                                           "model"),
-                      cfg.train.mlm_probability)  # the run's sparse head
+    from fdapt_core.runner import run_head
+
+    model = AutoModelForMaskedLM.from_pretrained(run_dir(cfg, "ffdapt-budget") / "model")
+    cache = FlopCache(model, run_head(cfg, model, "mlm"))  # the run's sparse head
     assert rec["freeze_policy"]["policy"] == "budget" and rec["freeze_policy"]["static"]
     targets = [f["clamped_target_saving"] for f in rec["freeze"]]
     assert targets[1] > targets[0]  # quantity skew: client 1 has more data, saves more

@@ -52,8 +52,7 @@ class DataParallel:
         if len(inputs) == 0 or n_total == 0:
             return torch.zeros((), device=inputs.device)
         with autocast():  # `head`: a heads.ScoringHead, `model` the module it targets
-            logits, labels = head.logits(model, inputs, labels)
-        loss = share_loss(logits, labels, n_total)
+            loss = head.loss_sum(model, inputs, labels) / n_total
         loss.backward()
         return loss.detach()
 

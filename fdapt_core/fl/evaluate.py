@@ -10,7 +10,7 @@ from torch import nn
 
 from ..data.masking import IGNORE
 from ..heads import scoring_head
-from ..objective import Objective, exact_loss_sum
+from ..objective import Objective
 from ..seeding import derive
 
 
@@ -45,8 +45,7 @@ class HeldOut:
                 continue
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
-                logits, scored = head.logits(body, inputs, labels)
-            total += exact_loss_sum(logits, scored)
+                total += head.exact_loss_sum(body, inputs, labels)
         loss = (total / max(1, self.n_masked)).item()
         model.train(was_training)
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0)),

@@ -19,7 +19,7 @@ from torch import nn
 from ..config import TrainConfig
 from .. import interrupt
 from ..heads import ScoringHead
-from ..objective import Objective, mean_loss
+from ..objective import Objective
 from ..profiling.timing import PhaseTimer
 
 
@@ -225,7 +225,7 @@ class PlainStep:
     def backward(self, inputs, labels, autocast, timer):
         if self.dp is None:
             with autocast():
-                loss = mean_loss(*self.head.logits(self.forward, inputs, labels))
+                loss = self.head.mean_loss(self.forward, inputs, labels)
             timer.mark("forward")
             loss.backward()
             timer.mark("backward")

@@ -20,7 +20,7 @@ from ..config import TrainConfig
 from ..fl.local import BatchStream, amp_dtype, make_optimizer, train_steps
 from ..model import TokenizerInfo
 from ..heads import scoring_head
-from ..objective import CausalLM, MaskedLM, mean_loss
+from ..objective import CausalLM, MaskedLM
 
 
 def _sync(device: torch.device) -> None:
@@ -80,7 +80,7 @@ def run_plain(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: Tok
                              torch.randint(tok.vocab_size, x.shape, generator=gen), inputs)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             if head.sparse:
-                loss = mean_loss(*head.logits(forward, inputs.to(device), labels.to(device)))
+                loss = head.mean_loss(forward, inputs.to(device), labels.to(device))
             else:
                 loss = model(input_ids=inputs.to(device), labels=labels.to(device)).loss
         _step(model, loss, opt, sched, cfg)

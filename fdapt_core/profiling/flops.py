@@ -114,12 +114,13 @@ def analytic_flops(n_params: int, tokens: int) -> int:
 class FlopCache:
     """Counts on a meta-device twin, keyed by (batch shape, frozen set): each counted once.
 
-    `scored_share`: the MLM head runs only at the masked positions (`heads.ScoringHead`), a
-    share of the step's tokens (the masking probability: the expected count, as a step's
-    own count varies by a few tokens); None: at every position."""
+    `head` (a `heads.ScoringHead`): where the run's head runs, its `scored_rows` of a batch
+    shape (the sparse MLM head: the masking probability's share of the tokens, the expected
+    count, as a step's own count varies by a few; the chunked next-token head: all but each
+    block's last); None: the head at every position."""
 
-    def __init__(self, model: nn.Module, scored_share: float | None = None):
-        self.scored_share = scored_share
+    def __init__(self, model: nn.Module, head=None):
+        self.head = head
         config = copy.deepcopy(model.config)
         # GPT-2 looks for padding in its inputs (a value read: impossible on meta tensors);
         # packed blocks hold none, and the pad id changes no FLOP
@@ -137,7 +138,6 @@ class FlopCache:
                 p.requires_grad_(name in self.trainable and name not in frozen)
             ids = torch.zeros(shape, dtype=torch.long, device="meta")
             # the loss over every position costs the same whatever is masked
-            scored = None if self.scored_share is None \
-                else round(self.scored_share * shape[0] * shape[1])
+            scored = None if self.head is None else self.head.scored_rows(tuple(shape))
             self._cache[key] = count_step_flops(self.twin, ids, ids.clone(), scored=scored)
         return self._cache[key]
