@@ -371,6 +371,7 @@ def _run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
         write(out / "record.json", record)
         raise
     _close_record(record, prep, trainer.rounds, ctx, host, time.perf_counter() - t0)
+    record["totals"]["flop_count_s"] = trainer.flop_count_s  # before the rounds, off their clock
     record.update(_save_final_model(prep, out) if main else {"model_dir": "model"})
     record["status"] = "finished"
     write(out / "record.json", record)

@@ -20,6 +20,17 @@ from fdapt_core.flower.wire import (encoded_record, from_array, record_encoded, 
 from fdapt_core.runner import _run, run  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch):
+    """What Flower's ServerApp runtime sets before a ServerApp runs (a Message reads the run
+    id from it): the in-process grid below stands in for that runtime. Without it a test run
+    alone failed, and passed only after a simulation had left it set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
 def test_wire_carries_every_codec_and_dtype_exactly():
     g = {"w": torch.randn(6, 5), "b": torch.randn(7)}
     sent = {k: v + 0.01 * torch.randn_like(v) for k, v in g.items()}

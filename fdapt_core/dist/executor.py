@@ -54,6 +54,7 @@ def _injected(world: World, round_index: int) -> bool:
 
 class DistributedExecutor:
     name = "distributed"
+    trains_here = True
 
     def __init__(self, world: World):
         self.world = world

@@ -187,11 +187,28 @@ class _RoundLoop:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.rounds: list[dict] = []
+        self.flop_count_s = 0.0  # counting the steps' FLOPs before the first round
+
+    def planned_counts(self, start_round: int) -> Iterator[tuple[torch.Tensor, frozenset]]:
+        """(blocks, frozen set) of every step count the rounds from `start_round` will ask."""
+        return iter(())
+
+    def count_ahead(self, start_round: int) -> None:
+        """Count every frozen set's step FLOPs before the rounds start. A count walks the
+        model on the meta device (0.2–0.5 s each, whatever the model's size): done inside a
+        round it was most of the round's time outside training at small sizes. It is a
+        metering cost, not the federation's; the record keeps it as `flop_count_s`."""
+        t0 = time.perf_counter()
+        if self.ctx.flops is not None:
+            for blocks, frozen in self.planned_counts(start_round):
+                self.count_flops(blocks, frozen)
+        self.flop_count_s = time.perf_counter() - t0
 
     # subclasses: train_round(r) -> dict (round row, without eval), state(), load_state()
     def run(self, start_round: int = 0) -> list[dict]:
         cfg, ctx = self.ctx.cfg, self.ctx
         dtype = amp_dtype(cfg.train, ctx.device)
+        self.count_ahead(start_round)
         for r in range(start_round, cfg.fl.rounds):
             t0 = time.perf_counter()
             row = self.train_round(r)
@@ -289,6 +306,14 @@ class FederatedTrainer(_RoundLoop):
         # a client trains data-parallel over its group's ranks (None: one process a client)
         self.dp = group_dp(ctx.world)
         self.zero = zero  # a dist.zero.ZeroTrainer when dist.engine is deepspeed
+
+    def planned_counts(self, start_round):
+        if not self.executor.trains_here:  # the nodes count their own
+            return
+        for r in range(start_round, self.ctx.cfg.fl.rounds):
+            for c in sample_clients(self.ctx.cfg, r):
+                plan = self.plans.plan(c, r) if self.plans is not None else None
+                yield self.ctx.client_blocks[c], plan.names if plan else frozenset()
 
     def train_round(self, r: int) -> dict:
         ctx, cfg = self.ctx, self.ctx.cfg
@@ -518,6 +543,7 @@ class SequentialExecutor:
     strategy's running sum."""
 
     name = "sequential"
+    trains_here = True  # the clients train in this process
 
     def run_round(self, trainer: FederatedTrainer, r: int, clients: Sequence[int],
                   global_params: dict[str, torch.Tensor]) -> Iterator[dict]:
@@ -556,6 +582,9 @@ class CentralTrainer(_RoundLoop):
         from ..dist.data_parallel import group_dp
 
         self.dp = group_dp(ctx.world, whole_world=True)  # data-parallel over every rank
+
+    def planned_counts(self, start_round):
+        yield self.blocks, frozenset()
 
     def train_round(self, r: int) -> dict:
         ctx, cfg = self.ctx, self.ctx.cfg

@@ -53,6 +53,7 @@ class FlowerExecutor:
     """
 
     name = "flower"
+    trains_here = False  # on the nodes
 
     def __init__(self, grid: Grid, method: str, timeout_s: float):
         self.grid, self.method, self.timeout_s = grid, method, timeout_s

@@ -19,7 +19,12 @@ def main(argv: list[str]) -> None:
     t = rec["totals"]
     with open(out, "w", encoding="utf-8") as f:
         json.dump({"clients": int(k), "peak_mem_mb": t["peak_mem_mb"],
-                   "peak_rss_mb": t["peak_rss_mb"], "steps": t["steps"]}, f)
+                   "peak_rss_mb": t["peak_rss_mb"],
+                   "peak_cuda_allocated_mb": t.get("peak_cuda_allocated_mb"),
+                   "steps": t["steps"],
+                   # a client with fewer blocks than a batch trains a smaller one: a lower peak
+                   "smallest_batch": min(c["step_flops"]["batch"] for r in rec["rounds"]
+                                         for c in r["clients"] if c["step_flops"])}, f)
 
 
 if __name__ == "__main__":
