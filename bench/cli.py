@@ -15,6 +15,7 @@ from rich.console import Console
 
 from fdapt_core.config import RunConfig, describe, load_config
 from fdapt_core.errors import FdaptError
+from fdapt_core.freeze_allocation import POLICIES as FREEZE_POLICIES
 
 from .progress import RichCallbacks
 from .tables import add_downstream, downstream_columns, notes, rich_table, rows_of, write_tables
@@ -81,8 +82,9 @@ def _train(cfg: RunConfig, method: str, resume: bool) -> Optional[dict]:
 @command("run")
 def run_cmd(
     method: str = typer.Option(..., "--method", "-m",
-                               help="central, fdapt, ffdapt or ffdapt-<paper|bottom|none|"
-                               "progressive|random|budget>"),
+                               help="central, fdapt, ffdapt or ffdapt-<"
+                               f"{'|'.join(FREEZE_POLICIES)}>, then -lora, -<codec>, "
+                               "-<strategy> (docs/methods.md)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="continue the run of this name and "
@@ -93,6 +95,8 @@ def run_cmd(
                                         "through torch.distributed.run (distributed executor)"),
 ) -> None:
     """Train one method; its record, checkpoints and model land in results/<name>/<method>/."""
+    from fdapt_core.runs import run_dir
+
     _quiet_libraries()
     if executor is not None:
         set_ = [*set_, f"dist.executor={executor}"]
@@ -106,7 +110,7 @@ def run_cmd(
         return
     title = f"{cfg.name}: {method}"
     out.print(rich_table(rows_of([rec], [False]), title))
-    out.print(f"record: {Path(cfg.output_dir) / cfg.name / method / 'record.json'}")
+    out.print(f"record: {run_dir(cfg, method) / 'record.json'}")
 
 
 @command("compare")
@@ -119,7 +123,8 @@ def compare_cmd(
                                "with the same config exists"),
 ) -> None:
     """Train each method (or reuse its finished record) and print one comparison table."""
-    from fdapt_core.runner import check, finished_record
+    from fdapt_core.methods import check
+    from fdapt_core.runs import comparison_dir, run_state
 
     _how_to_continue[:] = ["run the same compare again: finished methods are reused and the "
                            "stopped one resumes"]
@@ -134,40 +139,25 @@ def compare_cmd(
         check(cfg, m)  # every method's settings checked before the first one trains
     records, reused_flags = [], []
     for m in names:
-        rec = None if force else finished_record(cfg, m)
-        reused = rec is not None
+        state, rec = run_state(cfg, m)
+        reused = state == "finished" and not force
         if reused:
             err.print(f"{m}: reusing the finished run with the same config")
-        else:
-            rec = _train(cfg, m, resume=_can_resume(cfg, m))
+        else:  # a killed run of the same config is continued rather than restarted
+            rec = _train(cfg, m, resume=state == "resumable")
         records.append(rec)
         reused_flags.append(reused)
     # round times projected on this invocation's links (records are reused across them)
     rows = rows_of(records, reused_flags, cfg.network, cfg.report.target_loss)
     extra = add_downstream(rows, records, downstream_columns(records))
     title = f"{cfg.name}: {' vs '.join(names)}"
-    folder = Path(cfg.output_dir) / cfg.name
+    folder = comparison_dir(cfg)
     footnotes = notes(records, cfg.network, cfg.report.target_loss)
     write_tables(folder, rows, title, footnotes, extra)
     out.print(rich_table(rows, title, extra))
     for line in footnotes:
         out.print(f"[dim]- {line}[/dim]")
     out.print(f"tables: {folder / 'compare.md'}, {folder / 'compare.csv'}")
-
-
-def _can_resume(cfg: RunConfig, method: str) -> bool:
-    """A killed run of the same config is continued rather than restarted."""
-    from fdapt_core.records import read_json
-    from fdapt_core.runner import parse_method, run_dir
-
-    _, resolved = parse_method(method, cfg)
-    path = run_dir(cfg, method) / "record.json"
-    try:
-        rec = read_json(path)
-    except (OSError, ValueError):
-        return False
-    return rec.get("status") in ("running", "interrupted", "failed") \
-        and rec.get("config_hash") == resolved.hash()
 
 
 @command("perf")
@@ -238,7 +228,8 @@ def study_cmd(
     it again: it goes on where it stopped."""
     from fdapt_core.downstream.tasks import load_task, task_path
     from fdapt_core.records import read_json
-    from fdapt_core.runner import check, finished_record
+    from fdapt_core.methods import check
+    from fdapt_core.runs import run_state
     from fdapt_core.study import REQUIRED, StudyConfig, cells, load_study, report_folder
 
     from .downstream import run_downstream
@@ -262,14 +253,15 @@ def study_cmd(
     # study goes on from its committed records on another machine (weights are not kept).
     for cell in grid:
         for m in study.methods:
-            rec = finished_record(cell.cfg, m)
+            state, rec = run_state(cell.cfg, m)
+            rec = rec if state == "finished" else None
             folder = cell.folder / m
             if rec is not None and (_scored(rec, tasks, study.quick)
                                     or (folder / "model").is_dir()):
                 err.print(f"{cell.cfg.name}/{m}: finished, reused", highlight=False)
                 continue
             # a finished run whose weights are gone and that was never scored trains anew
-            _train(cell.cfg, m, resume=rec is None and _can_resume(cell.cfg, m))
+            _train(cell.cfg, m, resume=state == "resumable")
         general = cell.folder / "general" / "record.json"  # the starting model's scores
         records = [read_json(cell.folder / m / "record.json") for m in study.methods]
         if not general.is_file() or not all(_scored(r, tasks, study.quick)

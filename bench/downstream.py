@@ -13,7 +13,7 @@ from fdapt_core.downstream.runs import (GENERAL, cached_result, ensure_general, 
                                         model_folder, store_result)
 from fdapt_core.downstream.tasks import load_task, task_path
 from fdapt_core.records import read_json, write_text_atomic
-from fdapt_core.runner import resolve_device
+from fdapt_core.prepare import resolve_device
 
 from .tables import csv_text, markdown
 

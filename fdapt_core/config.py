@@ -19,7 +19,12 @@ from typing import Any, Optional
 
 import yaml
 
+from .data.partition import PARTITIONERS
 from .errors import ConfigError
+from .fl.codecs import CODECS
+from .fl.strategies import STRATEGIES, FedAdam, FedAvgM, FedProx
+from .freeze_allocation import POLICIES
+from .presets import PRESETS
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
@@ -73,7 +78,7 @@ class PartitionConfig:
     """How the training documents are dealt to clients."""
 
     method: str = opt("iid", "partition rule",
-                      choices=("iid", "quantity", "voc", "len", "by_key", "dirichlet"))
+                      choices=PARTITIONERS)
     alpha: float = opt(0.5, "Dirichlet concentration (dirichlet only)", min=1e-6)
     shuffle: bool = opt(True, "iid: shuffle documents before cutting equal chunks "
                         "(corpora are often stored sorted by topic)")
@@ -87,8 +92,7 @@ class ModelConfig:
                                 "tokenizer trained on the corpus (null to load name_or_path): "
                                 "DistilBERT shapes tiny, small, distilbert-base; decoders "
                                 "gpt2-tiny, llama-tiny, llama-small",
-                                choices=("tiny", "small", "distilbert-base", "gpt2-tiny",
-                                         "llama-tiny", "llama-small"))
+                                choices=tuple(PRESETS))
     objective: str = opt("auto", "pre-training objective: auto = the model's own (MLM for an "
                          "encoder, next-token CLM for a decoder), or mlm / clm",
                          choices=("auto", "mlm", "clm"))
@@ -135,6 +139,11 @@ class TrainConfig:
                         "per-round freeze policy compiles every round)")
 
 
+# the server learning rate each optimizing strategy takes when fl.server_lr is null
+_SERVER_LRS = ", ".join(f"{name} {cls.default_server_lr:g}" for name, cls in STRATEGIES.items()
+                        if hasattr(cls, "default_server_lr"))
+
+
 @dataclass
 class FLConfig:
     """The federation: clients, rounds, sampling and aggregation."""
@@ -156,26 +165,25 @@ class FLConfig:
                         "optimizer on the mean change (Reddi et al. 2021); diloco a Nesterov "
                         "one (Douillard et al. 2023: with train.max_local_steps, the "
                         "low-communication baseline)",
-                        choices=("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi",
-                                 "diloco"))
-    prox_mu: float = opt(0.01, "fedprox: mu of the proximal term (mu/2)·||w − w_global||² "
-                         "(default 0.01; 0 = fedavg)", min=0.0)
+                        choices=tuple(STRATEGIES))
+    prox_mu: float = opt(FedProx.default_mu, "fedprox: mu of the proximal term "
+                         "(mu/2)·||w − w_global||² (0 = fedavg)", min=0.0)
     server_lr: Optional[float] = opt(None, "fedavgm, fedadam, fedyogi, diloco: server learning "
-                                     "rate (default null = the strategy's own: fedavgm 1.0, "
-                                     "fedadam and fedyogi 1e-2, diloco 0.7)", min=0.0)
-    server_momentum: float = opt(0.9, "fedavgm: server momentum beta; diloco: its Nesterov "
-                                 "momentum (default 0.9)", min=0.0, max=1.0)
-    server_beta1: float = opt(0.9, "fedadam, fedyogi: first-moment decay beta1 (default 0.9)",
-                              min=0.0, max=1.0)
-    server_beta2: float = opt(0.99, "fedadam, fedyogi: second-moment decay beta2 (default "
-                              "0.99)", min=0.0, max=1.0)
-    server_tau: float = opt(1e-3, "fedadam, fedyogi: adaptivity tau, added to sqrt(v) "
-                            "(default 1e-3)", min=1e-12)
+                                     "rate (null = the strategy's own: " + _SERVER_LRS + ")",
+                                     min=0.0)
+    server_momentum: float = opt(FedAvgM.default_momentum, "fedavgm: server momentum beta; "
+                                 "diloco: its Nesterov momentum", min=0.0, max=1.0)
+    server_beta1: float = opt(FedAdam.default_beta1, "fedadam, fedyogi: first-moment decay "
+                              "beta1", min=0.0, max=1.0)
+    server_beta2: float = opt(FedAdam.default_beta2, "fedadam, fedyogi: second-moment decay "
+                              "beta2", min=0.0, max=1.0)
+    server_tau: float = opt(FedAdam.default_tau, "fedadam, fedyogi: adaptivity tau, added to "
+                            "sqrt(v)", min=1e-12)
     upload_codec: str = opt("none", "how a client's upload is encoded: none (the weights), "
                             "bf16 / fp16 (the change in 16 bits), int8 (the change, one scale "
                             "per tensor), topk (the largest fl.topk_fraction of the change, "
                             "with per-client error feedback); methods ending in -<codec> set it",
-                            choices=("none", "bf16", "fp16", "int8", "topk"))
+                            choices=CODECS)
     topk_fraction: float = opt(0.01, "topk: share of each tensor's entries sent (default "
                                "0.01)", min=1e-6, max=1.0)
 
@@ -188,8 +196,7 @@ class FreezeConfig:
                       "embeddings + first k blocks; none; progressive = a trainable window "
                       "moving up one block a round; random = k seeded random blocks per client "
                       "and round; budget = the smallest bottom set meeting a FLOP-saving target "
-                      "per client", choices=("paper", "bottom", "none", "progressive", "random",
-                                             "budget"))
+                      "per client", choices=POLICIES)
     k: int = opt(2, "bottom, random: blocks frozen", min=0)
     embeddings: bool = opt(True, "bottom: also freeze the embeddings (and so the tied "
                            "output projection); progressive: freeze them whenever block 0 is "

@@ -34,11 +34,13 @@ from typing import Callable, Optional, Sequence
 
 from torch import nn
 
+from .adapters import exchanged_names
 from .config import FreezeConfig
 from .errors import ConfigError
 from .freeze_allocation import (BudgetChoice, Candidate, budget_allocation, bottom_allocation,
                                 paper_allocation, progressive_allocation, random_allocation)
 from .model import embedding_prefix, transformer_blocks
+from .profiling.flops import FlopCache
 
 
 @dataclass(frozen=True)
@@ -220,8 +222,6 @@ def budget_candidates(model: nn.Module, embeddings: bool, shape: tuple[int, int]
                       flops=None, make: Optional[PlanMaker] = None) -> list[Candidate]:
     """"Bottom k blocks" (and with `embeddings`, "embeddings + bottom k") for k = 0 … n, each
     with its share of a training step's FLOPs saved, counted on the meta-device twin."""
-    from .profiling.flops import FlopCache
-
     make = make or PlanMaker(model)
     cache = flops if flops is not None else FlopCache(model)
     full = cache.get(frozenset(), tuple(shape)).total
@@ -239,8 +239,6 @@ def apply_freeze(model: nn.Module, plan: FreezePlan | None) -> None:
     """Set requires_grad for a client's round: what can train (every parameter, or a LoRA
     model's adapters) less the plan's frozen set (None: nothing frozen). A frozen block's
     adapters freeze with it: they neither train nor travel that round."""
-    from .adapters import exchanged_names
-
     frozen = plan.names if plan is not None else frozenset()
     trainable = exchanged_names(model)
     for name, p in model.named_parameters():

@@ -35,6 +35,9 @@ import numpy as np
 from fdapt_core.errors import ConfigError
 from fdapt_core.seeding import derive
 
+# the freeze policies (freeze.policy, and the `ffdapt-<policy>` method names)
+POLICIES = ("paper", "bottom", "none", "progressive", "random", "budget")
+
 
 def paper_allocation(
     n_batches: Sequence[int],

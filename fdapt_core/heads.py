@@ -8,7 +8,7 @@ gathers the hidden states of the scored positions and applies the head to those 
 the loss is the same mean cross-entropy over the same positions, so the loss and every
 gradient equal the dense path's up to float32 rounding (the products are summed in another
 blocking). The training step, the data-parallel share, the held-out scorer and the FLOP count
-all go through it; the ZeRO engine keeps the dense path (`runner.run_head`).
+all go through it; the ZeRO engine keeps the dense path (`assembly.run_head`).
 
 The head is found by structure for the families the harness knows (DistilBERT's
 `vocab_transform` … `vocab_projector`; BERT and MiniLM's `cls`; `lm_head` of RoBERTa and the

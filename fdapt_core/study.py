@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .config import RunConfig, build_section, load_config, load_yaml, opt
 from .errors import ConfigError
+from .runs import comparison_dir
 
 
 @dataclass
@@ -55,7 +56,7 @@ class Cell:
 
     @property
     def folder(self) -> Path:
-        return Path(self.cfg.output_dir) / self.cfg.name
+        return comparison_dir(self.cfg)
 
 
 # What a study studies: a file must name each, so that a forgotten key never trains a grid

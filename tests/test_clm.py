@@ -14,7 +14,9 @@ from fdapt_core.model import (build_from_preset, embedding_prefix, objective_of,
                               transformer_blocks)
 from fdapt_core.objective import CausalLM
 from fdapt_core.profiling.flops import FlopCache, count_step_flops
-from fdapt_core.runner import prepare, run, run_dir
+from fdapt_core.prepare import prepare
+from fdapt_core.runner import run
+from fdapt_core.runs import run_dir
 from tests.test_flops import saving
 
 V, L, B = 300, 32, 4

@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 from fdapt_core.config import build_config
 from fdapt_core.errors import ConfigError
 from fdapt_core.fl.codecs import Codec, relative_error
-from fdapt_core.runner import parse_method, run, run_dir
+from fdapt_core.methods import parse_method
+from fdapt_core.runner import run
+from fdapt_core.runs import run_dir
 
 
 def _tensors(seed=0):

@@ -9,7 +9,7 @@ from fdapt_core.data.document import Document
 from fdapt_core.data.masking import IGNORE, mask_tokens
 from fdapt_core.data.packing import pack, tokenize_corpus
 from fdapt_core.model import TokenizerInfo, train_tokenizer
-from fdapt_core.runner import prepare, split_validation
+from fdapt_core.prepare import prepare, split_validation
 
 
 def test_pack_concatenates_in_order_and_drops_the_remainder(tmp_path):

@@ -15,7 +15,8 @@ import yaml
 from fdapt_core.downstream.finetune import evaluate_task
 from fdapt_core.downstream.tasks import load_task
 from fdapt_core.errors import ConfigError
-from fdapt_core.runner import run, run_dir
+from fdapt_core.runner import run
+from fdapt_core.runs import run_dir
 from tests.conftest import ROOT, TINY, needs_shared_data
 
 # Task files with a signal a tiny model learns in a few epochs: an entity is always one of three

@@ -164,7 +164,7 @@ def test_record_mfu_is_labelled_with_its_peak(tiny):
 def test_times_over_parallel_ranks_are_never_a_negative_share():
     """4 clients, 2 at a time on 2 ranks: the loops' seconds summed over ranks (236 s) were set
     against a 185 s wall (share -0.28), and tok/s was one loop's rate, not the run's."""
-    from fdapt_core.runner import totals
+    from fdapt_core.session import totals
 
     def client(c, wall):
         return {"client": c, "steps": 10, "tokens": 15_360, "samples": 120, "wall_s": wall,

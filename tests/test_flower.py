@@ -17,7 +17,8 @@ from fdapt_core.flower import client as flower_client  # noqa: E402
 from fdapt_core.flower.server import FlowerExecutor  # noqa: E402
 from fdapt_core.flower.wire import (encoded_record, from_array, record_encoded,  # noqa: E402
                                     to_array)
-from fdapt_core.runner import _run, run  # noqa: E402
+from fdapt_core.session import run_session  # noqa: E402
+from fdapt_core.runner import run
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +109,7 @@ class LocalGrid:
 
 def test_a_lost_node_is_a_dropped_client_and_the_round_goes_on(tiny):
     cfg = tiny("fl.clients=3", "name=lost", "dist.executor=flower")
-    rec = _run(cfg, "fdapt", executor=FlowerExecutor(LocalGrid(3, dead={1}), "fdapt", 10))
+    rec = run_session(cfg, "fdapt", executor=FlowerExecutor(LocalGrid(3, dead={1}), "fdapt", 10))
     for r in rec["rounds"]:
         lost = r["clients"][1]
         assert lost["dropped"] and lost["fault"] == "lost" and "Node Unavailable" in lost["error"]
@@ -117,7 +118,7 @@ def test_a_lost_node_is_a_dropped_client_and_the_round_goes_on(tiny):
     assert rec["status"] == "finished" and rec["final_eval"]["loss"] < rec["initial_eval"]["loss"]
     # a federation where no client can train is broken, not faulty: the run says so
     with pytest.raises(FdaptError, match="every client of round 1 failed"):
-        _run(tiny("fl.clients=2", "name=dead", "dist.executor=flower"), "fdapt",
+        run_session(tiny("fl.clients=2", "name=dead", "dist.executor=flower"), "fdapt",
              executor=FlowerExecutor(LocalGrid(2, dead={0, 1}), "fdapt", 10))
 
 
@@ -134,7 +135,7 @@ def test_a_node_holding_only_its_own_documents_refuses_the_run(tiny, tmp_path):
     import json
 
     from fdapt_core.data.synthetic import generate
-    from fdapt_core.runner import prepare
+    from fdapt_core.prepare import prepare
 
     docs = generate(n_docs=80, n_topics=6, seed=0)
     whole = tmp_path / "whole.jsonl"
@@ -147,11 +148,11 @@ def test_a_node_holding_only_its_own_documents_refuses_the_run(tiny, tmp_path):
                            for d in docs if d.id in mine))
     grid = LocalGrid(2, node_config={0: {"data-path": str(own)}})
     with pytest.raises(FdaptError, match="client 0's node refused.*partition manifest"):
-        _run(tiny(*sets, "name=silo"), "fdapt", executor=FlowerExecutor(grid, "fdapt", 10))
+        run_session(tiny(*sets, "name=silo"), "fdapt", executor=FlowerExecutor(grid, "fdapt", 10))
     rec = json.loads((tmp_path / "results" / "silo" / "fdapt" / "record.json").read_text())
     assert rec["status"] == "failed" and "partition manifest" in rec["error"]
     # the whole corpus on every node: the same run trains
-    rec = _run(tiny(*sets, "name=whole"), "fdapt",
+    rec = run_session(tiny(*sets, "name=whole"), "fdapt",
                executor=FlowerExecutor(LocalGrid(2, node_config={0: {"data-path": str(whole)}}),
                                        "fdapt", 10))
     assert rec["status"] == "finished"

@@ -24,7 +24,8 @@ from fdapt_core.freeze_allocation import (Candidate, budget_allocation, budget_t
                                           progressive_allocation, random_allocation)
 from fdapt_core.model import build_from_preset, embedding_prefix
 from fdapt_core.profiling.flops import FlopCache, count_step_flops
-from fdapt_core.runner import run, run_dir
+from fdapt_core.runner import run
+from fdapt_core.runs import run_dir
 from fdapt_core.seeding import derive
 from tests.conftest import ROOT, TINY
 
@@ -279,7 +280,7 @@ def test_engine_trains_each_round_with_its_plan(tiny, monkeypatch):
         assert frozen <= same  # frozen parameters bit-identical after local training
         assert not (same - frozen)  # every trainable one moved
     n = rec["model"]["parameters"]
-    from fdapt_core.runner import run_head
+    from fdapt_core.assembly import run_head
 
     cache = FlopCache(model, run_head(cfg, model, "mlm"))  # the run's sparse head
     for r, row in enumerate(rec["rounds"]):
@@ -304,7 +305,7 @@ def test_budget_run_records_the_saving_it_reaches(tiny):
 
     cfg = tiny("fl.rounds=1", "freeze.target_saving=0.3", "partition.method=quantity")
     rec = run(cfg, "ffdapt-budget")
-    from fdapt_core.runner import run_head
+    from fdapt_core.assembly import run_head
 
     model = AutoModelForMaskedLM.from_pretrained(run_dir(cfg, "ffdapt-budget") / "model")
     cache = FlopCache(model, run_head(cfg, model, "mlm"))  # the run's sparse head

@@ -12,7 +12,8 @@ from fdapt_core.data.heldout import select_heldout, stratified_order
 from fdapt_core.data.packing import TokenizedCorpus
 from fdapt_core.data.synthetic import generate
 from fdapt_core.records import read_json
-from fdapt_core.runner import prepare, run
+from fdapt_core.prepare import prepare
+from fdapt_core.runner import run
 
 
 def test_every_prefix_of_the_order_is_a_proportional_stratified_sample():

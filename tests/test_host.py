@@ -14,7 +14,7 @@ from fdapt_core.profiling.host import REGISTRY, HostLoad, RunRegistry, contended
 def test_the_thread_count_does_not_follow_the_runs_alive(tiny):
     """A thread count that followed the other runs alive made a rerun (or a resumed run)
     started beside another one train on other sums: not bit-identical to the first."""
-    from fdapt_core.runner import run_threads
+    from fdapt_core.prepare import run_threads
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     REGISTRY.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fdapt_core.runner import run, run_dir
+from fdapt_core.runner import run
+
+from fdapt_core.runs import run_dir
 
 
 def final_weights(cfg, method):

@@ -13,7 +13,10 @@ from fdapt_core.errors import ConfigError
 from fdapt_core.fl.fedavg import FedAvg
 from fdapt_core.model import build_from_preset, build_model, transformer_blocks
 from fdapt_core.profiling.flops import FlopCache, count_step_flops
-from fdapt_core.runner import parse_method, prepare, run, run_dir
+from fdapt_core.methods import parse_method
+from fdapt_core.prepare import prepare
+from fdapt_core.runner import run
+from fdapt_core.runs import run_dir
 
 LLAMA = ("model.preset=llama-tiny", "fl.rounds=2", "train.max_local_steps=3")
 
@@ -33,17 +36,17 @@ def _capture(monkeypatch):
 
 def _final_model(monkeypatch):
     """The run's model just before its adapters are merged into it."""
-    import fdapt_core.runner as runner
+    import fdapt_core.session as session
 
     box = {}
-    original = runner.merged
+    original = session.merged
 
     def merged(wrapper):
         box["model"] = {k: v.detach().clone()
                         for k, v in wrapper.base_model.model.named_parameters()}
         return original(wrapper)
 
-    monkeypatch.setattr(runner, "merged", merged)
+    monkeypatch.setattr(session, "merged", merged)
     return box
 
 

@@ -14,7 +14,8 @@ import torch
 
 from fdapt_core.checkpoint import Checkpoints, ResumeError
 from fdapt_core.fl import engine
-from fdapt_core.runner import run, run_dir
+from fdapt_core.runner import run
+from fdapt_core.runs import run_dir
 
 from test_invariants import StopDuring, assert_same_weights, final_weights
 

@@ -29,7 +29,8 @@ def test_run_names_stay_inside_the_results_folder(name):
 
 
 def test_models_are_written_as_safetensors(tiny):
-    from fdapt_core.runner import run, run_dir
+    from fdapt_core.runner import run
+    from fdapt_core.runs import run_dir
 
     cfg = tiny("fl.rounds=1")
     run(cfg, "fdapt")

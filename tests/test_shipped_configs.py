@@ -10,7 +10,7 @@ import pytest
 from fdapt_core.config import build_config, load_config
 from fdapt_core.dist.zero import load_deepspeed_config
 from fdapt_core.downstream.tasks import load_task, task_path
-from fdapt_core.runner import parse_method
+from fdapt_core.methods import parse_method
 from fdapt_core.study import cells, load_study
 from tests.conftest import ROOT
 
@@ -63,7 +63,7 @@ def test_the_committed_study_is_still_its_records_study():
     """Every committed record of the CPU study matches its cell's config, so `bench study`
     reuses it rather than training 4.9 hours again: a key added since (train.sparse_head)
     once changed every config's hash and the study began retraining."""
-    from fdapt_core.runner import finished_record
+    from fdapt_core.runs import finished_record
 
     study, base = load_study(CONFIGS / "study-cpu.yaml")
     missing = [(cell.cfg.name, m) for cell in cells(study, base) for m in study.methods

@@ -19,7 +19,9 @@ from fdapt_core.errors import ConfigError
 from fdapt_core.fl.fedavg import FedAvg as FedAvgOld
 from fdapt_core.fl.strategies import (STRATEGIES, DiLoCo, FedAdam, FedAvg, FedAvgM, FedProx,
                                       FedYogi, build_strategy)
-from fdapt_core.runner import parse_method, run, run_dir
+from fdapt_core.methods import parse_method
+from fdapt_core.runner import run
+from fdapt_core.runs import run_dir
 from tests.conftest import ROOT
 from tests.test_invariants import Stop, StopAfter, StopDuring, assert_same_weights, final_weights
 

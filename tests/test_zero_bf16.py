@@ -28,7 +28,8 @@ import torch
 from fdapt_core.config import load_config
 from fdapt_core.fl.local import lr_factor
 from fdapt_core.model import embedding_prefix, transformer_blocks
-from fdapt_core.runner import prepare, run
+from fdapt_core.prepare import prepare
+from fdapt_core.runner import run
 
 from conftest import ROOT
 from test_distributed import _launch, _sets, _weights

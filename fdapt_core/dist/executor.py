@@ -93,7 +93,7 @@ class DistributedExecutor:
             # an upload not held is another group's, or already folded in
             trainer.settle(by_client[c], held.pop(c, None))
             yield by_client[c]
-        merge_strategy(world, trainer, lead=lead)
+        merge_strategy(world, trainer.strategy, lead=lead)
         ranks = gather_objects(world, {
             "rank": world.rank, "group": world.group_index, "clients": mine,
             "local_train_s": sum(x["wall_s"] for x in my_rows), "round_train_s": train_s,
@@ -107,9 +107,9 @@ class DistributedExecutor:
         return {"ranks": ranks}
 
 
-def merge_strategy(world: World, target, lead: bool) -> None:
-    """Sum the groups' running sums over the world (`target`: a strategy, or the trainer
-    holding one); only a group's leader contributes (its G ranks hold the same sums)."""
-    target.merge(lambda ts: all_reduce(ts, world.device, count=world.count,
+def merge_strategy(world: World, strategy, lead: bool) -> None:
+    """Sum the groups' running sums over the world into `strategy`; only a group's leader
+    contributes (its G ranks hold the same sums)."""
+    strategy.merge(lambda ts: all_reduce(ts, world.device, count=world.count,
                                        purpose="aggregation"),
                  lambda obj: gather_objects(world, obj), contribute=lead)

@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from ..errors import FdaptError
 from ..records import write_json_atomic
+from ..runs import run_dir
 from .executor import DistributedExecutor
 from .world import close_world, init_world
 
@@ -28,7 +29,7 @@ class RankFailed(FdaptError):
 
 
 def failure_dir(cfg, method: str) -> Path:
-    return Path(cfg.output_dir) / cfg.name / method / "failures"
+    return run_dir(cfg, method) / "failures"
 
 
 def _collateral(exc: BaseException) -> bool:

@@ -33,6 +33,7 @@ from ..errors import ConfigError
 from ..fl.local import LocalStats, amp_dtype, lr_factor, run_steps
 from ..adapters import exchanged_names
 from ..model import embedding_prefix, transformer_blocks
+from .collectives import all_reduce_one
 from .data_parallel import share, share_loss
 
 
@@ -231,6 +232,4 @@ class ZeroStep:
         world = self.trainer.world
         if world.group_size == 1:
             return loss_sum
-        from .collectives import all_reduce_one
-
         return all_reduce_one(loss_sum, world.device, world.group)

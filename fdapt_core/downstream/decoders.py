@@ -11,17 +11,15 @@ straight into its passage.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from ..errors import ModelError
+from ..model import objective_of
 
 
 def is_decoder(model_dir: Path) -> bool:
     """Whether the folder's architecture is a causal LM: its model type has a causal-LM class
     and no masked-LM one (BERT and RoBERTa have both and are encoders), read from config.json."""
     from transformers import AutoConfig
-
-    from ..model import objective_of
 
     try:
         config = AutoConfig.from_pretrained(str(model_dir))

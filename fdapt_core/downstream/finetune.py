@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from ..runner import resolve_data_path
+from ..prepare import resolve_data_path
 from . import outcomes
 from .decoders import encode_pairs, fit_model, is_decoder, task_tokenizer
 from .metrics import classification_scores, ner_scores

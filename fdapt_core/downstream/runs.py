@@ -15,7 +15,9 @@ from pathlib import Path
 from ..config import build_config
 from ..errors import DataError
 from ..model import resolve_model_path
+from ..prepare import prepare
 from ..records import SCHEMA_VERSION, read_json, write_json_atomic
+from ..session import save_model
 from . import outcomes
 from .tasks import TaskConfig
 
@@ -52,8 +54,6 @@ def ensure_general(folder: Path, runs: dict[str, Path]) -> Path:
     if _is_start(rec_path, source["config"], model_ref):
         return out
     if cfg.model.preset:
-        from ..runner import prepare, save_model
-
         prep = prepare(cfg, "fdapt")  # the same seeded init and tokenizer every method began from
         save_model(prep.model, prep.tokenizer, out / "model")
     write_json_atomic(rec_path, {

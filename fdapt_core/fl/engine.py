@@ -22,6 +22,8 @@ from torch import nn
 
 from ..checkpoint import Checkpoints, ResumeError
 from ..config import RunConfig
+from ..dist.collectives import broadcast_object
+from ..dist.data_parallel import group_dp
 from ..errors import FdaptError
 from ..interrupt import StopRequested
 from ..freeze import FreezePlan, FreezeSchedule, apply_freeze
@@ -234,8 +236,6 @@ class _RoundLoop:
 
     def resume(self) -> int:
         """Load the latest checkpoint; return the round to start from (0 if none)."""
-        from ..dist.collectives import broadcast_object
-
         # rank 0 reads, every rank gets it: other hosts need not share the filesystem
         found = broadcast_object(self.ctx.world, self.ctx.checkpoints.load_latest()
                                  if self.ctx.is_main else None)
@@ -293,8 +293,6 @@ class FederatedTrainer(_RoundLoop):
     def __init__(self, ctx: Context, plans: Optional[FreezeSchedule | list[FreezePlan]],
                  strategy: FedAvg, executor, zero=None):
         super().__init__(ctx)
-        from ..dist.data_parallel import group_dp
-
         # plans: a FreezeSchedule (per client and round) or a static list (one per client)
         self.plans = FreezeSchedule.of(plans)
         self.strategy, self.executor = strategy, executor
@@ -463,11 +461,6 @@ class FederatedTrainer(_RoundLoop):
         self.client_opt_state.update(states["opt"])
         self.client_residual.update(states["residual"])
 
-    def merge(self, reduce, gather, contribute: bool) -> None:
-        """Add the strategy's running sums other processes built this round (see
-        `FedAvg.merge`)."""
-        self.strategy.merge(reduce, gather, contribute=contribute)
-
     def settle(self, row: dict, upload: Optional[dict[str, torch.Tensor]]) -> None:
         """The server's screen of one client's finished round; call it in client order.
 
@@ -579,8 +572,6 @@ class CentralTrainer(_RoundLoop):
         self.stream = client_stream(ctx.cfg, 0, len(union_blocks))
         self.opt, self.sched = make_optimizer(
             ctx.model, ctx.cfg.train, self.stream.count_batches(0, sum(plan)), ctx.device)
-        from ..dist.data_parallel import group_dp
-
         self.dp = group_dp(ctx.world, whole_world=True)  # data-parallel over every rank
 
     def planned_counts(self, start_round):

@@ -28,10 +28,16 @@ class FedAvg:
     prox_mu = 0.0  # the clients' proximal weight (FedProx); 0: the plain local loss
 
     def __init__(self, frozen_aggregation: str = "global"):
+        # (the config's `fl.frozen_aggregation`; `from_config` builds any strategy from `fl`)
         if frozen_aggregation not in ("global", "senders"):
             raise ValueError(f"frozen_aggregation: {frozen_aggregation!r}")
         self.frozen_aggregation = frozen_aggregation
         self._global: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, fl) -> "FedAvg":
+        """The strategy with its `fl.*` settings (an FLConfig)."""
+        return cls(fl.frozen_aggregation)
 
     def begin_round(self, global_params: Mapping[str, torch.Tensor]) -> None:
         """Start a round from the current global model."""

@@ -20,7 +20,11 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from ..assembly import build_context, build_trainer
 from ..config import build_config
+from ..fl.engine import NoCallbacks
+from ..prepare import prepare
+from ..runs import run_dir
 from ..errors import FdaptError
 from .wire import encoded_record, json_record, record_tensors
 
@@ -47,9 +51,6 @@ def node_overrides(context: Context) -> list[str]:
 def trainer_for(cfg_dict: dict, method: str, overrides: list[str]):
     """This node's trainer for the run: built once (prepare → context → trainer), as every
     executor builds it."""
-    from ..runner import _context, _trainer, prepare, run_dir
-    from ..fl.engine import NoCallbacks
-
     cfg = build_config(cfg_dict, overrides)
     key = (cfg.hash(), method, tuple(overrides))
     if key not in _built:
@@ -58,8 +59,8 @@ def trainer_for(cfg_dict: dict, method: str, overrides: list[str]):
         if cfg.train.threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
             # a worker given its share of the host's cores (Ray sets it from num_cpus)
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        ctx = _context(prep, run_dir(prep.cfg, method), NoCallbacks(), None)
-        _built[key] = _trainer(prep, ctx, None)[0]
+        ctx = build_context(prep, run_dir(prep.cfg, method), NoCallbacks(), None)
+        _built[key] = build_trainer(prep, ctx, None)[0]
     return _built[key]
 
 

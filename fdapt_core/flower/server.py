@@ -25,20 +25,11 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from ..errors import ConfigError, FdaptError
+from ..config import load_config
+from ..errors import FdaptError
+from ..runs import run_dir
+from ..session import run_session
 from .wire import json_record, message_bytes, record_encoded, tensors_record
-
-
-def check_supported(cfg) -> None:
-    """What a Flower client cannot do yet, refused before anything runs."""
-    # what a client keeps between rounds lives with the harness's trainer, not yet in the
-    # node's Flower state: refuse rather than silently reset it every round
-    if cfg.train.optimizer_reset == "persist" or cfg.fl.upload_codec == "topk":
-        raise ConfigError("dist.executor: flower keeps no client state between rounds: "
-                          "train.optimizer_reset: persist and fl.upload_codec: topk (error "
-                          "feedback) need the sequential or distributed executor")
-    if cfg.dist.engine == "deepspeed":
-        raise ConfigError("dist.executor: flower trains with dist.engine: torch")
 
 
 class FlowerExecutor:
@@ -170,9 +161,6 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """`flwr run`: the run named by the app's run config, its record under output_dir."""
-    from ..config import load_config
-    from ..runner import _run
-
     rc = context.run_config
     path = Path(str(rc.get("config", "configs/default.yaml"))).expanduser()
     if not path.is_absolute() and not path.exists():  # the ServerApp runs in Flower's folder
@@ -180,11 +168,11 @@ def main(grid: Grid, context: Context) -> None:
     cfg = load_config(path,
                       [*shlex.split(str(rc.get("set", ""))), "dist.executor=flower"])
     method = str(rc.get("method", "fdapt"))
-    record = Path(cfg.output_dir).resolve() / cfg.name / method / "record.json"
+    record = run_dir(cfg, method).resolve() / "record.json"
     try:
-        rec = _run(cfg, method, bool(rc.get("resume", False)),
-                   callbacks=Progress(method, record),
-                   executor=FlowerExecutor(grid, method, cfg.dist.timeout_s))
+        rec = run_session(cfg, method, bool(rc.get("resume", False)),
+                          callbacks=Progress(method, record),
+                          executor=FlowerExecutor(grid, method, cfg.dist.timeout_s))
     except FdaptError as exc:  # one line first; Flower then marks the run failed
         _say(f"fdapt {method}: error: {exc}")
         raise

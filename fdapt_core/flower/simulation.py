@@ -14,14 +14,13 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
+from ..methods import check
 from .client import app as client_app
 from .server import FlowerExecutor
 
 
 def run_flower(cfg, method: str, resume: bool, callbacks, run_fn) -> dict:
     """Run `method` with every client a simulated Flower node; return the record."""
-    from ..runner import check
-
     check(cfg, method)  # everything a run refuses, before Ray starts
     result: dict = {}
     server_app = ServerApp()

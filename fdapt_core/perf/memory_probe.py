@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import sys
 
+from fdapt_core.config import build_config
+from fdapt_core.runner import run
+
 
 def main(argv: list[str]) -> None:
     out, k, *overrides = argv
-    from fdapt_core.config import build_config
-    from fdapt_core.runner import run
-
     cfg = build_config({}, [*overrides, f"fl.clients={k}", f"name=memory-{k}"])
     rec = run(cfg, "fdapt")
     t = rec["totals"]

@@ -187,10 +187,7 @@ def measure(setup: Setup, device: torch.device, timing: Timing = Timing()) -> di
         if device.type == "cuda" else None,
     }
     row["bound"] = _bound(row, device)
-    del model, opt
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return row
+    return row  # the model goes with this frame: the caller empties the CUDA cache
 
 
 def host_issue_share(setup: Setup, device: torch.device, steps: int = 10) -> Optional[float]:
@@ -220,10 +217,7 @@ def host_issue_share(setup: Setup, device: torch.device, steps: int = 10) -> Opt
     end.record()
     host = time.perf_counter() - t0
     torch.cuda.synchronize(device)
-    share = host / (start.elapsed_time(end) / 1000.0)
-    del model
-    torch.cuda.empty_cache()
-    return share
+    return host / (start.elapsed_time(end) / 1000.0)
 
 
 def _bound(row: dict, device: torch.device) -> str:
@@ -282,6 +276,8 @@ def gpu_rows(device: torch.device, budget_s: float, timing: Timing = Timing(),
             continue
         progress(f"step bench: {name}")
         rows[name] = measure(setup, device, timing)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the row's model is gone: its blocks back to the pool
     policies = None
     if time.perf_counter() <= deadline:
         progress("step bench: freeze policies (none, paper, bottom)")

@@ -27,10 +27,14 @@ from ..config import build_config, load_config
 from ..errors import FdaptError
 from ..fl.local import amp_dtype
 from ..model import build_model, tokenizer_info
+from ..objective import MaskedLM
+from ..profiling.flops import count_step_flops
+from ..profiling.peak import device_peak
 from ..profiling.host import HostLoad
 from ..records import environment
 from ..data.packing import pack
-from ..runner import prepare, resolve_device, run
+from ..prepare import prepare, resolve_device
+from ..runner import run
 from .throughput import compare_heads, compare_loops
 
 SCHEMA = 1
@@ -183,12 +187,7 @@ def _children_cpu_s() -> float:
 def _mfu(model, blocks, cfg, tokenizer, device, tokens_per_s: float) -> dict:
     """Model FLOPs utilisation of the harness loop (one device): counted FLOPs per token ×
     tokens/s over the datasheet peak and over the measured one, in the precision trained."""
-    from ..profiling.flops import count_step_flops
-    from ..profiling.peak import device_peak
-
     x = blocks[: cfg.train.batch_size]
-    from ..objective import MaskedLM
-
     inputs, labels = MaskedLM(tokenizer_info(tokenizer)).batch(x, torch.Generator())
     sf = count_step_flops(model, inputs.to(device), labels.to(device),
                           amp_dtype(cfg.train, device))

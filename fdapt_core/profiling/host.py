@@ -9,7 +9,7 @@ of a 2-core host slowed a round of the same work from 46 s to 228 s. So every ru
 
 and flags its wall times as taken under contention when the others' demand left it fewer cores
 than its threads. Each run registers itself in a folder of pid files, so a run started beside
-another one is told so. The thread count does not follow them (see `runner.run_threads`):
+another one is told so. The thread count does not follow them (see `prepare.run_threads`):
 results would then depend on what else ran.
 """
 from __future__ import annotations

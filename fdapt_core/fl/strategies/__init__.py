@@ -13,15 +13,8 @@ Every strategy averages as FedAvg (`begin_round`, `accumulate`, `finish`, `parti
 `load_partial_state`); the server optimizers then step in `server_update`. Their state
 (`state_dict` / `load_state_dict`) is part of every round checkpoint.
 
-Config keys and defaults (all under `fl.`; unused by the strategies they do not name):
-    strategy: "fedavg"
-    prox_mu: 0.01                (fedprox)
-    server_lr: null              (fedavgm: 1.0; fedadam, fedyogi: 1e-2; diloco: 0.7)
-    server_momentum: 0.9         (fedavgm, diloco)
-    server_beta1: 0.9            (fedadam, fedyogi)
-    server_beta2: 0.99           (fedadam, fedyogi)
-    server_tau: 1e-3             (fedadam, fedyogi)
-    frozen_aggregation: "global" (all)
+Each builds itself from the `fl.*` config (`from_config`); the config's choices and the
+defaults it states come from `STRATEGIES` and the classes (`bench config --keys`).
 """
 from __future__ import annotations
 
@@ -43,14 +36,6 @@ __all__ = ["STRATEGIES", "DiLoCo", "FedAdam", "FedAvg", "FedAvgM", "FedProx", "F
 def build_strategy(cfg) -> FedAvg:
     """The strategy `fl.strategy` names, with its `fl.*` parameters (a RunConfig or FLConfig)."""
     fl = getattr(cfg, "fl", cfg)
-    name, agg = fl.strategy, fl.frozen_aggregation
-    if name == "fedavg":
-        return FedAvg(agg)
-    if name == "fedprox":
-        return FedProx(agg, mu=fl.prox_mu)
-    if name in ("fedavgm", "diloco"):
-        return STRATEGIES[name](agg, server_lr=fl.server_lr, momentum=fl.server_momentum)
-    if name in ("fedadam", "fedyogi"):
-        return STRATEGIES[name](agg, server_lr=fl.server_lr, beta1=fl.server_beta1,
-                                beta2=fl.server_beta2, tau=fl.server_tau)
-    raise ConfigError(f"fl.strategy: {name!r} is not one of {', '.join(STRATEGIES)}")
+    if fl.strategy not in STRATEGIES:
+        raise ConfigError(f"fl.strategy: {fl.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[fl.strategy].from_config(fl)

@@ -34,7 +34,7 @@ class DiLoCo(FedAvgM):
     default_server_lr = 0.7
 
     def __init__(self, frozen_aggregation: str = "global", server_lr: Optional[float] = None,
-                 momentum: float = 0.9):
+                 momentum: float = FedAvgM.default_momentum):
         super().__init__(frozen_aggregation, server_lr, momentum)
 
     def direction(self, name: str, param: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

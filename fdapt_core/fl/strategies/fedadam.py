@@ -46,6 +46,11 @@ class FedAdam(ServerOptimizer):
             raise ValueError(f"{self.name}: tau must be > 0, got {tau}")
         self.beta1, self.beta2, self.tau = float(beta1), float(beta2), float(tau)
 
+    @classmethod
+    def from_config(cls, fl) -> "FedAdam":
+        return cls(fl.frozen_aggregation, server_lr=fl.server_lr, beta1=fl.server_beta1,
+                   beta2=fl.server_beta2, tau=fl.server_tau)
+
     def direction(self, name: str, param: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         m = self._get("m", name, param, 0.0).mul_(self.beta1).add_(delta, alpha=1 - self.beta1)
         v = self.second_moment(self._get("v", name, param, self.tau ** 2), delta * delta)

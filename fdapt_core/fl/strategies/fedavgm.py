@@ -38,6 +38,10 @@ class FedAvgM(ServerOptimizer):
             raise ValueError(f"fedavgm: momentum must be in [0, 1], got {momentum}")
         self.momentum = float(momentum)
 
+    @classmethod
+    def from_config(cls, fl) -> "FedAvgM":
+        return cls(fl.frozen_aggregation, server_lr=fl.server_lr, momentum=fl.server_momentum)
+
     def direction(self, name: str, param: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         v = self._get("momentum", name, param, 0.0).mul_(self.momentum).add_(delta)
         self._set("momentum", name, param, v)

@@ -28,3 +28,7 @@ class FedProx(FedAvg):
         if not mu >= 0:
             raise ValueError(f"FedProx mu must be >= 0, got {mu}")
         self.prox_mu = float(mu)
+
+    @classmethod
+    def from_config(cls, fl) -> "FedProx":
+        return cls(fl.frozen_aggregation, mu=fl.prox_mu)

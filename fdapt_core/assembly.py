@@ -1,0 +1,106 @@
+"""The run's parts, built from what `prepare` read: the context every trainer shares (model,
+objective, data, held-out scorer, checkpoints, meters) and the trainer of the method (central
+on the union of the clients' text, else federated rounds with the method's freeze policy, its
+strategy and an executor). The runner, the distributed launcher and the Flower apps all build
+a run through here.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .adapters import exchanged_names
+from .checkpoint import Checkpoints
+from .config import RunConfig
+from .data.packing import pack
+from .dist.zero import ZeroTrainer
+from .fl.engine import (CentralTrainer, Context, FederatedTrainer, SequentialExecutor,
+                        client_stream, sample_clients, steps_per_round)
+from .fl.evaluate import HeldOut
+from .fl.strategies import build_strategy
+from .freeze import freeze_schedule
+from .heads import ScoringHead, scoring_head
+from .model import tokenizer_info, tokenizer_sha256
+from .objective import build_objective
+from .prepare import Prepared, prepare
+from .profiling.flops import FlopCache
+from .profiling.memory import PeakMemory
+
+
+def central_plan(cfg: RunConfig, client_blocks: list[torch.Tensor], n_union: int) -> list[int]:
+    """Sequences of each central round: as many as fdapt's clients train that round (match:
+    the same token budget) or one union epoch."""
+    if cfg.central.budget == "epochs":
+        return [cfg.train.local_epochs * n_union] * cfg.fl.rounds
+    plan = []
+    for r in range(cfg.fl.rounds):
+        n = 0
+        for c in sample_clients(cfg, r):
+            stream = client_stream(cfg, c, len(client_blocks[c]))
+            steps = steps_per_round(len(client_blocks[c]), cfg)
+            start = r * cfg.train.local_epochs * stream.steps_per_epoch  # as train_client
+            n += sum(len(idx) for idx in stream.take(start, steps))
+        plan.append(n)
+    return plan
+
+
+def prepare_ranks(cfg: RunConfig, method: str, world) -> Prepared:
+    """`prepare`, rank 0 first (it fills the tokenizer and token caches; the others read
+    them)."""
+    main = world is None or world.is_main
+    if world is not None and not main:
+        world.barrier()
+    prep = prepare(cfg, method, world.device if world is not None else None)
+    if world is not None and main:
+        world.barrier()
+    return prep
+
+
+def build_context(prep: Prepared, out: Path, callbacks, world) -> Context:
+    """What every trainer needs: the model, the objective, the data, the held-out scorer,
+    checkpoints, meters."""
+    cfg, model = prep.cfg, prep.model
+    objective = build_objective(prep.objective, tokenizer_info(prep.tokenizer),
+                                cfg.train.mlm_probability)
+    heldout = HeldOut(prep.heldout.blocks, objective, cfg.seed, cfg.eval.batch_size)
+    head = run_head(cfg, model, prep.objective)
+    flops = FlopCache(model, head) if cfg.profile.count_flops else None
+    return Context(cfg, model, objective, prep.client_blocks, heldout, prep.device,
+                   Checkpoints(out / "checkpoints"), callbacks, PeakMemory(prep.device),
+                   flops, world, exchanged_names(model), head,
+                   {"manifest_sha256": prep.manifest["sha256"],
+                    "tokenizer_sha256": tokenizer_sha256(prep.tokenizer)})
+
+
+def run_head(cfg: RunConfig, model: nn.Module, objective: str) -> ScoringHead:
+    """Where the run's LM head runs (`train.sparse_head`); the ZeRO engine runs the model's
+    own forward inside DeepSpeed's wrapper, so there it is the dense head."""
+    if cfg.dist.engine == "deepspeed":
+        return ScoringHead(None, "dense: the ZeRO engine runs the model's own forward")
+    return scoring_head(model, objective, cfg.train.sparse_head, cfg.train.mlm_probability,
+                        cfg.data.max_seq_length)
+
+
+def build_trainer(prep: Prepared, ctx: Context, executor):
+    """(the trainer, the freeze schedule or None): central on the union of the clients'
+    text, else federated rounds with the method's freeze policy and the strategy."""
+    cfg = prep.cfg
+    if prep.method == "central":
+        # The union is packed as one corpus (clients' documents in client order), as a
+        # central trainer would see it: with one client it is exactly that client's blocks.
+        union = pack(prep.tokens, [i for p in prep.parts for i in p], cfg.data.max_seq_length)
+        return CentralTrainer(ctx, union, central_plan(cfg, prep.client_blocks, len(union))), \
+            None
+    policy = cfg.freeze.policy if prep.method == "ffdapt" else "none"
+    n_batches = [math.ceil(len(b) / cfg.train.batch_size) for b in prep.client_blocks]
+    # the budget policy counts its candidates as the run counts its steps (the same head)
+    flops = ctx.flops or FlopCache(prep.model, ctx.head)
+    plans = freeze_schedule(prep.model, policy, cfg.freeze, n_batches, seed=cfg.seed,
+                            shape=(cfg.train.batch_size, cfg.data.max_seq_length),
+                            flops=flops)
+    zero = ZeroTrainer(prep.model, cfg, ctx.world) if cfg.dist.engine == "deepspeed" else None
+    return FederatedTrainer(ctx, plans, build_strategy(cfg.fl),
+                            executor or SequentialExecutor(), zero), plans
