@@ -17,8 +17,9 @@ from .checkpoint import Checkpoints
 from .config import RunConfig
 from .data.packing import pack
 from .dist.zero import ZeroTrainer
-from .fl.engine import (CentralTrainer, Context, FederatedTrainer, SequentialExecutor,
-                        client_stream, sample_clients, steps_per_round)
+from .fl.context import Context
+from .fl.engine import CentralTrainer, FederatedTrainer, SequentialExecutor
+from .fl.schedule import client_stream, sample_clients, steps_per_round
 from .fl.evaluate import HeldOut
 from .fl.strategies import build_strategy
 from .freeze import freeze_schedule

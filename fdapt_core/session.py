@@ -20,7 +20,7 @@ from .adapters import exchanged_names, merged, save_adapter, target_modules
 from .assembly import build_context, build_trainer, prepare_ranks
 from .checkpoint import ResumeError
 from .dist.collectives import gather_objects
-from .fl.engine import Context, NoCallbacks
+from .fl.context import Context, NoCallbacks
 from .fl.local import amp_dtype
 from .interrupt import StopRequested
 from .model import parameter_count

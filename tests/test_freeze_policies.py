@@ -249,7 +249,7 @@ class Probe:
 
 
 def test_engine_trains_each_round_with_its_plan(tiny, monkeypatch):
-    import fdapt_core.fl.engine as engine
+    import fdapt_core.fl.client as engine  # the client half runs the local loop
 
     probe = Probe()
     inner = engine.train_steps

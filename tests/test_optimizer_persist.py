@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from fdapt_core.checkpoint import Checkpoints, ResumeError
-from fdapt_core.fl import engine
+from fdapt_core.fl import client as engine  # the client half runs the local loop
+from fdapt_core.fl.client import Client
 from fdapt_core.runner import run
 from fdapt_core.runs import run_dir
 
@@ -147,9 +148,7 @@ def test_random_persist_stopped_mid_round_resumes_exactly(tiny):
 
 
 def test_a_checkpoint_with_positional_optimizer_state_is_refused():
-    trainer = SimpleNamespace(strategy=SimpleNamespace(load_state_dict=lambda s: None),
-                              faults=SimpleNamespace(accepted_norms=[]))
     old = {"strategy": {}, "accepted_norms": [],
            "client_opt": {0: {"opt": {"state": {}, "param_groups": []}, "sched": {}}}}
     with pytest.raises(ResumeError, match="by position"):
-        engine.FederatedTrainer.load_state(trainer, old)
+        Client(SimpleNamespace(), codec=None).load_state_dict(old)

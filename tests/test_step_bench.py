@@ -31,8 +31,9 @@ def test_a_row_counts_the_model_and_the_run_flops_and_pads_the_vocabulary():
     assert dense["run_flops_per_token"] == dense["model_flops_per_token"]
 
 
-def test_repeats_go_on_until_the_last_ones_agree_within_the_spread(monkeypatch):
-    walls = iter([1.0, 2.0, 1.0, 1.01, 1.0, 9.0])  # seconds per repeat of 100 tokens
+def timed(monkeypatch, walls):
+    """The step bench's loop replaced by one that took these seconds per 100 tokens."""
+    walls = iter(walls)
 
     def fake(*args, **kwargs):
         st = LocalStats()
@@ -40,20 +41,17 @@ def test_repeats_go_on_until_the_last_ones_agree_within_the_spread(monkeypatch):
         return st
 
     monkeypatch.setattr(sb, "train_steps", fake)
+
+
+def test_repeats_go_on_until_the_last_ones_agree_within_the_spread(monkeypatch):
+    timed(monkeypatch, [1.0, 2.0, 1.0, 1.01, 1.0, 9.0])
     row = sb.measure(TINY, CPU, sb.Timing(steps=1, warmup=0, min_repeats=3, max_repeats=6))
     # 100, 50, 100 spread 50 %; 50, 100, 99 still; 100, 99, 100: within 5 %, stop at 5
     assert row["repeats"] == 5 and row["spread_met"] and row["spread"] < 0.05
 
 
 def test_repeats_that_never_agree_say_so(monkeypatch):
-    walls = iter([1.0, 2.0, 1.0, 2.0])
-
-    def fake(*args, **kwargs):
-        st = LocalStats()
-        st.tokens, st.wall_s = 100, next(walls)
-        return st
-
-    monkeypatch.setattr(sb, "train_steps", fake)
+    timed(monkeypatch, [1.0, 2.0, 1.0, 2.0])
     row = sb.measure(TINY, CPU, sb.Timing(steps=1, warmup=0, min_repeats=2, max_repeats=3))
     assert row["repeats"] == 3 and not row["spread_met"] and row["spread"] == pytest.approx(
         2 / 3)

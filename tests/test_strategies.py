@@ -272,7 +272,7 @@ def test_proximal_gradient_in_the_local_loop(tiny):
 
 
 def test_fedprox_passes_mu_and_the_global_model_to_the_clients(tiny, monkeypatch):
-    from fdapt_core.fl import engine
+    from fdapt_core.fl import client as engine  # the client half runs the local loop
 
     seen = []
     original = engine.train_steps

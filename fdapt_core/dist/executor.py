@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..fl.engine import to_cpu
+from ..fl.params import to_cpu
 from .collectives import all_reduce, gather_objects
 from .world import World
 
@@ -85,10 +85,10 @@ class DistributedExecutor:
         train_s = time.perf_counter() - t0
         # every client's row and what it keeps between rounds, on every rank
         shared = gather_objects(world, {"rows": my_rows if lead else [],
-                                        "states": trainer.client_states(mine if lead else [])})
+                                        "states": trainer.client.states(mine if lead else [])})
         by_client = {x["client"]: x for s in shared for x in s["rows"]}
         for s in shared:
-            trainer.adopt_client_states(s["states"])
+            trainer.client.adopt_states(s["states"])
         for c in clients:  # the sequential executor's screen, in client order, on every rank
             # an upload not held is another group's, or already folded in
             trainer.settle(by_client[c], held.pop(c, None))

@@ -3,8 +3,9 @@
 Both trainers share one skeleton: for each round, train, evaluate the held-out MLM loss,
 checkpoint, append the round to the record. They differ only in what "train" means:
 
-* `FederatedTrainer`: sample clients, let the executor run each client's local training from
-  the global model, fold each upload into the strategy, and take the strategy's new model.
+* `FederatedTrainer`, the server half: sample clients, write each one's `RoundTask`, let the
+  executor carry it to the client half (`fl/client.py`) and the `ClientUpdate` back, then
+  decode, screen and fold each upload into the strategy, and take the strategy's new model.
 * `CentralTrainer`: one trainer on the union of the clients' text, with one optimizer and one
   schedule for the whole run; its round r trains as many sequences as fdapt's round r (the
   same tokens).
@@ -13,174 +14,29 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Iterator, Optional, Protocol, Sequence
+from typing import Iterator, Optional, Sequence
 
-import numpy as np
 import torch
-from torch import nn
 
-from ..checkpoint import Checkpoints, ResumeError
-from ..config import RunConfig
 from ..dist.collectives import broadcast_object
 from ..dist.data_parallel import group_dp
 from ..errors import FdaptError
 from ..interrupt import StopRequested
-from ..freeze import FreezePlan, FreezeSchedule, apply_freeze
-from ..heads import ScoringHead
-from ..objective import Objective
-from ..profiling.flops import FlopCache, analytic_flops
-from ..profiling.memory import PeakMemory
-from ..seeding import derive
-from .evaluate import HeldOut
-from .codecs import Codec, Encoded, relative_error
+from ..freeze import FreezePlan, FreezeSchedule
+from .client import Client, dropped_row
+from .codecs import Codec
+from .context import Context
 from .fedavg import FedAvg
 from .faults import Faults
-from .local import BatchStream, LocalStats, amp_dtype, make_optimizer, train_steps
+from .local import amp_dtype, make_optimizer, train_steps
+from .messages import ClientUpdate, RoundTask
+from .params import load_params
+from .rows import client_row, step_flops
+from .schedule import client_stream, sample_clients, seed_client_round, steps_per_round
 
 
 class TrainingError(FdaptError):
     """Training cannot go on (e.g. the central loss became NaN)."""
-
-
-class Callbacks(Protocol):
-    """Progress hooks; the library calls them, the CLI draws them. All optional."""
-
-    def round_start(self, round_index: int, n_rounds: int, clients: Sequence[int]) -> None: ...
-    def client_start(self, client: int, steps: int) -> None: ...
-    def step(self, step: int) -> None: ...
-    def client_end(self, client: int, stats: dict) -> None: ...
-    def round_end(self, round_index: int, row: dict) -> None: ...
-
-
-class NoCallbacks:
-    def __getattr__(self, name):
-        return lambda *a, **k: None
-
-
-@dataclass
-class Context:
-    """What every trainer needs: the model, the data, the held-out set and where to save."""
-
-    cfg: RunConfig
-    model: nn.Module
-    objective: Objective  # MLM or CLM: how a batch of blocks becomes inputs and labels
-    client_blocks: list[torch.Tensor]
-    heldout: HeldOut
-    device: torch.device
-    checkpoints: Checkpoints
-    callbacks: Callbacks
-    memory: PeakMemory
-    flops: Optional[FlopCache] = None  # None: FLOPs not counted (profile.count_flops: false)
-    world: Optional[object] = None  # dist.world.World of a distributed run
-    # what can train, so what is exchanged, averaged and checkpointed: every parameter, or
-    # a LoRA model's adapters (the base never changes); None: every parameter
-    exchanged: Optional[frozenset[str]] = None
-    # where the LM head runs: at the scored positions only, or at every one (heads.py)
-    head: Optional[ScoringHead] = None
-    # what a client elsewhere must share with this run to train its part of it: the
-    # partition manifest's and the tokenizer's hashes (a Flower node checks them)
-    fingerprint: Optional[dict[str, str]] = None
-
-    def __post_init__(self):
-        if self.exchanged is None:
-            self.exchanged = frozenset(n for n, _ in self.model.named_parameters())
-
-    def global_params(self) -> dict[str, torch.Tensor]:
-        """A copy of the exchanged parameters: the global model as the federation holds it."""
-        return snapshot(self.model, self.exchanged)
-
-    @property
-    def is_main(self) -> bool:
-        """Whether this process evaluates, checkpoints and writes (rank 0, or the only one)."""
-        return self.world is None or self.world.is_main
-
-
-def load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
-    """Copy `params` (all of the model's parameters, or some of them) into the model."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in params:
-                p.copy_(params[name])
-
-
-def snapshot(model: nn.Module, names: Optional[frozenset[str]] = None
-             ) -> dict[str, torch.Tensor]:
-    """A copy of the model's parameters (only `names`, if given)."""
-    return {n: p.detach().clone() for n, p in model.named_parameters()
-            if names is None or n in names}
-
-
-def nbytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def to_cpu(obj):
-    """A deep copy of a (nested) state with every tensor on the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_cpu(v) for v in obj)
-    return obj
-
-
-def save_moments(opt: torch.optim.Optimizer, model: nn.Module) -> dict[str, dict]:
-    """The optimizer's per-parameter state (AdamW: step, exp_avg, exp_avg_sq) by parameter
-    name, on the CPU; parameters without state (no step taken) are left out."""
-    return {n: to_cpu(opt.state[p]) for n, p in model.named_parameters() if p in opt.state}
-
-
-def load_moments(opt: torch.optim.Optimizer, model: nn.Module,
-                 moments: dict[str, dict]) -> None:
-    """Give each parameter of a fresh optimizer the state saved under its name, if any.
-
-    Through `load_state_dict`, which numbers the parameters in the groups' order and puts
-    each state tensor where the optimizer wants it (device, dtype; `step` on the CPU unless
-    fused); the groups' hyper-parameters stay the fresh ones."""
-    position = {id(p): i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
-    sd = opt.state_dict()
-    # copies: the optimizer steps its state in place, and the saved one must stay as it was
-    # (a round stopped half-way is checkpointed with it)
-    sd["state"] = {position[id(p)]: to_cpu(moments[n]) for n, p in model.named_parameters()
-                   if id(p) in position and n in moments}
-    opt.load_state_dict(sd)
-
-
-def steps_per_round(n_blocks: int, cfg: RunConfig) -> int:
-    """A client's local steps in one round: local epochs over its batches, capped."""
-    steps = cfg.train.local_epochs * math.ceil(n_blocks / cfg.train.batch_size)
-    return min(steps, cfg.train.max_local_steps or steps)
-
-
-def sample_clients(cfg: RunConfig, round_index: int) -> list[int]:
-    """Seeded client sampling; all clients when client_fraction is 1 (the study)."""
-    k = cfg.fl.clients
-    m = max(1, round(cfg.fl.client_fraction * k))
-    if m >= k:
-        return list(range(k))
-    rng = np.random.default_rng(derive(cfg.seed, "sample", round_index))
-    return sorted(int(c) for c in rng.choice(k, size=m, replace=False))
-
-
-def client_weight(cfg: RunConfig, n_blocks: int) -> float:
-    if cfg.fl.weighting == "batches":
-        return float(math.ceil(n_blocks / cfg.train.batch_size))
-    if cfg.fl.weighting == "tokens":
-        return float(n_blocks)  # blocks are all max_seq_length long
-    return 1.0
-
-
-def client_stream(cfg: RunConfig, client: int, n_blocks: int) -> BatchStream:
-    return BatchStream(n_blocks, cfg.train.batch_size,
-                       lambda epoch: derive(cfg.seed, "order", client, epoch))
-
-
-def seed_client_round(cfg: RunConfig, client: int, round_index: int) -> torch.Generator:
-    """Reseed dropout (global RNG) and return the mask generator for (client, round)."""
-    torch.manual_seed(derive(cfg.seed, "dropout", client, round_index))
-    return torch.Generator().manual_seed(derive(cfg.seed, "mask", client, round_index))
 
 
 class _RoundLoop:
@@ -260,31 +116,7 @@ class _RoundLoop:
 
     def count_flops(self, blocks: torch.Tensor, frozen: frozenset[str]):
         """FLOPs of one full batch of these blocks with this frozen set (counted once)."""
-        ctx = self.ctx
-        if ctx.flops is None:
-            return None
-        batch = min(ctx.cfg.train.batch_size, len(blocks))
-        return ctx.flops.get(frozen, (batch, blocks.shape[1]))
-
-    def client_row(self, client, st, plan: Optional[FreezePlan], step_flops,
-                   bytes_down: int, bytes_up: int) -> dict:
-        """One client's round in the record: work, time, FLOPs, parameters, traffic."""
-        params = dict(self.ctx.model.named_parameters())
-        n = sum(p.numel() for p in params.values())
-        trainable = sum(params[k].numel() for k in self.ctx.exchanged
-                        if not (plan and k in plan.names))
-        self.ctx.memory.sample()
-        return {"client": client, **asdict(st),
-                "tokens_per_s": st.tokens / st.wall_s if st.wall_s > 0 else None,
-                "samples_per_s": st.samples / st.wall_s if st.wall_s > 0 else None,
-                "train_flops": round(step_flops.per_sequence() * st.samples)
-                if step_flops else None,
-                "step_flops": asdict(step_flops) if step_flops else None,
-                "analytic_flops": analytic_flops(n, st.tokens),
-                "trainable_params": trainable, "frozen_params": n - trainable,
-                "frozen_blocks": list(plan.blocks) if plan else [],
-                "frozen_embeddings": bool(plan and plan.embeddings),
-                "bytes_down": bytes_down, "bytes_up": bytes_up}
+        return step_flops(self.ctx, blocks, frozen)
 
 
 class FederatedTrainer(_RoundLoop):
@@ -296,14 +128,12 @@ class FederatedTrainer(_RoundLoop):
         # plans: a FreezeSchedule (per client and round) or a static list (one per client)
         self.plans = FreezeSchedule.of(plans)
         self.strategy, self.executor = strategy, executor
-        self.client_opt_state: dict[int, dict] = {}  # optimizer_reset: persist
         self.codec = Codec(ctx.cfg.fl.upload_codec, ctx.cfg.fl.topk_fraction)
-        self.client_residual: dict[int, dict[str, torch.Tensor]] = {}  # topk error feedback
         self.faults = Faults(ctx.cfg.faults, ctx.cfg.seed, window=2 * ctx.cfg.fl.clients)
         self.pending: Optional[dict] = None  # a partial-round checkpoint to continue from
-        # a client trains data-parallel over its group's ranks (None: one process a client)
-        self.dp = group_dp(ctx.world)
-        self.zero = zero  # a dist.zero.ZeroTrainer when dist.engine is deepspeed
+        # the client half, for executors that train here: data-parallel over this rank's group
+        # (None: one process a client), on a ZeRO engine under dist.engine: deepspeed
+        self.client = Client(ctx, self.codec, group_dp(ctx.world), zero)
 
     def planned_counts(self, start_round):
         if not self.executor.trains_here:  # the nodes count their own
@@ -350,87 +180,39 @@ class FederatedTrainer(_RoundLoop):
                 "rejected": {str(s["client"]): s["rejected"] for s in stats
                              if s.get("rejected")}, **(extra or {})}
 
+    def task(self, r: int, client: int, global_params: dict[str, torch.Tensor]) -> RoundTask:
+        """The server's instructions to `client` for round r: the global model, its frozen
+        set, the fault drawn for it (faults.*: simulated), the strategy's proximal weight."""
+        plan = self.plans.plan(client, r) if self.plans is not None else None
+        return RoundTask(r, client, global_params, plan, self.faults.draw(r, client),
+                         self.strategy.prox_mu)
+
     def train_client(self, r: int, client: int, global_params: dict[str, torch.Tensor]
                      ) -> tuple[dict, Optional[dict[str, torch.Tensor]]]:
-        """One client's round, from the global model: (its row, its upload or None if it
-        dropped). The client's half (`client_round`) then the server's (`receive`), as a
-        Flower federation runs them on two machines. The upload holds the model's own tensors
-        until the next client loads; the row's `rejected` is final only after `settle`."""
+        """One client's round in this process: (its row, its upload or None if it dropped).
+        The task goes to the client half, its update comes back to `receive`, as a Flower
+        federation carries them between two machines. The upload holds the model's own
+        tensors until the next client loads; the row's `rejected` is final after `settle`."""
         self.ctx.callbacks.client_start(client, self.local_steps(client))
-        row, encoded = self.client_round(r, client, global_params)
-        upload = self.receive(row, encoded, global_params)
-        self.ctx.callbacks.client_end(client, row)
-        return row, upload
+        update = self.client.train(self.task(r, client, global_params))
+        upload = self.receive(update, global_params)
+        self.ctx.callbacks.client_end(client, update.row)
+        return update.row, upload
 
-    def client_round(self, r: int, client: int, global_params: dict[str, torch.Tensor]
-                     ) -> tuple[dict, Optional[Encoded]]:
-        """What runs at the client: load the global model, train its round, encode what it
-        sends. (its row, the upload as it travels, or None if it dropped.)"""
-        ctx, cfg = self.ctx, self.ctx.cfg
-        model, blocks = ctx.model, ctx.client_blocks[client]
-        plan = self.plans.plan(client, r) if self.plans is not None else None
-        step_flops = self.count_flops(blocks, plan.names if plan else frozenset())
-        weight = client_weight(cfg, len(blocks))
-        fault = self.faults.draw(r, client)
-        if fault == "drop":  # gone before it downloaded anything
-            return self.dropped_row(r, client, "drop"), None
-        load_params(model, global_params)
-        apply_freeze(model, plan)
-        steps = steps_per_round(len(blocks), cfg)
-        mask_gen = seed_client_round(cfg, client, r)
-        stream = client_stream(cfg, client, len(blocks))
-        start = r * cfg.train.local_epochs * stream.steps_per_epoch  # round r = its own epochs
-        if self.zero is not None:  # a DeepSpeed ZeRO engine trains; the model takes its result
-            self.zero.reset(global_params)
-            st = self.zero.train(plan.names if plan else frozenset(), blocks,
-                                 stream.take(start, steps), steps, ctx.objective, mask_gen,
-                                 ctx.callbacks.step)
-            self.zero.copy_to(model)
-        else:
-            st = self.train_local(client, stream.take(start, steps), steps, mask_gen,
-                                  global_params)
-        params = dict(model.named_parameters())
-        # What crosses the network: the whole global model down (a LoRA base is already
-        # there: its adapters); up, only what changed (frozen blocks stay home unless
-        # fl.send_frozen), in the dtype it is held in.
-        sent = {n: p for n, p in params.items()
-                if n in global_params and (cfg.fl.send_frozen or p.requires_grad)}
-        # encoded by the client (fl.upload_codec), decoded by the server (`receive`)
-        encoded, residual = self.codec.encode(sent, global_params,
-                                              self.client_residual.get(client))
-        if residual is not None:
-            self.client_residual[client] = residual
-        row = self.client_row(client, st, plan, step_flops, nbytes(global_params.values()),
-                              encoded.nbytes)
-        row.update(weight=weight, dropped=False, rejected=None, fault=fault,
-                   bytes_up_dense=nbytes(sent.values()),
-                   codec_error=None if self.codec.name == "none" else relative_error(
-                       self.codec.decode(encoded, global_params), sent, global_params))
-        apply_freeze(model, None)
-        return row, encoded
+    def dropped_row(self, task: RoundTask, fault: str, error: Optional[str] = None) -> dict:
+        """The row of a client that sent nothing back (a node of a real federation that
+        died, errored or timed out: `lost`)."""
+        return dropped_row(self.ctx, task, fault, error)
 
-    def dropped_row(self, r: int, client: int, fault: str, error: Optional[str] = None
-                    ) -> dict:
-        """The row of a client that sent nothing back this round: a drawn `drop`, or (`lost`)
-        a node of a real federation that died, errored or timed out."""
-        blocks = self.ctx.client_blocks[client]
-        plan = self.plans.plan(client, r) if self.plans is not None else None
-        step_flops = self.count_flops(blocks, plan.names if plan else frozenset())
-        row = self.client_row(client, LocalStats(), plan, step_flops, 0, 0)
-        row.update(weight=client_weight(self.ctx.cfg, len(blocks)), dropped=True,
-                   rejected=None, fault=fault)
-        if error is not None:
-            row["error"] = error
-        return row
-
-    def receive(self, row: dict, encoded: Optional[Encoded],
-                global_params: dict[str, torch.Tensor]) -> Optional[dict[str, torch.Tensor]]:
-        """What the server does with a client's upload as it arrives: decode it, (faults:
-        corrupt it as the network or client would), and screen it on its own. The row gets
-        `rejected` and `update_norm`; `settle` judges the rest."""
-        if encoded is None:
+    def receive(self, update: ClientUpdate, global_params: dict[str, torch.Tensor]
+                ) -> Optional[dict[str, torch.Tensor]]:
+        """What the server does with a client's update as it arrives: decode the upload,
+        (faults: corrupt it as the network or client would), and screen it on its own. The
+        row gets `rejected` and `update_norm`; `settle` judges the rest."""
+        if update.encoded is None:
             return None
-        received = self.codec.decode(encoded, global_params)
+        row = update.row
+        received = self.codec.decode(update.encoded, global_params)
         fault = row.get("fault")
         upload = self.faults.corrupt(fault, received, global_params) if fault else received
         rejected, norm = self.faults.check(upload, global_params)
@@ -448,19 +230,6 @@ class FederatedTrainer(_RoundLoop):
         self.strategy.accumulate(row["client"], upload, row["weight"])
         return True
 
-    def client_states(self, clients: Sequence[int]) -> dict[str, dict]:
-        """What these clients keep between rounds: persisted optimizer state
-        (optimizer_reset: persist) and the topk codec's error feedback."""
-        return {"opt": {c: self.client_opt_state[c] for c in clients
-                        if c in self.client_opt_state},
-                "residual": {c: self.client_residual[c] for c in clients
-                             if c in self.client_residual}}
-
-    def adopt_client_states(self, states: dict[str, dict]) -> None:
-        """Take clients' states trained elsewhere (another rank's group)."""
-        self.client_opt_state.update(states["opt"])
-        self.client_residual.update(states["residual"])
-
     def settle(self, row: dict, upload: Optional[dict[str, torch.Tensor]]) -> None:
         """The server's screen of one client's finished round; call it in client order.
 
@@ -476,36 +245,6 @@ class FederatedTrainer(_RoundLoop):
             if upload is not None:
                 self.strategy.accumulate(row["client"], upload, row["weight"])
 
-    def train_local(self, client: int, batches, steps: int, mask_gen: torch.Generator,
-                    global_params: dict[str, torch.Tensor]) -> LocalStats:
-        """The plain loop with a fresh (or the client's persisted) AdamW and schedule.
-
-        Persisted AdamW state is kept by parameter name, so a frozen set that changes from
-        round to round gives every parameter its own moments back: one frozen this round keeps
-        what it left with until it trains again."""
-        ctx, cfg = self.ctx, self.ctx.cfg
-        persist = cfg.train.optimizer_reset == "persist"
-        total = steps * cfg.fl.rounds if persist else steps
-        opt, sched = make_optimizer(ctx.model, cfg.train, total, ctx.device)
-        kept = self.client_opt_state.get(client) if persist else None
-        if kept is not None:
-            load_moments(opt, ctx.model, kept["moments"])
-            sched.load_state_dict(kept["sched"])
-            # the schedule's state leaves the groups' learning rate at step 0's: set it
-            for group, lr in zip(opt.param_groups, sched.get_last_lr()):
-                group["lr"] = lr
-        st = train_steps(ctx.model, ctx.client_blocks[client], batches,
-                         optimizer=opt, scheduler=sched, cfg=cfg.train,
-                         objective=ctx.objective,
-                         mask_gen=mask_gen, device=ctx.device, on_step=ctx.callbacks.step,
-                         dp=self.dp, prox_mu=self.strategy.prox_mu, prox_ref=global_params,
-                         head=ctx.head)
-        if persist:
-            moments = dict(kept["moments"]) if kept is not None else {}
-            moments.update(save_moments(opt, ctx.model))
-            self.client_opt_state[client] = {"moments": moments, "sched": sched.state_dict()}
-        return st
-
     def resume(self) -> int:
         start = super().resume()
         # a distributed run never leaves a partial round: its ranks stop together
@@ -514,18 +253,12 @@ class FederatedTrainer(_RoundLoop):
         return start
 
     def state(self) -> dict:
-        return {"strategy": self.strategy.state_dict(), "client_opt": self.client_opt_state,
-                "client_residual": self.client_residual,
+        return {"strategy": self.strategy.state_dict(), **self.client.state_dict(),
                 "accepted_norms": list(self.faults.accepted_norms)}
 
     def load_state(self, state: dict) -> None:
         self.strategy.load_state_dict(state["strategy"])
-        if any("moments" not in s for s in state["client_opt"].values()):
-            raise ResumeError("--resume: the checkpoint holds the clients' optimizer state by "
-                              "position (an older version), which cannot be matched to "
-                              "parameters; start the run again without --resume")
-        self.client_opt_state = dict(state["client_opt"])
-        self.client_residual = dict(state.get("client_residual", {}))
+        self.client.load_state_dict(state)
         self.faults.accepted_norms = list(state.get("accepted_norms", []))
 
 
@@ -584,7 +317,7 @@ class CentralTrainer(_RoundLoop):
             ctx.world.where = f"in round {r + 1} (central, data-parallel)"
         start = sum(self.plan[:r])
         steps = self.stream.count_batches(start, self.plan[r])
-        step_flops = self.count_flops(self.blocks, frozenset())
+        flops = self.count_flops(self.blocks, frozenset())
         mask_gen = seed_client_round(cfg, 0, r)
         ctx.callbacks.client_start(0, steps)
         t0 = time.perf_counter()
@@ -597,7 +330,7 @@ class CentralTrainer(_RoundLoop):
             raise TrainingError(f"central training diverged in round {r + 1}: the mean "
                                 f"training loss is {st.loss}; lower train.lr (now "
                                 f"{cfg.train.lr:g}) or set train.max_grad_norm")
-        row = self.client_row("central", st, None, step_flops, 0, 0)
+        row = client_row(ctx, "central", st, None, flops, 0, 0)
         row["weight"] = 1.0
         ctx.callbacks.client_end(0, row)
         return {"round": r, "clients": [row], "train_wall_s": time.perf_counter() - t0,

@@ -1,7 +1,8 @@
 """The harness's clients and server as a Flower app (flwr >= 1.2x, Message API).
 
 * `client.app`: a `ClientApp` whose `train` runs the harness's own client round
-  (`FederatedTrainer.client_round`: load the global model, freeze, train, encode the upload)
+  (`fl.client.Client.train` on the server's `RoundTask`: load the global model, freeze, train,
+  encode the upload)
   on the partition named by the node's `partition-id`.
 * `server.app`: a `ServerApp` whose `main` runs the harness's own round loop (strategy, freeze
   plans, held-out evaluation, checkpoints, the run record) with `FlowerExecutor`, which sends

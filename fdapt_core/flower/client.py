@@ -20,9 +20,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..assembly import build_context, build_trainer
+from ..assembly import build_context
 from ..config import build_config
-from ..fl.engine import NoCallbacks
+from ..fl.client import Client
+from ..fl.codecs import Codec
+from ..fl.context import NoCallbacks
+from ..fl.messages import RoundTask
 from ..prepare import prepare
 from ..runs import run_dir
 from ..errors import FdaptError
@@ -30,7 +33,7 @@ from .wire import encoded_record, json_record, record_tensors
 
 app = ClientApp()
 
-_built: dict[tuple, object] = {}  # (config hash, method, node overrides) -> its trainer
+_built: dict[tuple, Client] = {}  # (config hash, method, node overrides) -> its client
 
 
 def partition_id(context: Context) -> int:
@@ -48,9 +51,9 @@ def node_overrides(context: Context) -> list[str]:
             if k in context.node_config]
 
 
-def trainer_for(cfg_dict: dict, method: str, overrides: list[str]):
-    """This node's trainer for the run: built once (prepare → context → trainer), as every
-    executor builds it."""
+def client_for(cfg_dict: dict, method: str, overrides: list[str]) -> Client:
+    """This node's client half for the run, built once (prepare → context → client): no
+    strategy, fault screen or freeze schedule; the server sends what they decide."""
     cfg = build_config(cfg_dict, overrides)
     key = (cfg.hash(), method, tuple(overrides))
     if key not in _built:
@@ -60,7 +63,7 @@ def trainer_for(cfg_dict: dict, method: str, overrides: list[str]):
             # a worker given its share of the host's cores (Ray sets it from num_cpus)
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         ctx = build_context(prep, run_dir(prep.cfg, method), NoCallbacks(), None)
-        _built[key] = build_trainer(prep, ctx, None)[0]
+        _built[key] = Client(ctx, Codec(prep.cfg.fl.upload_codec, prep.cfg.fl.topk_fraction))
     return _built[key]
 
 
@@ -93,21 +96,20 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     run = msg.content["run"]
-    client, r = int(run["client"]), int(run["round"])
-    if client != partition_id(context):
+    described = json.loads(run["task"])
+    if int(described["client"]) != partition_id(context):
         raise FdaptError(f"this node holds partition {partition_id(context)}, but was sent "
-                         f"client {client}'s round")
-    trainer = trainer_for(json.loads(run["config"]), str(run["method"]),
-                          node_overrides(context))
+                         f"client {described['client']}'s round")
+    client = client_for(json.loads(run["config"]), str(run["method"]), node_overrides(context))
     refusal = mismatch(json.loads(run["fingerprint"]) if "fingerprint" in run else {},
-                       trainer.ctx.fingerprint or {})
+                       client.ctx.fingerprint or {})
     if refusal:
         return Message(RecordDict({"refused": ConfigRecord({"reason": refusal})}),
                        reply_to=msg)
-    device = trainer.ctx.device
+    device = client.ctx.device
     global_params = {k: v.to(device) for k, v in record_tensors(msg.content["global"]).items()}
-    row, encoded = trainer.client_round(r, client, global_params)
-    content = RecordDict({"row": json_record(row=row)})
-    if encoded is not None:
-        content["upload"] = encoded_record(encoded)
+    update = client.train(RoundTask.from_description(described, global_params))
+    content = RecordDict({"row": json_record(row=update.row)})
+    if update.encoded is not None:
+        content["upload"] = encoded_record(update.encoded)
     return Message(content, reply_to=msg)

@@ -27,6 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from ..config import load_config
 from ..errors import FdaptError
+from ..fl.messages import ClientUpdate
 from ..runs import run_dir
 from ..session import run_session
 from .wire import json_record, message_bytes, record_encoded, tensors_record
@@ -92,10 +93,10 @@ class FlowerExecutor:
             self.connect(ctx.cfg.fl.clients)
         down = tensors_record(global_params)
         config = json.dumps(ctx.cfg.to_dict())
-        msgs = {}
+        msgs, tasks = {}, {c: trainer.task(r, c, global_params) for c in clients}
         for c in clients:
             content = RecordDict({"global": down, "run": json_record(
-                config=config, method=self.method, round=r, client=c,
+                config=config, method=self.method, task=tasks[c].describe(),
                 fingerprint=ctx.fingerprint or {})})
             msgs[c] = Message(content, dst_node_id=self.nodes[c],
                               message_type=MessageType.TRAIN, group_id=f"round-{r}")
@@ -115,12 +116,12 @@ class FlowerExecutor:
             if reply is None or reply.has_error():
                 why = f"no reply within dist.timeout_s ({self.timeout_s:g} s)" \
                     if reply is None else f"the node failed: {reply.error.reason}"
-                row, upload = trainer.dropped_row(r, c, "lost", why), None
+                row, upload = trainer.dropped_row(tasks[c], "lost", why), None
             else:
                 row = json.loads(reply.content["row"]["row"])
                 enc = record_encoded(trainer.codec.name, reply.content["upload"]) \
                     if "upload" in reply.content else None
-                upload = trainer.receive(row, enc, global_params)
+                upload = trainer.receive(ClientUpdate(row, enc), global_params)
                 row.update(flower_bytes_down=bytes_down,
                            flower_bytes_up=message_bytes(reply.content))
             trainer.settle(row, upload)
