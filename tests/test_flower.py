@@ -44,7 +44,7 @@ def test_wire_carries_every_codec_and_dtype_exactly():
         # Flower's count: the encoded bytes plus the keys, nothing more
         assert rec.count_bytes() == enc.nbytes + sum(len(k) for k in rec.keys())
     for t in (torch.randn(3, 2).bfloat16(), torch.randint(-5, 5, (4,), dtype=torch.int8),
-              torch.zeros(0)):
+              torch.zeros(0), torch.tensor(3.0)):  # 0-dim: an AdamW step count
         assert torch.equal(from_array(to_array(t)), t) and from_array(to_array(t)).dtype == t.dtype
 
 
@@ -76,10 +76,13 @@ class LocalGrid:
     """A stand-in for the SuperLink's Grid: each node runs the ClientApp in this process; a
     node in `dead` answers as the SuperLink does for a node that stopped sending heartbeats."""
 
-    def __init__(self, n_nodes: int, dead=(), node_config=None):
+    def __init__(self, n_nodes: int, dead=(), node_config=None, fresh_process=False):
         self.ids = {1000 + i: i for i in range(n_nodes)}  # node id -> partition id
         self.dead, self.pending, self.count = set(dead), {}, itertools.count()
         self.node_config = node_config or {}  # partition id -> more node config
+        self.contexts = {}  # node id -> its Context, kept for the run as a SuperNode keeps it
+        # each message answered as from a fresh ClientApp process: nothing built is kept
+        self.fresh_process = fresh_process
 
     def get_node_ids(self):
         return list(self.ids)
@@ -100,10 +103,12 @@ class LocalGrid:
             if self.ids[node] in self.dead and m.metadata.message_type == "train":
                 yield Message(Error(code=1, reason="Node Unavailable"), reply_to=m)
                 continue
-            ctx = Context(run_id=1, node_id=node,
-                          node_config={"partition-id": self.ids[node],
-                                       **self.node_config.get(self.ids[node], {})},
-                          state=RecordDict(), run_config={})
+            ctx = self.contexts.setdefault(node, Context(
+                run_id=1, node_id=node, node_config={"partition-id": self.ids[node],
+                                                     **self.node_config.get(self.ids[node], {})},
+                state=RecordDict(), run_config={}))
+            if self.fresh_process:
+                flower_client._built.clear()
             yield flower_client.app(m, ctx)
 
 
@@ -122,10 +127,29 @@ def test_a_lost_node_is_a_dropped_client_and_the_round_goes_on(tiny):
              executor=FlowerExecutor(LocalGrid(2, dead={0, 1}), "fdapt", 10))
 
 
-def test_client_state_the_nodes_cannot_keep_is_refused(tiny):
-    for sets, method in ((["train.optimizer_reset=persist"], "fdapt"), ([], "fdapt-topk")):
-        with pytest.raises(ConfigError, match="keeps no client state"):
-            run(tiny(*sets, "dist.executor=flower"), method)
+@pytest.mark.parametrize("sets, method", [(["train.optimizer_reset=persist"], "fdapt"),
+                                          ([], "fdapt-topk")])
+def test_client_state_lives_in_the_nodes_flower_state(tiny, tmp_path, sets, method):
+    """Persisted AdamW moments and the top-k codec's error feedback kept by each node in its
+    Flower `context.state`, every message answered as from a fresh process: the same weights
+    as the sequential executor within 1e-5 (without the node state: 0.06 and 0.07 apart,
+    checked)."""
+    sets = [*sets, "fl.rounds=3", "fl.clients=2"]
+    run(tiny(*sets, "name=seq"), method)
+    grid = LocalGrid(2, fresh_process=True)
+    rec = run_session(tiny(*sets, "name=fl", "dist.executor=flower"), method,
+                      executor=FlowerExecutor(grid, method, 10))
+    a = _weights(tmp_path / "results" / "seq" / method)
+    b = _weights(tmp_path / "results" / "fl" / method)
+    assert rec["status"] == "finished"
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    assert all("fdapt.client.moments" in c.state or "fdapt.client.residual" in c.state
+               for c in grid.contexts.values())
+
+
+def test_a_flower_run_with_client_state_is_not_resumed(tiny):
+    with pytest.raises(ConfigError, match="starts empty"):
+        run(tiny("train.optimizer_reset=persist", "dist.executor=flower"), "fdapt", resume=True)
 
 
 def test_a_node_holding_only_its_own_documents_refuses_the_run(tiny, tmp_path):

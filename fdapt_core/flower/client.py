@@ -29,7 +29,8 @@ from ..fl.messages import RoundTask
 from ..prepare import prepare
 from ..runs import run_dir
 from ..errors import FdaptError
-from .wire import encoded_record, json_record, record_tensors
+from .wire import (encoded_record, json_record, load_client_state, record_tensors,
+                   save_client_state)
 
 app = ClientApp()
 
@@ -108,7 +109,12 @@ def train(msg: Message, context: Context) -> Message:
                        reply_to=msg)
     device = client.ctx.device
     global_params = {k: v.to(device) for k, v in record_tensors(msg.content["global"]).items()}
+    # what this client keeps between rounds lives in the node's Flower state: a node may
+    # answer each message from a fresh process, and Flower keeps context.state for the run
+    c = int(described["client"])
+    client.adopt_states(load_client_state(context.state, c))
     update = client.train(RoundTask.from_description(described, global_params))
+    save_client_state(context.state, c, client.states([c]))
     content = RecordDict({"row": json_record(row=update.row)})
     if update.encoded is not None:
         content["upload"] = encoded_record(update.encoded)

@@ -28,8 +28,10 @@ from flwr.serverapp import Grid, ServerApp
 from ..config import load_config
 from ..errors import FdaptError
 from ..fl.messages import ClientUpdate
+from ..methods import parse_method
 from ..runs import run_dir
 from ..session import run_session
+from .support import check_resume
 from .wire import json_record, message_bytes, record_encoded, tensors_record
 
 
@@ -171,6 +173,7 @@ def main(grid: Grid, context: Context) -> None:
     method = str(rc.get("method", "fdapt"))
     record = run_dir(cfg, method).resolve() / "record.json"
     try:
+        check_resume(parse_method(method, cfg)[1], bool(rc.get("resume", False)))
         rec = run_session(cfg, method, bool(rc.get("resume", False)),
                           callbacks=Progress(method, record),
                           executor=FlowerExecutor(grid, method, cfg.dist.timeout_s))

@@ -15,13 +15,15 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from ..methods import check
+from .support import check_resume
 from .client import app as client_app
 from .server import FlowerExecutor
 
 
 def run_flower(cfg, method: str, resume: bool, callbacks, run_fn) -> dict:
     """Run `method` with every client a simulated Flower node; return the record."""
-    check(cfg, method)  # everything a run refuses, before Ray starts
+    _, resolved, _ = check(cfg, method)  # everything a run refuses, before Ray starts
+    check_resume(resolved, resume)
     result: dict = {}
     server_app = ServerApp()
 

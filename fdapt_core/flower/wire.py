@@ -21,7 +21,7 @@ STYPE = "torch.raw"  # our serialisation: the tensor's bytes, little-endian, row
 def to_array(t: torch.Tensor) -> Array:
     t = t.detach().to("cpu").contiguous()
     return Array(dtype=str(t.dtype).removeprefix("torch."), shape=tuple(t.shape), stype=STYPE,
-                 data=t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                 data=t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def from_array(a: Array) -> torch.Tensor:
@@ -59,6 +59,38 @@ def json_record(**values) -> ConfigRecord:
     """Values that are not Flower scalars (rows, configs) as JSON strings."""
     return ConfigRecord({k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
                          for k, v in values.items()})
+
+
+STATE = "fdapt.client"  # the prefix of a node's records in its Flower context.state
+
+
+def save_client_state(state: RecordDict, client: int, kept: dict[str, dict]) -> None:
+    """Write what client `client` keeps between rounds (`Client.states([client])`: AdamW
+    moments and schedule under optimizer_reset: persist, the top-k residual) into a node's
+    Flower `context.state`, which Flower keeps for the node across the run's rounds."""
+    opt, residual = kept["opt"].get(client), kept["residual"].get(client)
+    if opt is not None:
+        state[f"{STATE}.moments"] = tensors_record(
+            {f"{name}|{k}": v for name, m in opt["moments"].items() for k, v in m.items()})
+        state[f"{STATE}.sched"] = json_record(sched=opt["sched"])
+    if residual is not None:
+        state[f"{STATE}.residual"] = tensors_record(residual)
+
+
+def load_client_state(state: RecordDict, client: int) -> dict[str, dict]:
+    """What `save_client_state` wrote, as `Client.adopt_states` takes it (empty: nothing kept
+    yet, the client's first round)."""
+    out: dict[str, dict] = {"opt": {}, "residual": {}}
+    if f"{STATE}.moments" in state:
+        moments: dict[str, dict] = {}
+        for key, t in record_tensors(state[f"{STATE}.moments"]).items():
+            name, _, k = key.rpartition("|")
+            moments.setdefault(name, {})[k] = t
+        out["opt"][client] = {"moments": moments,
+                              "sched": json.loads(state[f"{STATE}.sched"]["sched"])}
+    if f"{STATE}.residual" in state:
+        out["residual"][client] = record_tensors(state[f"{STATE}.residual"])
+    return out
 
 
 def message_bytes(content: Optional[RecordDict]) -> int:
