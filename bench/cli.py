@@ -262,6 +262,8 @@ def study_cmd(
                 continue
             # a finished run whose weights are gone and that was never scored trains anew
             _train(cell.cfg, m, resume=state == "resumable")
+        if not tasks:  # no downstream stage: the report compares held-out MLM loss
+            continue
         general = cell.folder / "general" / "record.json"  # the starting model's scores
         records = [read_json(cell.folder / m / "record.json") for m in study.methods]
         if not general.is_file() or not all(_scored(r, tasks, study.quick)

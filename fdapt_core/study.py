@@ -42,7 +42,8 @@ class StudyConfig:
                              factory=lambda: ["central", "fdapt", "ffdapt-paper"])
     seeds: list[int] = opt(None, "pretraining seeds (the run seed of each cell)",
                            factory=lambda: [0, 1, 2])
-    tasks: list[str] = opt(None, "downstream task presets (configs/tasks) or YAML paths",
+    tasks: list[str] = opt(None, "downstream task presets (configs/tasks) or YAML paths; [] "
+                           "for no downstream stage (the report compares held-out MLM loss)",
                            factory=lambda: ["ncbi_disease", "chemprot"])
     quick: bool = opt(True, "downstream on the tasks' quick subsets (their `quick` settings)")
     out: str = opt("results/studies/study", "the study's folder: runs/ and report/")
@@ -73,9 +74,8 @@ def load_study(path: str | Path) -> tuple[StudyConfig, Path]:
         raise ConfigError(f"{p}: the study names no {missing[0]} (a study file must name its "
                           f"{', '.join(REQUIRED)}; `bench study --keys` lists every key)")
     study = build_section(StudyConfig, data, p.name)
-    if not study.partitions or not study.methods or not study.seeds or not study.tasks:
-        raise ConfigError(f"{p}: partitions, methods, seeds and tasks each need one entry "
-                          "at least")
+    if not study.partitions or not study.methods or not study.seeds:
+        raise ConfigError(f"{p}: partitions, methods and seeds each need one entry at least")
     if len(set(study.seeds)) != len(study.seeds):
         raise ConfigError(f"{p}: seeds: {study.seeds} names a seed twice")
     return study, p.resolve().parent

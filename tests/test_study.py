@@ -80,3 +80,26 @@ def test_a_study_file_is_checked_before_anything_runs(tmp_path, cache_dir,
     study, base = load_study(_study_file(tmp_path, cache_dir, task_files["ner"][0]))
     grid = cells(study, base)
     assert [(c.partition, c.seed, c.cfg.name) for c in grid] == [("iid", 0, "tiny-iid-s0")]
+
+
+def test_a_study_without_tasks_trains_and_reports_the_held_out_loss(tmp_path, cache_dir,
+                                                                    task_files):  # noqa: F811
+    """`tasks: []` (run_all.sh --quick's study): no downstream stage, no `general` record;
+    the report compares the held-out MLM loss."""
+    path = _study_file(tmp_path, cache_dir, task_files["ner"][0], tasks=[])
+    res = _bench("study", "--config", str(path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    cell = tmp_path / "study" / "runs" / "tiny-iid-s0"
+    assert all((cell / m / "record.json").is_file() for m in ("central", "fdapt"))
+    assert not (cell / "general").exists() and not list(cell.rglob("*.outcomes.json"))
+    assert "held-out" in (tmp_path / "study" / "report" / "report.md").read_text().lower()
+
+
+def test_run_all_is_a_study():
+    """run_all.sh names the study file and hands the rest to `bench study`."""
+    for name in ("study-paper.yaml", "study-quick.yaml"):
+        study, base = load_study(ROOT / "configs" / name)
+        assert cells(study, base)  # the grid resolves: every cell's config loads
+    res = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0 and "bench study" in res.stdout
