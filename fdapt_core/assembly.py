@@ -7,26 +7,32 @@ a run through here.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .adapters import exchanged_names
+from .adapters import attach, exchanged_names
 from .checkpoint import Checkpoints
 from .config import RunConfig
-from .data.packing import pack
+from .data.packing import pack, tokenize_corpus
 from .dist.zero import ZeroTrainer
-from .fl.context import Context
+from .errors import DataError
+from .fl.client import Client
+from .fl.codecs import Codec
+from .fl.context import Context, NoCallbacks
 from .fl.engine import CentralTrainer, FederatedTrainer, SequentialExecutor
-from .fl.schedule import client_stream, sample_clients, steps_per_round
 from .fl.evaluate import HeldOut
+from .fl.schedule import client_stream, sample_clients, steps_per_round
 from .fl.strategies import build_strategy
 from .freeze import freeze_schedule
 from .heads import ScoringHead, scoring_head
-from .model import tokenizer_info, tokenizer_sha256
+from .methods import check
+from .model import build_model, resolve_objective, tokenizer_info
 from .objective import build_objective
-from .prepare import Prepared, prepare
+from .prepare import (Prepared, documents_sha256, load_documents, node_share, prepare,
+                      resolve_device, run_threads)
 from .profiling.flops import FlopCache
 from .profiling.memory import PeakMemory
 
@@ -72,8 +78,48 @@ def build_context(prep: Prepared, out: Path, callbacks, world) -> Context:
     return Context(cfg, model, objective, prep.client_blocks, heldout, prep.device,
                    Checkpoints(out / "checkpoints"), callbacks, PeakMemory(prep.device),
                    flops, world, exchanged_names(model), head,
-                   {"manifest_sha256": prep.manifest["sha256"],
-                    "tokenizer_sha256": tokenizer_sha256(prep.tokenizer)})
+                   node_share(prep) if cfg.dist.executor == "flower" else None)
+
+
+def build_node_client(cfg: RunConfig, method: str, client: int, ids: list[str],
+                      documents_sha256_: str, tokenizer) -> Client:
+    """The client half on a node that holds only its own institution's documents (a Flower
+    SuperNode): its documents read from `data.path` and picked by the manifest's ids, in the
+    manifest's order, tokenised with the server's tokenizer and packed as the server packs
+    them; the model built from the same config and seed. No held-out set, no checkpoints, no
+    strategy: those stay with the server. A node missing a document, or holding other text
+    under its id, raises `NodeDataError` saying which."""
+    _, cfg, _ = check(cfg, method)
+    device = resolve_device(cfg.train.device)
+    torch.set_num_threads(run_threads(cfg))
+    # every document the node has (no max_docs sample: the server's sample chose the ids)
+    docs = load_documents(replace(cfg, data=replace(cfg.data, max_docs=None)))
+    position = {d.id: i for i, d in enumerate(docs)}
+    missing = [i for i in ids if i not in position]
+    if missing:
+        raise NodeDataError(f"this node's data-path holds {len(ids) - len(missing)} of client "
+                            f"{client}'s {len(ids)} documents (missing {missing[:3]} …)")
+    mine = [docs[position[i]] for i in ids]
+    if documents_sha256(mine) != documents_sha256_:
+        raise NodeDataError(f"this node's documents of client {client} are not the server's: "
+                            "the same ids hold other text")
+    L = cfg.data.max_seq_length
+    tokens = tokenize_corpus(mine, tokenizer, Path(cfg.cache_dir))
+    blocks = pack(tokens, list(range(len(mine))), L)
+    model, _ = attach(cfg.peft, build_model(cfg.model, tokenizer, L, cfg.seed))
+    model = model.to(device)
+    objective_name = resolve_objective(cfg.model, model)
+    objective = build_objective(objective_name, tokenizer_info(tokenizer),
+                                cfg.train.mlm_probability)
+    head = run_head(cfg, model, objective_name)
+    ctx = Context(cfg, model, objective, {client: blocks}, None, device, None, NoCallbacks(),
+                  PeakMemory(device), FlopCache(model, head) if cfg.profile.count_flops
+                  else None, None, exchanged_names(model), head)
+    return Client(ctx, Codec(cfg.fl.upload_codec, cfg.fl.topk_fraction))
+
+
+class NodeDataError(DataError):
+    """A node's documents are not the ones the server's manifest gives its client."""
 
 
 def run_head(cfg: RunConfig, model: nn.Module, objective: str) -> ScoringHead:

@@ -6,7 +6,11 @@ Everything that can fail on the user's input (config, corpus, partition, model p
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,7 @@ from .data.partition import partition
 from .data.synthetic import generate as generate_synthetic
 from .errors import ConfigError, DataError, ModelError
 from .methods import check
-from .model import build_model, build_tokenizer, resolve_objective
+from .model import build_model, build_tokenizer, resolve_objective, tokenizer_sha256
 from .seeding import derive
 
 
@@ -186,6 +190,34 @@ def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) 
     return Prepared(cfg, method, objective, docs, train_idx, val_idx, parts, man, tokenizer,
                     tokens, client_blocks, heldout, model, adapters, device,
                     time.perf_counter() - t0)
+
+
+def documents_sha256(docs: list[Document]) -> str:
+    """A hash of documents' ids and text, in order: a node holding a client's documents
+    checks that they are the server's."""
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(json.dumps([d.id, d.text]).encode())
+    return h.hexdigest()
+
+
+def tokenizer_files(tokenizer) -> dict[str, str]:
+    """The tokenizer as files (name → base64 of the bytes), to travel to a node."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: base64.b64encode(p.read_bytes()).decode()
+                for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+
+
+def node_share(prep: Prepared) -> dict:
+    """What a node that holds only its own documents needs from the server: the tokenizer
+    (the preset one is learnt from the whole training text, which no node has) and, per
+    client, its documents' ids in the manifest's order with a hash of their text."""
+    return {"tokenizer": tokenizer_files(prep.tokenizer),
+            "tokenizer_sha256": tokenizer_sha256(prep.tokenizer),
+            "clients": [{"ids": [prep.docs[i].id for i in part],
+                         "sha256": documents_sha256([prep.docs[i] for i in part])}
+                        for part in prep.parts]}
 
 
 def data_summary(prep: Prepared) -> dict:

@@ -152,10 +152,9 @@ def test_a_flower_run_with_client_state_is_not_resumed(tiny):
         run(tiny("train.optimizer_reset=persist", "dist.executor=flower"), "fdapt", resume=True)
 
 
-def test_a_node_holding_only_its_own_documents_refuses_the_run(tiny, tmp_path):
-    """A node whose data-path holds only its institution's documents re-split them and learnt
-    its own vocabulary, and the run ended "finished". Until a node can hold only its own data,
-    it refuses (its manifest's hash against the server's) and the run fails, saying why."""
+def _silo_corpus(tmp_path, tiny, sets_extra=()):
+    """A JSONL corpus of 80 documents, the run's settings on it, and each client's documents
+    written alone into its own file (what each institution holds)."""
     import json
 
     from fdapt_core.data.synthetic import generate
@@ -165,25 +164,51 @@ def test_a_node_holding_only_its_own_documents_refuses_the_run(tiny, tmp_path):
     whole = tmp_path / "whole.jsonl"
     whole.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in docs))
     sets = ["data.source=jsonl", f"data.path={whole}", "data.text_fields=[text]",
-            "data.id_field=id", "dist.executor=flower"]
-    mine = set(prepare(tiny(*sets), "fdapt").manifest["clients"][0])
-    own = tmp_path / "client0.jsonl"
-    own.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
-                           for d in docs if d.id in mine))
-    grid = LocalGrid(2, node_config={0: {"data-path": str(own)}})
-    with pytest.raises(FdaptError, match="client 0's node refused.*partition manifest"):
-        run_session(tiny(*sets, "name=silo"), "fdapt", executor=FlowerExecutor(grid, "fdapt", 10))
-    rec = json.loads((tmp_path / "results" / "silo" / "fdapt" / "record.json").read_text())
-    assert rec["status"] == "failed" and "partition manifest" in rec["error"]
-    # the whole corpus on every node: the same run trains
-    rec = run_session(tiny(*sets, "name=whole"), "fdapt",
-               executor=FlowerExecutor(LocalGrid(2, node_config={0: {"data-path": str(whole)}}),
-                                       "fdapt", 10))
+            "data.id_field=id", "fl.clients=2", *sets_extra]
+    files = {}
+    for c, ids in enumerate(prepare(tiny(*sets), "fdapt").manifest["clients"]):
+        mine = set(ids)
+        files[c] = tmp_path / f"client{c}.jsonl"
+        # in another order than the server's, as another institution would store them
+        files[c].write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
+                                    for d in reversed(docs) if d.id in mine))
+    return docs, sets, files
+
+
+def test_nodes_holding_only_their_own_documents_train_the_sequential_run(tiny, tmp_path):
+    """Each node's data-path holds its institution's documents alone (in its own order); the
+    server sends the tokenizer and the ids, and keeps the held-out set: the weights equal the
+    sequential executor's within 1e-5. (Such a node used to re-split its documents and learn
+    its own vocabulary, and the run ended "finished".)"""
+    _, sets, files = _silo_corpus(tmp_path, tiny, ["fl.rounds=2"])
+    run(tiny(*sets, "name=seq"), "ffdapt")
+    grid = LocalGrid(2, node_config={c: {"data-path": str(f)} for c, f in files.items()},
+                     fresh_process=True)
+    rec = run_session(tiny(*sets, "name=silo", "dist.executor=flower"), "ffdapt",
+                      executor=FlowerExecutor(grid, "ffdapt", 10))
     assert rec["status"] == "finished"
+    a = _weights(tmp_path / "results" / "seq" / "ffdapt")
+    b = _weights(tmp_path / "results" / "silo" / "ffdapt")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
 
 
-def test_a_node_with_another_tokenizer_refuses():
-    same = {"manifest_sha256": "a", "tokenizer_sha256": "t"}
-    assert flower_client.mismatch(same, dict(same)) is None
-    assert "tokenizer" in flower_client.mismatch(same, {**same, "tokenizer_sha256": "u"})
-    assert "manifest" in flower_client.mismatch(same, {**same, "manifest_sha256": "b"})
+def test_a_node_missing_a_document_or_holding_other_text_refuses(tiny, tmp_path):
+    import json
+
+    _, sets, files = _silo_corpus(tmp_path, tiny)
+    lines = files[0].read_text().splitlines()
+    files[0].write_text("\n".join(lines[1:]) + "\n")  # one document gone
+    grid = LocalGrid(2, node_config={c: {"data-path": str(f)} for c, f in files.items()})
+    with pytest.raises(FdaptError, match="client 0's node refused.*missing"):
+        run_session(tiny(*sets, "name=gone", "dist.executor=flower"), "fdapt",
+                    executor=FlowerExecutor(grid, "fdapt", 10))
+    rec = json.loads((tmp_path / "results" / "gone" / "fdapt" / "record.json").read_text())
+    assert rec["status"] == "failed" and "missing" in rec["error"]
+    first = json.loads(lines[0])
+    files[0].write_text("\n".join([json.dumps({**first, "text": first["text"] + " edited"}),
+                                   *lines[1:]]) + "\n")
+    flower_client._built.clear()
+    grid = LocalGrid(2, node_config={c: {"data-path": str(f)} for c, f in files.items()})
+    with pytest.raises(FdaptError, match="client 0's node refused.*other text"):
+        run_session(tiny(*sets, "name=edited", "dist.executor=flower"), "fdapt",
+                    executor=FlowerExecutor(grid, "fdapt", 10))

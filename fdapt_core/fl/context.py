@@ -53,9 +53,10 @@ class Context:
     exchanged: Optional[frozenset[str]] = None
     # where the LM head runs: at the scored positions only, or at every one (heads.py)
     head: Optional[ScoringHead] = None
-    # what a client elsewhere must share with this run to train its part of it: the
-    # partition manifest's and the tokenizer's hashes (a Flower node checks them)
-    fingerprint: Optional[dict[str, str]] = None
+    # what a client elsewhere (a Flower node holding only its own documents) needs from the
+    # server to train its part: the tokenizer's files and, per client, its documents' ids in
+    # the manifest's order and a hash of their text (`prepare.node_share`)
+    node_share: Optional[dict] = None
 
     def __post_init__(self):
         if self.exchanged is None:

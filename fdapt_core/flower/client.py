@@ -6,29 +6,31 @@ client round on this node's partition: the same seeded manifest, local loop, fre
 upload codec as every other executor. It replies with the encoded upload (nothing for a
 frozen block) and the client's record row.
 
-A node builds the run once (data, tokenizer, model) and keeps it for the run's rounds. Node
-config: `partition-id` (required), and optionally `data-path` / `cache-dir`, where an
-institution's copy of the corpus and its caches live on that machine.
+A node holds only its own institution's documents. With each task the server sends its
+tokenizer and the client's documents' ids (in the manifest's order) with a hash of their text;
+the node reads its data-path, picks those documents, checks them, and packs them as the server
+would (`assembly.build_node_client`), once per run. A node missing a document or holding other
+text refuses the run, saying which. Node config: `partition-id` (required), and optionally
+`data-path` / `cache-dir`, where that institution keeps its documents and caches.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
+from pathlib import Path
 
-import torch
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..assembly import build_context
+from ..assembly import NodeDataError, build_node_client
 from ..config import build_config
-from ..fl.client import Client
-from ..fl.codecs import Codec
-from ..fl.context import NoCallbacks
-from ..fl.messages import RoundTask
-from ..prepare import prepare
-from ..runs import run_dir
 from ..errors import FdaptError
+from ..fl.client import Client
+from ..fl.messages import RoundTask
+from ..model import load_tokenizer, tokenizer_sha256
+from ..records import write_folder_atomic
 from .wire import (encoded_record, json_record, load_client_state, record_tensors,
                    save_client_state)
 
@@ -52,40 +54,42 @@ def node_overrides(context: Context) -> list[str]:
             if k in context.node_config]
 
 
-def client_for(cfg_dict: dict, method: str, overrides: list[str]) -> Client:
-    """This node's client half for the run, built once (prepare → context → client): no
-    strategy, fault screen or freeze schedule; the server sends what they decide."""
+def node_tokenizer(files: dict[str, str], sha256: str, cache_dir: str):
+    """The server's tokenizer, written once under this node's cache and loaded from there."""
+    folder = Path(cache_dir) / f"node-tokenizer-{sha256[:16]}"
+    if not folder.is_dir():
+        def write(tmp: Path) -> None:
+            tmp.mkdir(parents=True, exist_ok=True)
+            for name, data in files.items():
+                (tmp / name).write_bytes(base64.b64decode(data))
+
+        write_folder_atomic(folder, write)
+    tokenizer = load_tokenizer(str(folder))
+    if tokenizer_sha256(tokenizer) != sha256:
+        raise FdaptError("the server's tokenizer did not load the same on this node "
+                         "(transformers versions differ?)")
+    return tokenizer
+
+
+def client_for(cfg_dict: dict, method: str, overrides: list[str], client: int,
+               share: dict) -> Client:
+    """This node's client half for the run, built once: its own documents (the manifest's ids
+    for `client`, read from its data-path), the server's tokenizer, the model. No held-out
+    set, strategy, fault screen or freeze schedule: the server keeps them and its task says
+    what they decide."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and \
+            cfg_dict.get("train", {}).get("threads") is None:
+        # a worker given its share of the host's cores (Ray sets it from num_cpus)
+        overrides = [*overrides, f"train.threads={os.environ['OMP_NUM_THREADS']}"]
     cfg = build_config(cfg_dict, overrides)
-    key = (cfg.hash(), method, tuple(overrides))
+    key = (cfg.hash(), method, tuple(overrides), client)
     if key not in _built:
         _built.clear()  # one run at a time per node: free the last one's model and data
-        prep = prepare(cfg, method)
-        if cfg.train.threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-            # a worker given its share of the host's cores (Ray sets it from num_cpus)
-            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        ctx = build_context(prep, run_dir(prep.cfg, method), NoCallbacks(), None)
-        _built[key] = Client(ctx, Codec(prep.cfg.fl.upload_codec, prep.cfg.fl.topk_fraction))
+        tokenizer = node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
+                                   cfg.cache_dir)
+        _built[key] = build_node_client(cfg, method, client, share["ids"], share["sha256"],
+                                        tokenizer)
     return _built[key]
-
-
-def mismatch(server: dict, node: dict) -> str | None:
-    """Why this node cannot train the server's run, or None: its documents must split into
-    the server's partition manifest, and its tokenizer must give the server's ids. A node
-    whose data-path holds only its own institution's documents re-splits them (holding some
-    out and partitioning the rest again) and learns another vocabulary: its updates would land
-    on the wrong rows of the embeddings while the run reports itself finished."""
-    if server.get("manifest_sha256") != node.get("manifest_sha256"):
-        return ("this node's corpus gives another partition manifest than the server's "
-                f"(manifest sha256 {str(node.get('manifest_sha256'))[:12]} here, "
-                f"{str(server.get('manifest_sha256'))[:12]} on the server): its data-path must "
-                "hold the whole corpus the server was given, in the same order (a node holding "
-                "only its own documents is not supported yet)")
-    if server.get("tokenizer_sha256") != node.get("tokenizer_sha256"):
-        return ("this node's tokenizer differs from the server's (sha256 "
-                f"{str(node.get('tokenizer_sha256'))[:12]} here, "
-                f"{str(server.get('tokenizer_sha256'))[:12]} on the server): the same text "
-                "would get other ids")
-    return None
 
 
 @app.query()
@@ -101,17 +105,17 @@ def train(msg: Message, context: Context) -> Message:
     if int(described["client"]) != partition_id(context):
         raise FdaptError(f"this node holds partition {partition_id(context)}, but was sent "
                          f"client {described['client']}'s round")
-    client = client_for(json.loads(run["config"]), str(run["method"]), node_overrides(context))
-    refusal = mismatch(json.loads(run["fingerprint"]) if "fingerprint" in run else {},
-                       client.ctx.fingerprint or {})
-    if refusal:
-        return Message(RecordDict({"refused": ConfigRecord({"reason": refusal})}),
+    c = int(described["client"])
+    try:
+        client = client_for(json.loads(run["config"]), str(run["method"]),
+                            node_overrides(context), c, json.loads(run["share"]))
+    except NodeDataError as exc:  # this node cannot train the server's run: say why
+        return Message(RecordDict({"refused": ConfigRecord({"reason": str(exc)})}),
                        reply_to=msg)
     device = client.ctx.device
     global_params = {k: v.to(device) for k, v in record_tensors(msg.content["global"]).items()}
     # what this client keeps between rounds lives in the node's Flower state: a node may
     # answer each message from a fresh process, and Flower keeps context.state for the run
-    c = int(described["client"])
     client.adopt_states(load_client_state(context.state, c))
     update = client.train(RoundTask.from_description(described, global_params))
     save_client_state(context.state, c, client.states([c]))

@@ -96,10 +96,14 @@ class FlowerExecutor:
         down = tensors_record(global_params)
         config = json.dumps(ctx.cfg.to_dict())
         msgs, tasks = {}, {c: trainer.task(r, c, global_params) for c in clients}
+        share = ctx.node_share
         for c in clients:
+            # what a node holding only its own documents needs: the tokenizer, the ids
             content = RecordDict({"global": down, "run": json_record(
                 config=config, method=self.method, task=tasks[c].describe(),
-                fingerprint=ctx.fingerprint or {})})
+                share={"tokenizer": share["tokenizer"],
+                       "tokenizer_sha256": share["tokenizer_sha256"],
+                       **share["clients"][c]})})
             msgs[c] = Message(content, dst_node_id=self.nodes[c],
                               message_type=MessageType.TRAIN, group_id=f"round-{r}")
         bytes_down = message_bytes(next(iter(msgs.values())).content) if msgs else 0
