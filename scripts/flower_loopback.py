@@ -1,7 +1,8 @@
 """A cross-silo Flower deployment on the loopback interface, measured: a SuperLink, one
 SuperNode per client whose `data-path` holds only that client's documents, and `flwr run` of
-the harness's app. Writes one JSON (rounds, bytes, time per round, and the round's time
-outside the clients' training) and prints a line per round.
+the harness's app. Writes one JSON (rounds, bytes, time per round, the round's time
+outside the clients' training, and the largest weight difference from the same run on the
+sequential executor) and prints a line per round.
 
     .venv/bin/python scripts/flower_loopback.py [--clients 2] [--rounds 3] [--out FILE]
 
@@ -30,6 +31,8 @@ from fdapt_core.config import load_config  # noqa: E402
 from fdapt_core.data.synthetic import generate  # noqa: E402
 from fdapt_core.prepare import prepare  # noqa: E402
 from fdapt_core.records import environment, write_json_atomic  # noqa: E402
+from fdapt_core.runner import run as run_here  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 
 def _port() -> int:
@@ -117,7 +120,14 @@ def main() -> int:
         print(f"round {rounds[-1]['round']}: {r['wall_s']:.1f} s ({train:.1f} s training on "
               f"the slowest client), down {rounds[-1]['flower_bytes_down']:,} B, up "
               f"{rounds[-1]['flower_bytes_up']:,} B, held-out loss {r['eval_loss']:.4f}")
+    # the same run on the sequential executor, on the whole corpus: the weights must agree
+    run_here(load_config(ROOT / "configs" / "default.yaml", [*sets, "name=sequential"]), "fdapt")
+    a = load_file(str(tmp / "out" / "sequential" / "fdapt" / "model" / "model.safetensors"))
+    b = load_file(str(tmp / "out" / "loopback" / "fdapt" / "model" / "model.safetensors"))
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    print(f"largest weight difference from the sequential executor: {diff:.2e}")
     out = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "max_weight_diff_vs_sequential": diff,
            "environment": environment(torch.device("cpu")), "clients": args.clients,
            "documents_per_node": [len(ids) for ids in manifest["clients"]],
            "deployment_wall_s": wall, "rounds": rounds,
