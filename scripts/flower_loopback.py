@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,33 +20,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-BIN = Path(sys.executable).parent
 
 import torch  # noqa: E402
 
 from fdapt_core.config import load_config  # noqa: E402
 from fdapt_core.data.synthetic import generate  # noqa: E402
+from fdapt_core.flower.local_deployment import (BIN, free_port, start, stop,  # noqa: E402
+                                                superlink)
 from fdapt_core.prepare import prepare  # noqa: E402
 from fdapt_core.records import environment, write_json_atomic  # noqa: E402
 from fdapt_core.runner import run as run_here  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(args, log: Path, env) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def _stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait(10)
 
 
 def main() -> int:
@@ -74,20 +55,11 @@ def main() -> int:
         files.append(tmp / f"client{c}.jsonl")
         files[-1].write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
                                      for d in docs if d.id in mine))
-    env = {**os.environ, "FLWR_HOME": str(tmp / "flwr"), "FLWR_TELEMETRY_ENABLED": "0",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    link = _port()
-    (tmp / "flwr").mkdir()
-    (tmp / "flwr" / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{link}"\n'
-        'insecure = true\n')
-    procs = [_start(["flower-superlink", "--insecure",
-                     "--disable-runtime-dependency-installation", "--port", str(link)],
-                    tmp / "superlink.log", env)]
+    link_proc, link, env = superlink(tmp / "flwr", ROOT, tmp / "superlink.log")
+    procs = [link_proc]
     for c, f in enumerate(files):
-        procs.append(_start(["flower-supernode", "--insecure", "--superlink",
-                             f"127.0.0.1:{link}", "--port", str(_port()), "--node-config",
+        procs.append(start(["flower-supernode", "--insecure", "--superlink",
+                             f"127.0.0.1:{link}", "--port", str(free_port()), "--node-config",
                              f'partition-id={c} data-path="{f}" cache-dir="{tmp / f"node{c}"}"'],
                             tmp / f"supernode-{c}.log", env))
     record = tmp / "out" / "loopback" / "fdapt" / "record.json"
@@ -99,7 +71,7 @@ def main() -> int:
                              env=env, capture_output=True, text=True, timeout=900)
     finally:
         for p in procs:
-            _stop(p)
+            stop(p)
     wall = time.monotonic() - t0
     rec = json.loads(record.read_text()) if record.is_file() else None
     if rec is None or rec.get("status") != "finished":

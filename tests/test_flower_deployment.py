@@ -6,9 +6,7 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,28 +15,11 @@ import pytest
 pytest.importorskip("flwr")
 
 from conftest import ROOT, TINY  # noqa: E402
+from fdapt_core.flower.local_deployment import (BIN, free_port, start, stop,  # noqa: E402
+                                                superlink)
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 LIMIT_S = 170  # the whole deployment, kill and recovery included
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(args, log: Path, env) -> subprocess.Popen:
-    # its own session: killing it takes the processes it started (SuperExec, ClientApps)
-    return subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def _stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait(10)
 
 
 def _ours(flwr_home: Path) -> list[int]:
@@ -68,19 +49,11 @@ def _record(path: Path) -> dict | None:
 @pytest.mark.skipif(shutil.which("flower-superlink", path=str(BIN)) is None,
                     reason="the flower extra's commands are not installed")
 def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir):
-    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr"), "FLWR_TELEMETRY_ENABLED": "0",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    link = _port()
-    (tmp_path / "flwr").mkdir()
-    (tmp_path / "flwr" / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{link}"\n'
-        'insecure = true\n')
-    procs = [_start(["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
-                     "--port", str(link)], tmp_path / "superlink.log", env)]
+    link_proc, link, env = superlink(tmp_path / "flwr", ROOT, tmp_path / "superlink.log")
+    procs = [link_proc]
     for i in range(2):
-        procs.append(_start(["flower-supernode", "--insecure", "--superlink",
-                             f"127.0.0.1:{link}", "--port", str(_port()), "--node-config",
+        procs.append(start(["flower-supernode", "--insecure", "--superlink",
+                             f"127.0.0.1:{link}", "--port", str(free_port()), "--node-config",
                              f"partition-id={i} num-partitions=2"],
                             tmp_path / f"supernode-{i}.log", env))
     sets = [*(s for s in TINY if not s.startswith("fl.rounds")), "fl.rounds=3",
@@ -102,7 +75,7 @@ def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir):
             if rec and rec["status"] == "finished":
                 break
             if killed_at is None and rec and len(rec["rounds"]) >= 1:
-                _stop(procs[2])  # client 1's node, as round 2 starts
+                stop(procs[2])  # client 1's node, as round 2 starts
                 killed_at = len(rec["rounds"])
             time.sleep(0.5)
         logs = "".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in tmp_path.glob("*.log"))
@@ -111,7 +84,7 @@ def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir):
         assert run.returncode == 0, streamed[-3000:]
     finally:
         for p in procs:
-            _stop(p)
+            stop(p)
         for pid in _ours(tmp_path / "flwr"):  # what the nodes started in sessions of their own
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
