@@ -84,7 +84,10 @@ def client_for(cfg_dict: dict, method: str, overrides: list[str], client: int,
     cfg = build_config(cfg_dict, overrides)
     key = (cfg.hash(), method, tuple(overrides), client)
     if key not in _built:
-        _built.clear()  # one run at a time per node: free the last one's model and data
+        # one run at a time per process: free another run's clients (a simulation worker
+        # serving several clients of this run keeps each, and their FLOP counts)
+        for old in [k for k in _built if k[:3] != key[:3]]:
+            del _built[old]
         tokenizer = node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
                                    cfg.cache_dir)
         _built[key] = build_node_client(cfg, method, client, share["ids"], share["sha256"],
