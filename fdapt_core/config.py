@@ -311,8 +311,9 @@ class DistConfig:
 
     executor: str = opt("sequential", "sequential = every client in this process; "
                         "distributed = over the torch.distributed world (launch with torchrun "
-                        "or `bench run --nproc N`); flower = Flower's Simulation Engine, one "
-                        "virtual SuperNode per client (the flower extra)",
+                        "or `bench run --nproc N`); flower = Flower's simulation runtime "
+                        "(`flwr run` against a local SuperLink), one virtual SuperNode per "
+                        "client (the flower extra)",
                         choices=("sequential", "distributed", "flower"))
     ranks_per_client: int = opt(1, "G: ranks that train one client together, data-parallel; "
                                 "the world is cut into world/G groups (G = world: every rank "

@@ -1,7 +1,7 @@
 """One run, end to end: data → partition → tokenizer → blocks → model → rounds → record.
 
 `run` picks the executor the config names: this process (sequential), the ranks of a
-torch.distributed world (`dist.launch`), or Flower's simulation (`flower.simulation`). Each
+torch.distributed world (`dist.launch`), or Flower's simulation runtime (`flower.simulation`). Each
 of them runs `session.run_session`, which builds the run through `assembly` from what
 `prepare` read. Everything that can fail on the user's input fails in `prepare`, before
 anything is written under the run's folder (`runs.run_dir`).
@@ -25,5 +25,5 @@ def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> di
         if cfg.dist.executor == "flower":
             from .flower.simulation import run_flower  # flwr and Ray: the optional extra
 
-            return run_flower(cfg, method, resume, callbacks, run_session)
+            return run_flower(cfg, method, resume, callbacks)
         return run_session(cfg, method, resume, callbacks)

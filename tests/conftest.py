@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs that train in a second or two on a CPU."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -8,6 +9,8 @@ import pytest
 import torch
 
 from fdapt_core.config import build_config
+from fdapt_core.data.synthetic import generate
+from fdapt_core.prepare import prepare
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -56,3 +59,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def silo_corpus(tmp_path, tiny, sets_extra=()):
+    """A JSONL corpus of 80 documents, the run's settings on it, and each client's documents
+    written alone into its own file (what each institution holds)."""
+    docs = generate(n_docs=80, n_topics=6, seed=0)
+    whole = tmp_path / "whole.jsonl"
+    whole.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in docs))
+    sets = ["data.source=jsonl", f"data.path={whole}", "data.text_fields=[text]",
+            "data.id_field=id", "fl.clients=2", *sets_extra]
+    files = {}
+    for c, ids in enumerate(prepare(tiny(*sets), "fdapt").manifest["clients"]):
+        mine = set(ids)
+        files[c] = tmp_path / f"client{c}.jsonl"
+        # in another order than the server's, as another institution would store them
+        files[c].write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
+                                    for d in reversed(docs) if d.id in mine))
+    return docs, sets, files

@@ -11,6 +11,7 @@ pytest.importorskip("flwr")
 from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from conftest import silo_corpus  # noqa: E402
 from fdapt_core.errors import ConfigError, FdaptError  # noqa: E402
 from fdapt_core.fl.codecs import CODECS, Codec  # noqa: E402
 from fdapt_core.flower import client as flower_client  # noqa: E402
@@ -52,9 +53,19 @@ def _weights(rec_dir):
     return load_file(str(rec_dir / "model" / "model.safetensors"))
 
 
-def test_simulation_matches_sequential_and_counts_flower_bytes(tiny, tmp_path):
-    """Flower's Simulation Engine (Ray workers) against the sequential executor: freezing and
-    an upload codec, so what travels differs from the model."""
+def test_simulation_matches_sequential_and_counts_flower_bytes(tiny, tmp_path, monkeypatch):
+    """Flower's simulation runtime (`flwr run` against a SuperLink in simulation mode, Ray
+    workers) against the sequential executor: freezing and an upload codec, so what travels
+    differs from the model. Flower's deprecated `run_simulation` is not what runs it."""
+    import flwr.simulation
+
+    from fdapt_core.flower import simulation
+
+    def deprecated(*a, **k):
+        raise AssertionError("the deprecated flwr.simulation.run_simulation was called")
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", deprecated)
+    monkeypatch.setattr(simulation, "run_simulation", deprecated, raising=False)
     sets = ["freeze.policy=bottom", "freeze.k=1"]
     seq = run(tiny(*sets, "name=seq"), "ffdapt-int8")
     fl = run(tiny(*sets, "name=fl", "dist.executor=flower"), "ffdapt-int8")
@@ -152,35 +163,12 @@ def test_a_flower_run_with_client_state_is_not_resumed(tiny):
         run(tiny("train.optimizer_reset=persist", "dist.executor=flower"), "fdapt", resume=True)
 
 
-def _silo_corpus(tmp_path, tiny, sets_extra=()):
-    """A JSONL corpus of 80 documents, the run's settings on it, and each client's documents
-    written alone into its own file (what each institution holds)."""
-    import json
-
-    from fdapt_core.data.synthetic import generate
-    from fdapt_core.prepare import prepare
-
-    docs = generate(n_docs=80, n_topics=6, seed=0)
-    whole = tmp_path / "whole.jsonl"
-    whole.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in docs))
-    sets = ["data.source=jsonl", f"data.path={whole}", "data.text_fields=[text]",
-            "data.id_field=id", "fl.clients=2", *sets_extra]
-    files = {}
-    for c, ids in enumerate(prepare(tiny(*sets), "fdapt").manifest["clients"]):
-        mine = set(ids)
-        files[c] = tmp_path / f"client{c}.jsonl"
-        # in another order than the server's, as another institution would store them
-        files[c].write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
-                                    for d in reversed(docs) if d.id in mine))
-    return docs, sets, files
-
-
 def test_nodes_holding_only_their_own_documents_train_the_sequential_run(tiny, tmp_path):
     """Each node's data-path holds its institution's documents alone (in its own order); the
     server sends the tokenizer and the ids, and keeps the held-out set: the weights equal the
     sequential executor's within 1e-5. (Such a node used to re-split its documents and learn
     its own vocabulary, and the run ended "finished".)"""
-    _, sets, files = _silo_corpus(tmp_path, tiny, ["fl.rounds=2"])
+    _, sets, files = silo_corpus(tmp_path, tiny, ["fl.rounds=2"])
     run(tiny(*sets, "name=seq"), "ffdapt")
     grid = LocalGrid(2, node_config={c: {"data-path": str(f)} for c, f in files.items()},
                      fresh_process=True)
@@ -195,7 +183,7 @@ def test_nodes_holding_only_their_own_documents_train_the_sequential_run(tiny, t
 def test_a_node_missing_a_document_or_holding_other_text_refuses(tiny, tmp_path):
     import json
 
-    _, sets, files = _silo_corpus(tmp_path, tiny)
+    _, sets, files = silo_corpus(tmp_path, tiny)
     lines = files[0].read_text().splitlines()
     files[0].write_text("\n".join(lines[1:]) + "\n")  # one document gone
     grid = LocalGrid(2, node_config={c: {"data-path": str(f)} for c, f in files.items()})
@@ -212,3 +200,27 @@ def test_a_node_missing_a_document_or_holding_other_text_refuses(tiny, tmp_path)
     with pytest.raises(FdaptError, match="client 0's node refused.*other text"):
         run_session(tiny(*sets, "name=edited", "dist.executor=flower"), "fdapt",
                     executor=FlowerExecutor(grid, "fdapt", 10))
+
+
+def test_nodes_sharing_a_cache_do_not_undo_each_others_tokenizer_write(tiny, tmp_path):
+    """Two nodes of one host (a simulation's Ray workers) write the server's tokenizer into
+    the same cache at once: neither may delete the folder the other is filling. (Before, each
+    wrote into `<name>.tmp` after removing it: a simulation failed one run in three with
+    'Directory not empty'.)"""
+    from fdapt_core.prepare import node_share, prepare
+
+    share = node_share(prepare(tiny(), "fdapt"))
+    cache = tmp_path / "node-cache"
+    folder = cache / f"node-tokenizer-{share['tokenizer_sha256'][:16]}"
+    other = folder.with_name(folder.name + ".tmp")  # the other node's write, under way
+    other.mkdir(parents=True)
+    (other / "half-written.json").write_text("{}")
+    tok = flower_client.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
+                                       str(cache))
+    assert (other / "half-written.json").exists()
+    assert tok("a sentence")["input_ids"]
+    # and the second writer, finding the folder there, loads it as it is
+    again = flower_client.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
+                                         str(cache))
+    assert again.get_vocab() == tok.get_vocab()
+    assert sorted(p.name for p in cache.iterdir()) == sorted([folder.name, other.name])

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from conftest import ROOT, TINY  # noqa: E402
+from conftest import ROOT, TINY, silo_corpus  # noqa: E402
 from fdapt_core.flower.local_deployment import (BIN, free_port, start, stop,  # noqa: E402
                                                 superlink)
 
@@ -48,15 +48,18 @@ def _record(path: Path) -> dict | None:
 
 @pytest.mark.skipif(shutil.which("flower-superlink", path=str(BIN)) is None,
                     reason="the flower extra's commands are not installed")
-def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir):
+def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir, tiny):
+    """Each SuperNode's data-path holds only its institution's documents (the server keeps the
+    whole corpus for the manifest and the held-out set)."""
+    _, silo_sets, files = silo_corpus(tmp_path, tiny)
     link_proc, link, env = superlink(tmp_path / "flwr", ROOT, tmp_path / "superlink.log")
     procs = [link_proc]
     for i in range(2):
         procs.append(start(["flower-supernode", "--insecure", "--superlink",
                              f"127.0.0.1:{link}", "--port", str(free_port()), "--node-config",
-                             f"partition-id={i} num-partitions=2"],
+                             f'partition-id={i} num-partitions=2 data-path="{files[i]}"'],
                             tmp_path / f"supernode-{i}.log", env))
-    sets = [*(s for s in TINY if not s.startswith("fl.rounds")), "fl.rounds=3",
+    sets = [*(s for s in TINY if not s.startswith("fl.rounds")), *silo_sets, "fl.rounds=3",
             f"output_dir={tmp_path / 'out'}", f"cache_dir={cache_dir}", "name=deployed",
             "dist.timeout_s=60"]
     record = tmp_path / "out" / "deployed" / "fdapt" / "record.json"

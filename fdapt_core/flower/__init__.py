@@ -7,8 +7,8 @@
 * `server.app`: a `ServerApp` whose `main` runs the harness's own round loop (strategy, freeze
   plans, held-out evaluation, checkpoints, the run record) with `FlowerExecutor`, which sends
   each sampled client its round through the Flower `Grid` and decodes the replies.
-* `simulation.run_flower`: `dist.executor: flower`, the same two apps in Flower's Simulation
-  Engine, in this process's run.
+* `simulation.run_flower`: `dist.executor: flower`, the same two apps submitted with `flwr run`
+  to a SuperLink in simulation mode (Ray workers) on this machine.
 
 Flower is imported only here (the `flower` extra).
 """

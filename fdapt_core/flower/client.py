@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 
@@ -30,7 +32,6 @@ from ..errors import FdaptError
 from ..fl.client import Client
 from ..fl.messages import RoundTask
 from ..model import load_tokenizer, tokenizer_sha256
-from ..records import write_folder_atomic
 from .wire import (encoded_record, json_record, load_client_state, record_tensors,
                    save_client_state)
 
@@ -58,12 +59,17 @@ def node_tokenizer(files: dict[str, str], sha256: str, cache_dir: str):
     """The server's tokenizer, written once under this node's cache and loaded from there."""
     folder = Path(cache_dir) / f"node-tokenizer-{sha256[:16]}"
     if not folder.is_dir():
-        def write(tmp: Path) -> None:
-            tmp.mkdir(parents=True, exist_ok=True)
-            for name, data in files.items():
-                (tmp / name).write_bytes(base64.b64decode(data))
-
-        write_folder_atomic(folder, write)
+        # Several nodes on one host (a simulation's workers, a loopback deployment) may share
+        # the cache and write at once: each fills a folder of its own, and the first rename
+        # wins (the folder is named by its content's hash, so the others drop theirs).
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
+        for name, data in files.items():
+            (tmp / name).write_bytes(base64.b64decode(data))
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = load_tokenizer(str(folder))
     if tokenizer_sha256(tokenizer) != sha256:
         raise FdaptError("the server's tokenizer did not load the same on this node "

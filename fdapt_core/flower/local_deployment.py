@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent  # where the flower extra installs its commands
@@ -33,11 +34,13 @@ def stop(p: subprocess.Popen) -> None:
         p.wait(10)
 
 
-def superlink(home: Path, root: Path, log: Path) -> tuple[subprocess.Popen, int, dict]:
+def superlink(home: Path, root: Path, log: Path,
+              simulation: bool = False) -> tuple[subprocess.Popen, int, dict]:
     """A SuperLink on a free loopback port, with a Flower home (`home`) whose `local`
     connection points at it; (the process, its port, the environment every other command of
     this deployment runs in: the home, this Python's bin folder, `root` on the import path,
-    no telemetry)."""
+    no telemetry). With `simulation`, the SuperLink runs each run in Flower's simulation
+    runtime (virtual SuperNodes on Ray) instead of waiting for SuperNodes to connect."""
     env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -46,5 +49,20 @@ def superlink(home: Path, root: Path, log: Path) -> tuple[subprocess.Popen, int,
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{port}"\n'
         'insecure = true\n')
-    return start(["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
-                  "--port", str(port)], log, env), port, env
+    args = ["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
+            "--port", str(port), *(["--simulation"] if simulation else [])]
+    return start(args, log, env), port, env
+
+
+def wait_up(port: int, link: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Until the SuperLink at `port` accepts connections; raise if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if link.poll() is not None:
+            raise RuntimeError(f"the SuperLink exited with code {link.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the SuperLink did not listen on port {port} within {timeout_s:g} s")

@@ -1,47 +1,100 @@
-"""`dist.executor: flower`: the run through Flower's Simulation Engine, in this process.
+"""`dist.executor: flower`: the run as a Flower app on Flower's simulation runtime.
 
-The harness's `ServerApp` main runs the round engine with a `FlowerExecutor` in the engine's
-server thread; each client is a virtual SuperNode (`partition-id` = the client) whose
-`ClientApp` runs in a Ray worker of this machine. The record is the harness's record, each
-client row adding the bytes Flower carried (`flower_bytes_down`, `flower_bytes_up`).
+Flower's supported way to simulate (since `run_simulation` was deprecated) is `flwr run`
+against a SuperLink started with `--simulation`. This starts one on a free loopback port with
+a Flower home of its own, submits the harness's app (`flower_app/`: the ServerApp of
+`flower.server`, the ClientApp of `flower.client`) with the run's resolved config, and waits.
+Each client is a virtual SuperNode (`partition-id` = the client) whose ClientApp runs in a Ray
+worker, one CPU each. The ServerApp runs the harness's round loop and writes the record, as
+in a deployment; each client row adds the bytes Flower carried (`flower_bytes_down`,
+`flower_bytes_up`). The harness's progress lines from the ServerApp's log are relayed to
+stderr; the whole log stays in the temporary home until the run ends, and its tail is in the
+error when a run fails without a record.
 """
 from __future__ import annotations
 
-import logging
+import json
 import os
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from pathlib import Path
 
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
+import yaml
 
+from ..errors import FdaptError
 from ..methods import check
+from ..runs import run_dir
+from .local_deployment import BIN, stop, superlink, wait_up
 from .support import check_resume
-from .client import app as client_app
-from .server import FlowerExecutor
+
+ROOT = Path(__file__).resolve().parents[2]  # the harness's checkout: flower_app/ is there
+APP = ROOT / "flower_app"
 
 
-def run_flower(cfg, method: str, resume: bool, callbacks, run_fn) -> dict:
-    """Run `method` with every client a simulated Flower node; return the record."""
-    _, resolved, _ = check(cfg, method)  # everything a run refuses, before Ray starts
+def run_flower(cfg, method: str, resume: bool = False, callbacks=None) -> dict:
+    """Run `method` with every client a simulated Flower node; return the record.
+
+    `callbacks` are not called: the round loop runs in Flower's simulation process, whose
+    progress lines are relayed instead."""
+    _, resolved, _ = check(cfg, method)  # everything a run refuses, before Flower starts
     check_resume(resolved, resume)
-    result: dict = {}
-    server_app = ServerApp()
-
-    @server_app.main()
-    def main(grid: Grid, context: Context) -> None:
-        try:
-            result["record"] = run_fn(cfg, method, resume, callbacks,
-                                      executor=FlowerExecutor(grid, method, cfg.dist.timeout_s))
-        except BaseException as exc:  # noqa: BLE001 (raised again in the caller's thread)
-            result["error"] = exc
-
+    if not (APP / "pyproject.toml").is_file():
+        raise FdaptError(f"dist.executor: flower runs the Flower app in {APP.name}/ of the "
+                         "harness's checkout, which this installation lacks (install it "
+                         "from a checkout: pip install -e '.[flower]')")
+    record = run_dir(cfg, method).resolve() / "record.json"
+    before = record.stat().st_mtime_ns if record.exists() else None
     workers = max(1, min(cfg.fl.clients, os.cpu_count() or 1))
-    logging.getLogger("flwr").setLevel(logging.WARNING)
-    run_simulation(server_app, client_app, num_supernodes=cfg.fl.clients, backend_config={
-        # one CPU a worker, so as many clients train at once as there are cores
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {"num_cpus": workers, "include_dashboard": False,
-                      "logging_level": logging.ERROR, "log_to_driver": False}})
-    if "error" in result:
-        raise result["error"]
-    return result["record"]
+    with tempfile.TemporaryDirectory(prefix="fdapt-flower-") as tmp:
+        home = Path(tmp)
+        run_yaml = home / "run.yaml"  # the resolved config the ServerApp loads
+        run_yaml.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        link, port, env = superlink(home / "flwr", ROOT, home / "superlink.log",
+                                    simulation=True)
+        tail: deque[str] = deque(maxlen=40)
+        try:
+            wait_up(port, link)
+            run_config = " ".join([f"config={json.dumps(str(run_yaml))}",
+                                   f"method={json.dumps(method)}",
+                                   f"resume={str(bool(resume)).lower()}"])
+            # one CPU a worker, so as many clients train at once as there are cores
+            federation = " ".join([f"num-supernodes={cfg.fl.clients}",
+                                   "client-resources-num-cpus=1",
+                                   "client-resources-num-gpus=0.0",
+                                   f"init-args-num-cpus={workers}",
+                                   'init-args-logging-level="ERROR"',
+                                   "init-args-log-to-driver=false"])
+            with subprocess.Popen([str(BIN / "flwr"), "run", str(APP), "local", "--stream",
+                                   "--run-config", run_config,
+                                   "--federation-config", federation],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) as run:
+                for line in run.stdout:
+                    tail.append(line.rstrip())
+                    if "fdapt " in line:  # the harness's own progress lines
+                        print(line.rstrip(), file=sys.stderr, flush=True)
+        except RuntimeError as exc:
+            raise FdaptError(f"dist.executor: flower: {exc}; the SuperLink's log:\n"
+                             + (home / "superlink.log").read_text()[-4000:]) from None
+        finally:
+            stop(link)
+        rec = _fresh_record(record, before)
+        if rec is None:
+            raise FdaptError("dist.executor: flower: the simulation ended without a record; "
+                             "the end of Flower's log:\n" + "\n".join(tail))
+    if rec.get("status") != "finished":
+        raise FdaptError(f"dist.executor: flower: the run {rec.get('status')}: "
+                         f"{rec.get('error', 'no error recorded')}")
+    return rec
+
+
+def _fresh_record(path: Path, before: int | None) -> dict | None:
+    """The record this run wrote (not one left by an earlier run), or None."""
+    try:
+        if before is not None and path.stat().st_mtime_ns == before:
+            return None
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
