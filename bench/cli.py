@@ -2,6 +2,10 @@
 
 The face of the harness: it parses the command line, draws progress and tables, and turns
 user errors into one line and exit code 2. Training lives in `fdapt_core`.
+
+Commands import the training code inside their functions, on purpose: what `_quiet_libraries`
+sets (offline hub, DeepSpeed's CPU accelerator, quiet logging) must be in place before
+transformers is first imported, and `bench --help` or `bench config` need no torch.
 """
 from __future__ import annotations
 

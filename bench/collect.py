@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fdapt_core.config import NetworkConfig, build_section
 from fdapt_core.errors import DataError
+from fdapt_core.network import project, time_to_target
+from fdapt_core.profiling.host import contended as judge
 from fdapt_core.records import read_json
+from fdapt_core.stats import t_interval
 
 if TYPE_CHECKING:
     from fdapt_core.stats import Interval
@@ -341,8 +345,6 @@ def task_scores(run: Run, task: Task) -> list[float] | None:
 def downstream_stats(cell: Cell, task: Task) -> dict | None:
     """Pooled over pretraining seeds and fine-tuning seeds: mean, std, counts; and per
     pretraining seed its mean, with a t-interval over those means (two seeds or more)."""
-    from fdapt_core.stats import t_interval
-
     pooled, seeds, by_seed = [], [], {}
     for r in cell.runs:
         v = task_scores(r, task)
@@ -372,8 +374,6 @@ def stalls(run: Run) -> list[int]:
     """Rounds (0-based) whose local-training time is at least STALL × the run's median
     round: a host that stopped the run for a while, which a whole-run contention average
     does not show (one such round turned a 3 % saving into a loss)."""
-    import statistics
-
     times = round_train_s(run)
     if len(times) < 3:  # a median of two is one of them: no stall can be told apart
         return []
@@ -404,8 +404,6 @@ def time_saved_interval(cell: Cell, ref: Cell) -> Interval | None:
     """The local-training time saved vs `ref` (%): the mean over seeds with its 95 %
     t-interval over seeds (None below two). A seed's rounds are not independent repeats of
     one another (they share the run's host and state), so they are summed within the seed."""
-    from fdapt_core.stats import t_interval
-
     return t_interval(list(time_saved_by_seed(cell, ref).values()))
 
 
@@ -457,8 +455,6 @@ def contended(rec: dict) -> bool:
     its `host` measures judged by today's rule (`fdapt_core.profiling.host.contended`), so
     older records are read with the same threshold as new ones; records without the measure
     count as not flagged."""
-    from fdapt_core.profiling.host import contended as judge
-
     h = rec.get("host") or {}
     if h.get("other_cpu_cores") is not None and h.get("threads") and h.get("cpus"):
         return bool(judge(h["other_cpu_cores"], h["threads"], h["cpus"]))
@@ -497,8 +493,6 @@ def contention_note(label: str, rec: dict) -> str:
 
 def network_of(rec: dict):
     """The network a record's config names (the default links for an older record)."""
-    from fdapt_core.config import NetworkConfig, build_section
-
     return build_section(NetworkConfig, rec.get("config", {}).get("network") or {}, "network")
 
 
@@ -541,8 +535,6 @@ def network_curve(cell: Cell, target: float | None) -> dict | None:
     """A cell's rounds on its records' links, means over seeds: per round (0 = the start)
     cumulative bytes, projected seconds and held-out loss; the mean projected round time and
     the time to `target` (None if some seed never reached it)."""
-    from fdapt_core.network import project, time_to_target
-
     runs = cell.trained
     if not runs:
         return None

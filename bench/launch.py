@@ -14,7 +14,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from rich.markup import escape
+
 from fdapt_core.config import RunConfig
+from fdapt_core.dist.launch import first_failure
 
 # torchrun's own logging and its failure report: the ranks' errors are reported instead
 _NOISE = re.compile(r"^(\[?[WEI]\d{4} |\*{5}|Traceback|  File |    |\S+Error|\S+Exception|=+$|"
@@ -25,8 +28,6 @@ _NOISE = re.compile(r"^(\[?[WEI]\d{4} |\*{5}|Traceback|  File |    |\S+Error|\S+
 
 def launch_local(err, nproc: int, cfg: RunConfig, method: str, config: Optional[Path],
                  sets: list[str], resume: bool) -> int:
-    from fdapt_core.dist.launch import first_failure
-
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={nproc}", "-m", "bench", "run", "--method", method,
             "--executor", "distributed"]
@@ -47,8 +48,6 @@ def launch_local(err, nproc: int, cfg: RunConfig, method: str, config: Optional[
     if code == 0:
         return 0
     cause = first_failure(cfg, method, since)
-    from rich.markup import escape
-
     err.print(f"[red]error:[/red] {escape(cause or f'torchrun exited with code {code}')}; the "
               "last finished round is kept: continue with --resume", highlight=False,
               soft_wrap=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from .config import PeftConfig
 from .errors import ConfigError
@@ -37,6 +38,7 @@ def target_modules(cfg: PeftConfig, model: nn.Module) -> list[str]:
     model's family (query and value projections)."""
     if cfg.target_modules:
         return list(cfg.target_modules)
+    # peft on first use: only LoRA runs need it, and importing it takes ~2.5 s
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAP
 
     kind = getattr(model.config, "model_type", None)
@@ -48,9 +50,8 @@ def target_modules(cfg: PeftConfig, model: nn.Module) -> list[str]:
 
 
 def lora_config(cfg: PeftConfig, model: nn.Module):
+    # peft on first use: only LoRA runs need it, and importing it takes ~2.5 s
     from peft import LoraConfig
-
-    from transformers.pytorch_utils import Conv1D
 
     targets = target_modules(cfg, model)
     # GPT-2's projections are Conv1D, weights stored (in, out): peft must know
@@ -66,6 +67,7 @@ def attach(cfg: PeftConfig, model: nn.Module) -> tuple[nn.Module, Optional[nn.Mo
     if cfg.method == "none":
         return model, None
     try:
+        # peft on first use: only LoRA runs need it, and importing it takes ~2.5 s
         from peft import get_peft_model
     except ImportError:
         raise ConfigError("peft.method: lora needs peft (pip install peft)") from None
@@ -86,6 +88,7 @@ def attach(cfg: PeftConfig, model: nn.Module) -> tuple[nn.Module, Optional[nn.Mo
 
 def adapter_names(model: nn.Module) -> frozenset[str]:
     """Names of the model's adapter parameters (empty without adapters)."""
+    # peft on first use: only LoRA runs need it, and importing it takes ~2.5 s
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     names = set()
@@ -113,6 +116,7 @@ def inject_like(source: nn.Module, target: nn.Module) -> nn.Module:
     """`target` (a twin of `source`'s base, e.g. on the meta device) with the same adapters."""
     if not has_adapters(source):
         return target
+    # peft on first use: only LoRA runs need it, and importing it takes ~2.5 s
     from peft import inject_adapter_in_model
 
     return inject_adapter_in_model(copy.deepcopy(source.peft_config["default"]), target)

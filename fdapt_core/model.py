@@ -18,6 +18,14 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
+                          AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM, GPT2Config,
+                          GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedTokenizerFast)
+from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                    MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig
 from .errors import ModelError
@@ -74,9 +82,6 @@ def resolve_model_path(name_or_path: str) -> str:
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int, cache_dir: Path):
     """A cased WordPiece tokenizer trained on `texts`, cached by content hash."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     digest = hashlib.sha256()
     for t in texts:
         digest.update(t.encode())
@@ -113,8 +118,6 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, cache_dir: Path):
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -131,17 +134,12 @@ def build_from_preset(preset: str, vocab_size: int, max_positions: int,
     family, shape = PRESETS[preset]
     ids = {f"{k}_token_id": v for k, v in (special or {}).items() if v is not None}
     if family == "gpt2":
-        from transformers import GPT2Config, GPT2LMHeadModel
-
         return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=max_positions,
                                           **shape, **ids))
     if family == "llama":
-        from transformers import LlamaConfig, LlamaForCausalLM
-
         return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size,
                                             max_position_embeddings=max_positions,
                                             **shape, **ids))
-    from transformers import DistilBertConfig, DistilBertForMaskedLM
 
     cfg = DistilBertConfig(vocab_size=vocab_size, max_position_embeddings=max_positions,
                            **shape)
@@ -153,9 +151,6 @@ def objective_of(config) -> str:
 
     From transformers' own auto mappings, not a name list: BERT-likes have both heads and are
     encoders (MLM); GPT-2, Llama, Qwen, SmolLM … only the causal one."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
-
     kind = getattr(config, "model_type", None)
     if kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         return "mlm"
@@ -231,8 +226,6 @@ def block_count(cfg: ModelConfig) -> int | None:
 
 
 def load_model_config(path: str, trust_remote_code: bool = False):
-    from transformers import AutoConfig
-
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -253,9 +246,6 @@ def resolve_objective(cfg: ModelConfig, model: nn.Module) -> str:
 def load_pretrained(path: str, objective: str = "auto",
                     trust_remote_code: bool = False) -> nn.Module:
     """The model at `path` with the head its objective trains (`auto`: the one it has)."""
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-    from transformers.utils import logging as hf_logging
-
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights newly initialised" for a fresh MLM head
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,10 @@ class Interval:
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> Optional[Interval]:
     """Student-t interval of the mean (None for fewer than two values)."""
-    from scipy.stats import t
-
     if len(values) < 2:
         return None
     mean = statistics.fmean(values)
-    half = t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) \
+    half = scipy_stats.t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) \
         / math.sqrt(len(values))
     return Interval(mean, mean - half, mean + half, level)
 

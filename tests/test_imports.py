@@ -124,3 +124,25 @@ def test_own_modules_are_imported_inside_functions_only_for_a_heavy_optional_dep
     for (m, fn), t in LAZY_OWN.items():  # and the line says why
         line = next(src for tt, _, f, src in imports(m) if f == fn and tt == t)
         assert "#" in line, line
+
+
+# third-party packages a function may import at first use: heavy and needed by few runs
+LAZY_THIRD_PARTY = {"peft", "deepspeed", "flwr"}
+
+
+def test_third_party_imports_inside_functions_are_only_heavy_optional_ones_and_say_why():
+    """Everything else a module needs is imported at its top, where a reader sees it."""
+    found = []
+    for m in ALL:
+        if not m.startswith("fdapt_core"):
+            continue
+        lines = ALL[m].read_text().splitlines()
+        for t, _, fn, src in imports(m):
+            if fn is None or t in ALL or t.split(".")[0] in ("fdapt_core", "bench"):
+                continue
+            at = lines.index(src)
+            if t.split(".")[0] not in LAZY_THIRD_PARTY:
+                found.append(f"{m}.{fn}: {src.strip()}")
+            elif "#" not in src and not lines[at - 1].strip().startswith("#"):
+                found.append(f"{m}.{fn}: {src.strip()} (no comment saying why)")
+    assert found == []

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import datasets
 import numpy as np
 import torch
 
@@ -46,8 +47,6 @@ def _fingerprint(docs: Sequence[Document], tokenizer) -> str:
 def tokenize_corpus(docs: Sequence[Document], tokenizer, cache_dir: Path | None,
                     num_proc: int | None = None) -> TokenizedCorpus:
     """Token ids of every document, from the cache when this corpus was seen before."""
-    import datasets
-
     datasets.disable_progress_bars()
     path = None
     if cache_dir is not None:

@@ -88,6 +88,7 @@ class ZeroTrainer:
     """A client's local round through one reusable DeepSpeed engine."""
 
     def __init__(self, server_model: nn.Module, cfg: RunConfig, world):
+        # the deepspeed extra: only dist.engine=deepspeed needs it
         import deepspeed
 
         self.cfg, self.world = cfg, world
@@ -125,6 +126,7 @@ class ZeroTrainer:
     def reset(self, global_params: dict[str, torch.Tensor]) -> None:
         """The global weights exactly in ZeRO's fp32 masters (and, cast, in the module's
         copy that the forward reads); no optimizer moments."""
+        # the deepspeed extra: only dist.engine=deepspeed needs it
         import deepspeed
 
         params = [(n, p) for n, p in self.model.named_parameters() if n in global_params]
@@ -146,6 +148,7 @@ class ZeroTrainer:
             p.requires_grad_(True)
 
     def _set_master(self, p: nn.Parameter, value: torch.Tensor) -> None:
+        # the deepspeed extra: only dist.engine=deepspeed needs it
         from deepspeed.utils import safe_set_full_fp32_param, safe_set_local_fp32_param
 
         value = value.detach().to(device=p.device, dtype=torch.float32)
@@ -164,6 +167,7 @@ class ZeroTrainer:
         """The trained client weights, ZeRO's fp32 masters, into the server's model (every rank
         of the group joins: the masters are gathered from their partitions); only what can
         train: a LoRA base stays the server's own, bit for bit."""
+        # the deepspeed extra: only dist.engine=deepspeed needs it
         from deepspeed.utils import safe_get_full_fp32_param
 
         params = dict(self.model.named_parameters())

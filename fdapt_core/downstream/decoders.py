@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokenizers import pre_tokenizers
+from transformers import AutoConfig, AutoTokenizer
+
 from ..errors import ModelError
 from ..model import objective_of
 
@@ -19,8 +22,6 @@ from ..model import objective_of
 def is_decoder(model_dir: Path) -> bool:
     """Whether the folder's architecture is a causal LM: its model type has a causal-LM class
     and no masked-LM one (BERT and RoBERTa have both and are encoders), read from config.json."""
-    from transformers import AutoConfig
-
     try:
         config = AutoConfig.from_pretrained(str(model_dir))
     except (OSError, ValueError) as exc:
@@ -35,8 +36,6 @@ def is_decoder(model_dir: Path) -> bool:
 def task_tokenizer(model_dir: Path, decoder: bool, task_type: str):
     """The model's tokenizer made ready for the task, and the id put between a pair's segments
     (None: the tokenizer's own pair template separates them, or the task has no pairs)."""
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     tok.model_max_length = 10**9  # examples are truncated to the task's max_length
     if task_type == "token_classification":
@@ -97,8 +96,6 @@ def _prefix_space(tokenizer) -> None:
     """Pre-split words are words of running text: a byte-level BPE marks a word that follows a
     space with a leading `Ġ`, and without `add_prefix_space` it reads every pre-split word as
     if glued to the one before (other pre-tokenizers already treat each word as a word)."""
-    from tokenizers import pre_tokenizers
-
     backend = tokenizer.backend_tokenizer
     pre = backend.pre_tokenizer
     parts = [pre]

@@ -19,6 +19,8 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers.utils import logging as hf_logging
 
 from ..errors import ConfigError, DataError
 from ..prepare import resolve_data_path
@@ -182,9 +184,6 @@ def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
                   device: torch.device, epochs: int,
                   on_step: Optional[Callable[[], None]] = None) -> dict:
     """One seed: train `epochs`, keep the dev-best epoch, score it on test."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-    from transformers.utils import logging as hf_logging
-
     token_level = task.type == "token_classification"
     decoder = is_decoder(model_dir)
     tokenizer, separator = task_tokenizer(model_dir, decoder, task.type)

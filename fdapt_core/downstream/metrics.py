@@ -36,6 +36,8 @@ import functools
 from collections.abc import Sequence
 from pathlib import Path
 
+import evaluate
+
 from ..errors import ConfigError
 
 MODULES = Path(__file__).resolve().parent / "metric_modules"
@@ -50,8 +52,6 @@ def load_metric(name: str):
     concurrent runs share no cache file. An id that cannot be loaded (no hub and no cached
     copy, no such folder) raises ConfigError naming it.
     """
-    import evaluate  # deferred: importing it (and `datasets`) takes seconds
-
     path = str(MODULES / name) if name in SHIPPED else name
     try:
         return evaluate.load(path, keep_in_memory=True)

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from seqeval.metrics.sequence_labeling import get_entities
 
 from ..records import write_text_atomic
 
 
 def entity_counts(true_tags: list[list[str]], pred_tags: list[list[str]]) -> list[list[int]]:
     """Per sentence [tp, fp, fn] of entities."""
-    from seqeval.metrics.sequence_labeling import get_entities
-
     out = []
     for true, pred in zip(true_tags, pred_tags):
         t, p = set(get_entities(true)), set(get_entities(pred))

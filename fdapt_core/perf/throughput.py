@@ -13,8 +13,12 @@ import statistics
 import tempfile
 import time
 
+import datasets
 import torch
 from torch import nn
+from transformers import (DataCollatorForLanguageModeling, PrinterCallback, Trainer,
+                          TrainingArguments)
+from transformers.utils import logging as hf_logging
 
 from ..config import TrainConfig
 from ..fl.local import BatchStream, amp_dtype, make_optimizer, train_steps
@@ -100,11 +104,6 @@ def _step(model, loss, opt, sched, cfg: TrainConfig) -> None:
 def run_trainer(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokenizer,
                 device: torch.device, steps: int, causal: bool = False) -> tuple[int, float]:
     """The HF Trainer as a user would set it up for one client's local training."""
-    import datasets
-    from transformers import (DataCollatorForLanguageModeling, PrinterCallback, Trainer,
-                              TrainingArguments)
-    from transformers.utils import logging as hf_logging
-
     hf_logging.set_verbosity_error()
     ds = datasets.Dataset.from_dict({"input_ids": blocks.tolist()})
     with tempfile.TemporaryDirectory() as tmp:
