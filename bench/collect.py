@@ -344,10 +344,17 @@ def task_scores(run: Run, task: Task) -> list[float] | None:
 
 def downstream_stats(cell: Cell, task: Task) -> dict | None:
     """Pooled over pretraining seeds and fine-tuning seeds: mean, std, counts; and per
-    pretraining seed its mean, with a t-interval over those means (two seeds or more)."""
-    pooled, seeds, by_seed = [], [], {}
+    pretraining seed its mean, with a t-interval over those means (two seeds or more). The
+    starting model counts once, however many cells scored it."""
+    pooled, seeds, by_seed, seen = [], [], {}, set()
     for r in cell.runs:
         v = task_scores(r, task)
+        if cell.method == GENERAL and v is not None:
+            # the starting model is one model whatever the cell: a copy scored in another
+            # cell with the same fine-tuning seeds is the same scores, not another sample
+            if tuple(v) in seen:
+                continue
+            seen.add(tuple(v))
         if v is not None:
             pooled += v
             seeds.append(r.seed)

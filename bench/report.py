@@ -21,7 +21,8 @@ from . import figures as figs
 from .collect import (GENERAL, STALL, Collection, collect, contended, downstream_stats,
                       efficiency_stats, loss_curve, network_curve, network_of, round_train_s,
                       saved_pct, stalls, target_loss, time_saved_by_seed, time_saved_interval)
-from .tables import csv_text
+from .plan import hours_per_seed, plan_md, plan_rows
+from .tables import csv_text, md_table
 from .verdicts import (MARGIN_PTS, MIN_SEEDS, PAPER, QUOTES, RESAMPLES, TOO_FEW_SEEDS,
                        claim_rows, claim_summary, differences, efficiency_verdict,
                        majority_check, pair_seeds)
@@ -129,6 +130,7 @@ def downstream_rows(coll: Collection, diffs: dict | None = None) -> list[dict]:
                     "vs_fdapt_pts": None if fdapt is None else s["mean"] - fdapt["mean"],
                     **_ci_fields(diffs, part, m, "central", task),
                     **_ci_fields(diffs, part, m, "fdapt", task),
+                    **_ci_fields(diffs, part, m, "general", task),
                 })
     return rows
 
@@ -234,13 +236,6 @@ def provenance_rows(coll: Collection) -> list[dict]:
 
 # ----------------------------------------------------------------------------- Markdown
 
-def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
-    out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join(" --- " if i < left else " ---: " for i in range(len(header))) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out + [""]
-
-
 def _part_heading(coll: Collection, part: str) -> str:
     runs = [r for m in coll.methods if (c := coll.cell(part, m)) for r in c.trained]
     if not runs:
@@ -296,7 +291,7 @@ def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
             d = [r["vs_fdapt_pts"] for r in mrows.values() if r["vs_fdapt_pts"] is not None]
             line.append("ref" if m == "fdapt" else _signed(sum(d) / len(d) if d else None))
             table.append(line)
-        out += [_part_heading(coll, part), ""] + _table(header, table)
+        out += [_part_heading(coll, part), ""] + md_table(header, table)
         out += _missing_refs(prow, tasks)
     return out
 
@@ -360,7 +355,7 @@ def _efficiency_md(coll: Collection, rows: list[dict]) -> list[str]:
                 _fmt(r["final_ppl"], 1), _timed(r["round_s_projected"], flag),
                 _timed(r["time_to_target_s"], flag),
             ])
-        out += [_part_heading(coll, part), ""] + _table(header, table)
+        out += [_part_heading(coll, part), ""] + md_table(header, table)
         out += [_network_note(coll, part, prow[0]["target_loss"]), ""]
         if not any(r["method"] == "fdapt" for r in prow):
             out += ["*No fdapt run in this partition: FLOPs saved %, time saved % and "
@@ -448,7 +443,7 @@ def _provenance_md(rows: list[dict]) -> list[str]:
               "synthetic" if r["synthetic"] else r["corpus"],
               f"`{r['config_hash'] or '-'}`", f"`{(r['manifest_sha256'] or '-')[:16]}`",
               r["device"] or "-", (r["git_commit"] or "-")[:10]] for r in rows]
-    return out + _table(["partition", "method", "seed", "record", "corpus", "config hash",
+    return out + md_table(["partition", "method", "seed", "record", "corpus", "config hash",
                          "manifest sha256", "device", "git commit"], table, left=9)
 
 
@@ -588,7 +583,7 @@ def _verdict_table(rows: list[dict], efficiency: bool = False) -> list[str]:
         if efficiency:
             line.append(_fmt(r["flops_saved_vs_fdapt_pct"], 1))
         table.append(line)
-    return _table(header, table)
+    return md_table(header, table)
 
 
 def _efficiency_half(claims: list[dict]) -> list[str]:
@@ -610,8 +605,8 @@ def _efficiency_half(claims: list[dict]) -> list[str]:
     return (["*Efficiency half*: the paper's 12.1 % against what was measured: training FLOPs "
              "saved (an exact count, the same for every seed) and the clients' local-training "
              "time saved (mean over the seeds timed alone, 95 % t-interval over seeds).", ""]
-            + _table(["partition", "method", "FLOPs saved %", "time saved % [95 %]",
-                      "time vs the paper"], table))
+            + md_table(["partition", "method", "FLOPs saved %", "time saved % [95 %]",
+                        "against the paper's 12.1 %"], table))
 
 
 def _verdicts_md(claims: list[dict], majority: list = (), margin: float = MARGIN_PTS,
@@ -645,11 +640,12 @@ def _verdicts_md(claims: list[dict], majority: list = (), margin: float = MARGIN
         if claim == 2:
             out += _efficiency_half(claims)
             if rows:
-                out += ["*Downstream half* (the paper's allocation, `ffdapt-paper`, vs "
-                        "fdapt):", ""]
+                out += ["*Downstream half* (ffdapt with the paper's allocation vs fdapt):",
+                        ""]
         if not rows:
             out += ["*No records to test it: it needs "
-                    + ("central and fdapt" if claim == 1 else "fdapt and ffdapt-paper")
+                    + ("central and fdapt" if claim == 1
+                       else "fdapt and ffdapt with the paper's allocation (freeze.policy: paper)")
                     + " runs with downstream scores.*", ""]
             continue
         out += _verdict_table(rows)
@@ -657,8 +653,36 @@ def _verdicts_md(claims: list[dict], majority: list = (), margin: float = MARGIN
     return out
 
 
+def _dapt_md(coll: Collection, diffs: dict) -> list[str]:
+    """Whether DAPT moved each task away from the starting model, with its 95 % interval."""
+    table = []
+    for part in coll.partitions:
+        for m in coll.methods:
+            for task in coll.tasks:
+                d = diffs.get((part, m, "general", task.name))
+                ci = d.intervals.get(0.95) if d is not None else None
+                if d is None:
+                    continue
+                moved = "not shown" if ci is None or ci.low <= 0 <= ci.high else \
+                    ("up" if ci.low > 0 else "down")
+                table.append([part, f"{m} − general", f"{task.label} {task.metric}",
+                              _signed(d.estimate), "-" if ci is None
+                              else f"[{ci.low:+.2f}, {ci.high:+.2f}]", str(d.seeds), moved])
+    if not table:
+        return []
+    return (["## DAPT against the starting model", "",
+             "Each adapted model's score minus the starting model's (`general`, no DAPT), "
+             "paired as the verdicts are, with its 95 % interval: whether DAPT moved the task "
+             "at all. The starting model is one model: its fine-tuning noise is shared by every "
+             "seed's difference and counted in the interval where it was fine-tuned more than "
+             "once.", ""]
+            + md_table(["partition", "difference", "task", "Δ (points)", "95 % interval",
+                        "seeds", "moved"], table))
+
+
 def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: str,
-           claims: list[dict] = (), majority: list = (), margin: float = MARGIN_PTS) -> str:
+           claims: list[dict] = (), majority: list = (), margin: float = MARGIN_PTS,
+           plan: list[str] = (), dapt: list[str] = ()) -> str:
     title = default_name(coll)
     n_runs = len(coll.runs)
     where = ", ".join(f"`{f}`" for f in coll.folders) if len(coll.folders) <= 4 \
@@ -673,7 +697,8 @@ def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: 
         lines += [f"> **Synthetic corpus** in {', '.join(synth)}: text generated in code, not "
                   "real text. These numbers check the harness; they say nothing about DAPT.",
                   ""]
-    lines += _verdicts_md(claims, majority, margin)
+    lines += _verdicts_md(claims, majority, margin, plan)
+    lines += list(dapt)
     lines += ["## Setup", ""] + _setup_md(coll) + [""]
     lines += _downstream_md(coll, down)
     lines += _efficiency_md(coll, eff)
@@ -737,9 +762,31 @@ def _check_out(out: Path, coll: Collection) -> None:
                         "choose another")
 
 
+def power_plan(coll: Collection, diffs: dict, claims: list[dict],
+               finetune_seeds: int | None, test_n: dict[str, int]) -> list[str]:
+    """The plan section for the undecided claims (nothing when every claim is decided)."""
+    undecided = {r["claim"] for r in claims
+                 if not claim_summary(claims, r["claim"]).startswith(("holds", "breaks"))}
+    claims = [r for r in claims if r["claim"] in undecided]
+    pilot_ft = max((d.by_seed_ft.shape[1] for d in diffs.values()
+                    if d is not None and d.by_seed_ft is not None), default=1)
+    ft = finetune_seeds or pilot_ft
+    rows = plan_rows(claims, diffs, coll, ft, test_n)
+    pairs: dict = {}
+    for r in claims:
+        pairs.setdefault(r["claim"], set()).update({(r["partition"], r["method"]),
+                                                   (r["partition"], r["reference"])})
+    hours = hours_per_seed(coll, pairs, ft, [t.name for t in coll.tasks])
+    return plan_md(rows, hours, ft, test_n)
+
+
 def make_report(specs: list[str], out: Path | None = None, command: str | None = None,
-                margin: float = MARGIN_PTS) -> Report:
-    """Read the records, then write the report folder `out` (built aside, then renamed)."""
+                margin: float = MARGIN_PTS, finetune_seeds: int | None = None,
+                test_n: dict[str, int] | None = None) -> Report:
+    """Read the records, then write the report folder `out` (built aside, then renamed).
+    `margin`: the claims' equivalence margin (points); `finetune_seeds` and `test_n`
+    (test examples per task name): the design the power plan prices (default: the
+    records')."""
     coll = collect(specs)  # every input error is raised here, before anything is written
     out = Path(out) if out is not None else default_out(coll)
     _check_out(out, coll)
@@ -749,6 +796,7 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
     majority = [c for t in coll.tasks if (c := majority_check(coll, t)) is not None]
     claims = claim_rows(coll, diffs, {(r["partition"], r["method"]): r for r in eff},
                         tuple(c.task.label for c in majority if not c.beaten), margin)
+    plan = power_plan(coll, diffs, claims, finetune_seeds, test_n or {})
     points, ylabel = tradeoff_points(coll, eff, down)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -759,7 +807,7 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
         done = _figures(coll, eff, down, points, ylabel, tmp / "figures")
         files = {
             "report.md": render(coll, eff, down, prov, done, command, ylabel, claims,
-                                majority, margin),
+                                majority, margin, plan, _dapt_md(coll, diffs)),
             "verdicts.csv": csv_text(claims) if claims else "",
             "efficiency.csv": csv_text(eff) if eff else "",
             "downstream.csv": csv_text(down) if down else "",

@@ -248,3 +248,11 @@ def write_tables(folder: Path, rows: list[dict], title: str, footnotes: list[str
     cols = [*COLUMNS, *extra]
     write_text_atomic(folder / "compare.md", markdown(rows, title, footnotes, cols))
     write_text_atomic(folder / "compare.csv", csv_text(rows, [k for k, *_ in cols]))
+
+
+def md_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A Markdown table: the first `left` columns left-aligned, the rest right-aligned."""
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join(" --- " if i < left else " ---: " for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out + [""]
