@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -198,6 +199,8 @@ def downstream_cmd(
 ) -> None:
     """Fine-tune every adapted model (and the starting one) on downstream tasks; scores go into
     the run records and one table per comparison."""
+    from fdapt_core.downstream.tasks import load_task, task_path
+
     from .downstream import run_downstream
 
     _quiet_libraries()
@@ -205,7 +208,8 @@ def downstream_cmd(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not folders or not names:
         raise FdaptError("--runs and --tasks each need at least one entry")
-    run_downstream(out, err, folders, names, quick, device, force, _tasks_dir())
+    run_downstream(out, err, folders, [load_task(task_path(n, _tasks_dir())) for n in names],
+                   quick, device, force)
 
 
 def _tasks_dir() -> Path:
@@ -224,17 +228,22 @@ def study_cmd(
                                    "cell's run config (after the study's own)"),
     device: str = typer.Option("auto", "--device", help="downstream fine-tuning device: auto, "
                                "cpu or cuda[:N]"),
+    plan: bool = typer.Option(False, "--plan", help="train nothing: read the study's records "
+                              "as a pilot and print, per claim row, the pretraining seeds its "
+                              "verdict needs and the hours they cost on this host"),
     keys: bool = typer.Option(False, "--keys", help="list every study-file key with its "
                               "default and help"),
 ) -> None:
     """Run a whole study: train every cell (finished runs are reused, a killed one resumes),
     score every model downstream, and write the study's report. Stop it at any point and run
     it again: it goes on where it stopped."""
+    from fdapt_core.downstream.runs import ensure_general, finished_runs, reuse_general
     from fdapt_core.downstream.tasks import load_task, task_path
     from fdapt_core.records import read_json
     from fdapt_core.methods import check
     from fdapt_core.runs import run_state
-    from fdapt_core.study import REQUIRED, StudyConfig, cells, load_study, report_folder
+    from fdapt_core.study import (REQUIRED, StudyConfig, cells, load_study, report_folder,
+                                  study_task)
 
     from .downstream import run_downstream
     from .report import make_report
@@ -244,17 +253,20 @@ def study_cmd(
         return
     if config is None:
         raise FdaptError("--config: name a study file (bench study --keys lists its keys)")
-    _how_to_continue[:] = [f"run `bench study --config {config}` again: it goes on where it "
-                           "stopped"]
     _quiet_libraries()
     study, base = load_study(config)
     grid = cells(study, base, tuple(set_))
+    tasks = [study_task(load_task(task_path(n, _tasks_dir())), study) for n in study.tasks]
+    if plan:
+        return _print_plan(study, grid, tasks)
+    _how_to_continue[:] = [f"run `bench study --config {config}` again: it goes on where it "
+                           "stopped"]
     for cell in grid:  # every method's settings checked before the first cell trains
         for m in study.methods:
             check(cell.cfg, m)
-    tasks = [load_task(task_path(n, _tasks_dir())) for n in study.tasks]
     # Cell by cell, trained then scored: a scored cell needs no weights any more, so the
     # study goes on from its committed records on another machine (weights are not kept).
+    generals: list[Path] = []  # the starting model, scored once and reused by every cell
     for cell in grid:
         for m in study.methods:
             state, rec = run_state(cell.cfg, m)
@@ -268,18 +280,58 @@ def study_cmd(
             _train(cell.cfg, m, resume=state == "resumable")
         if not tasks:  # no downstream stage: the report compares held-out MLM loss
             continue
-        general = cell.folder / "general" / "record.json"  # the starting model's scores
+        general = cell.folder / "general"
         records = [read_json(cell.folder / m / "record.json") for m in study.methods]
-        if not general.is_file() or not all(_scored(r, tasks, study.quick)
-                                             for r in [*records, read_json(general)]):
-            run_downstream(out, err, [cell.folder], study.tasks, study.quick, device, False,
-                           _tasks_dir())
+        if not (general / "record.json").is_file() or not _scored(
+                read_json(general / "record.json"), tasks, study.quick):
+            if any((cell.folder / m / "model").is_dir() for m in study.methods):
+                ensure_general(cell.folder, finished_runs(cell.folder))
+                reuse_general(general, generals, tasks, study.quick)
+        if not all(_scored(r, tasks, study.quick) for r in records) or not (
+                (general / "record.json").is_file()
+                and _scored(read_json(general / "record.json"), tasks, study.quick)):
+            run_downstream(out, err, [cell.folder], tasks, study.quick, device, False)
+        generals.append(general)
     folders = [c.folder for c in grid]
     rep = make_report([str(f) for f in folders], report_folder(study),
-                      f"python -m bench study --config {config}")
+                      f"python -m bench study --config {config}", study.margin_pts,
+                      study.finetune_seeds, _test_sizes(tasks, study))
     out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
               f"{_study_hours(folders):.2f} h (training + downstream fine-tuning)",
               highlight=False)
+
+
+def _test_sizes(tasks, study) -> dict[str, int]:
+    """Test examples each task is scored on in this study (its whole test set, or the quick
+    subset): what the power plan rescales the pilot's test noise to."""
+    from fdapt_core.downstream.finetune import load_task_data
+
+    return {t.name: len(load_task_data(t, study.quick).test) for t in tasks}
+
+
+def _print_plan(study, grid, tasks) -> None:
+    """`bench study --plan`: the power plan from the records at hand, printed."""
+    from .report import study_plan
+
+    folders = [str(c.folder) for c in grid if c.folder.is_dir()]
+    if not folders:
+        raise FdaptError(f"--plan: no records of study {study.name} yet under {study.out}/runs "
+                         "(a plan reads a pilot: run a few seeds first)")
+    from fdapt_core.study import study_task
+
+    ft = study.finetune_seeds or "the tasks' own"
+    sets = "whole" if study.full_test else "quick subset"
+    designs = [(f"this study file's design: {ft} fine-tuning seed(s), {sets} test sets",
+                study, tasks)]
+    default = replace(study, finetune_seeds=3, full_test=True)
+    if (study.finetune_seeds, study.full_test) != (3, True):
+        designs.append(("the default design: 3 fine-tuning seeds, whole test sets", default,
+                        [study_task(t, default) for t in tasks]))
+    for title, design, ts in designs:
+        lines = study_plan(folders, study.margin_pts, design.finetune_seeds or 1,
+                           _test_sizes(ts, design))
+        out.print(f"## Plan for {title}\n\n" + "\n".join(lines), highlight=False,
+                  markup=False)
 
 
 def _scored(rec: dict, tasks, quick: bool) -> bool:

@@ -11,7 +11,7 @@ from rich.table import Table
 from fdapt_core.downstream.finetune import evaluate_task, load_task_data, total_steps
 from fdapt_core.downstream.runs import (GENERAL, cached_result, ensure_general, finished_runs,
                                         model_folder, store_result)
-from fdapt_core.downstream.tasks import load_task, task_path
+from fdapt_core.downstream.tasks import TaskConfig
 from fdapt_core.records import read_json, write_text_atomic
 from fdapt_core.prepare import resolve_device
 
@@ -101,9 +101,8 @@ def render(rows: list[dict], tasks, title: str) -> Table:
     return t
 
 
-def run_downstream(out: Console, err: Console, runs: list[Path], task_names: list[str],
-                   quick: bool, device: str, force: bool, tasks_dir: Path) -> None:
-    tasks = [load_task(task_path(n, tasks_dir)) for n in task_names]
+def run_downstream(out: Console, err: Console, runs: list[Path], tasks: list[TaskConfig],
+                   quick: bool, device: str, force: bool) -> None:
     datas = {t.name: load_task_data(t, quick) for t in tasks}  # bad task files fail first
     dev = resolve_device(device)
     for folder in runs:

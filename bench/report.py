@@ -780,6 +780,22 @@ def power_plan(coll: Collection, diffs: dict, claims: list[dict],
     return plan_md(rows, hours, ft, test_n)
 
 
+def study_plan(specs: list[str], margin: float, finetune_seeds: int,
+               test_n: dict[str, int]) -> list[str]:
+    """`bench study --plan`: the power plan of the records in `specs`, for a design of
+    `finetune_seeds` fine-tuning seeds on test sets of `test_n` examples."""
+    coll = collect(specs)
+    diffs = differences(coll)
+    eff = efficiency_rows(coll)
+    majority = [c for t in coll.tasks if (c := majority_check(coll, t)) is not None]
+    claims = claim_rows(coll, diffs, {(r["partition"], r["method"]): r for r in eff},
+                        tuple(c.task.label for c in majority if not c.beaten), margin)
+    summary = [f"- {'Claim ' + str(c) if c != 'beyond' else 'Beyond the paper'}: "
+               f"{claim_summary(claims, c)}" for c in (1, 2, "beyond")
+               if any(r["claim"] == c for r in claims)]
+    return summary + [""] + power_plan(coll, diffs, claims, finetune_seeds, test_n)
+
+
 def make_report(specs: list[str], out: Path | None = None, command: str | None = None,
                 margin: float = MARGIN_PTS, finetune_seeds: int | None = None,
                 test_n: dict[str, int] | None = None) -> Report:

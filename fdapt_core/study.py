@@ -20,10 +20,12 @@ be stopped at any point and run again until it is done. The report goes to `<out
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 from .config import RunConfig, build_section, load_config, load_yaml, opt
+from .downstream.tasks import TaskConfig
 from .errors import ConfigError
 from .runs import comparison_dir
 
@@ -45,7 +47,16 @@ class StudyConfig:
     tasks: list[str] = opt(None, "downstream task presets (configs/tasks) or YAML paths; [] "
                            "for no downstream stage (the report compares held-out MLM loss)",
                            factory=lambda: ["ncbi_disease", "chemprot"])
-    quick: bool = opt(True, "downstream on the tasks' quick subsets (their `quick` settings)")
+    quick: bool = opt(True, "downstream with the tasks' quick budgets (their `quick` training "
+                      "subsets and epochs): the test set stays whole unless full_test: false")
+    full_test: bool = opt(True, "score on each task's whole test set; false: on its quick "
+                          "test subset (smoke runs: a subset adds test noise to every interval)")
+    finetune_seeds: Optional[int] = opt(3, "fine-tuning seeds per model, the same for every "
+                                        "method (paired) and averaged per model before the "
+                                        "seed-level analysis; null: each task's own", min=1)
+    margin_pts: float = opt(1.0, "the equivalence margin (points on each task's metric), fixed "
+                            "here before any run; 1 point is a stated choice, not the paper's",
+                            min=0.0)
     out: str = opt("results/studies/study", "the study's folder: runs/ and report/")
 
 
@@ -104,3 +115,16 @@ def cells(study: StudyConfig, base: Path, overrides: tuple[str, ...] = ()) -> li
 
 def report_folder(study: StudyConfig) -> Path:
     return Path(study.out) / "report"
+
+
+def study_task(task: TaskConfig, study: StudyConfig) -> TaskConfig:
+    """A task as this study runs it: its fine-tuning seeds, and in quick mode the whole test
+    set unless `full_test: false` (unchanged settings keep the task's hash, so scores taken
+    before these keys existed stay valid)."""
+    seeds = study.finetune_seeds
+    if study.quick:
+        q = task.quick
+        return replace(task, quick=replace(
+            q, seeds=seeds if seeds is not None else q.seeds,
+            test_examples=None if study.full_test else q.test_examples))
+    return replace(task, seeds=seeds if seeds is not None else task.seeds)

@@ -15,7 +15,7 @@ from bench.downstream import downstream_rows, render
 from bench.report import make_report
 from bench.tables import notes, rich_table, rows_of, write_tables
 from fdapt_core.config import build_config
-from fdapt_core.downstream.tasks import TaskConfig
+from fdapt_core.downstream.tasks import TaskConfig, load_task
 from tests.conftest import ROOT, TINY
 from tests.test_report import make_record, scores, write
 
@@ -96,8 +96,8 @@ def test_downstream_reuses_general_scores_and_force_redoes_them(federated_only, 
 
     def run(force=False):
         calls.clear()
-        downstream_mod.run_downstream(out, out, [folder], [str(task)], True, "cpu", force,
-                                      task.parent)
+        downstream_mod.run_downstream(out, out, [folder], [load_task(task)], True, "cpu",
+                                      force)
         return list(calls)
 
     first = run()

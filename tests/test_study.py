@@ -28,7 +28,7 @@ def _study_file(tmp_path, cache_dir, ner_yaml, **over):
     run_cfg.write_text(yaml.safe_dump(tree))
     study = {"name": "tiny", "config": "run.yaml", "partitions": ["iid"],
              "methods": ["central", "fdapt"], "seeds": [0], "tasks": [str(ner_yaml)],
-             "quick": True, "out": str(tmp_path / "study"), **over}
+             "quick": True, "finetune_seeds": 1, "out": str(tmp_path / "study"), **over}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     return path
@@ -57,7 +57,7 @@ def test_a_study_runs_scores_reports_and_a_rerun_changes_nothing(tmp_path, cache
             assert (run / "downstream" / "ner.outcomes.json").is_file()
     md = (out / "report" / "report.md").read_text()
     assert md.index("## Verdicts") < md.index("## Setup")
-    assert "**Claim 1: fdapt is within 1 % of central downstream" in md
+    assert '**Claim 1**: "FDAPT can maintain competitive downstream task performance' in md
     # what a clone of the committed study holds: no weights, no checkpoints
     for folder in [*out.rglob("model"), *out.rglob("checkpoints")]:
         shutil.rmtree(folder)
@@ -103,3 +103,38 @@ def test_run_all_is_a_study():
     res = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--help"], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0 and "bench study" in res.stdout
+
+
+def test_the_starting_model_is_fine_tuned_once_per_study(tmp_path):
+    """A pretrained start is one model in every cell: its scores (and per-example outcomes)
+    are copied from the cell that scored it, not fine-tuned again; a preset's seeded init,
+    which differs by seed, is never copied."""
+    import json
+
+    from fdapt_core.downstream import outcomes as oc
+    from fdapt_core.downstream.runs import reuse_general, task_hash
+    from fdapt_core.downstream.tasks import TaskConfig
+
+    task = TaskConfig(name="ner", type="token_classification", format="conll", train="t",
+                      test="t", metric="f1")
+    digest = task_hash(task, True)
+    first, second, seeded = (tmp_path / c / "general" for c in ("s0", "s1", "s2"))
+    for folder, model in ((first, "package:minilm"), (second, "package:minilm"),
+                          (seeded, "model")):
+        folder.mkdir(parents=True)
+        (folder / "record.json").write_text(json.dumps({"method": "general",
+                                                        "model_dir": model}))
+    rec = json.loads((first / "record.json").read_text())
+    rec["downstream"] = {"ner": {"task": "ner", "metric": "f1", "task_hash": digest,
+                                 "scores": {"f1": {"mean": 0.5, "values": [0.5]}},
+                                 "outcomes": "downstream/ner.outcomes.json"}}
+    (first / "record.json").write_text(json.dumps(rec))
+    oc.save(first, "ner", digest, {"kind": "entity_counts", "metric": "f1", "n": 1,
+                                   "seeds": [{"counts": [[1, 0, 0]]}]})
+    assert reuse_general(second, [first], [task], True) == ["ner"]
+    got = json.loads((second / "record.json").read_text())["downstream"]["ner"]
+    assert got["scores"]["f1"]["mean"] == 0.5 and got["reused_from"] == "s0"
+    assert oc.load(second, "ner", digest)["seeds"] == [{"counts": [[1, 0, 0]]}]
+    assert reuse_general(second, [first], [task], True) == []  # already there
+    assert reuse_general(seeded, [first], [task], True) == []
+    assert "downstream" not in json.loads((seeded / "record.json").read_text())

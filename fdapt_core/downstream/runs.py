@@ -63,6 +63,42 @@ def ensure_general(folder: Path, runs: dict[str, Path]) -> Path:
     return out
 
 
+def reuse_general(target: Path, sources: list[Path], tasks: list[TaskConfig],
+                  quick: bool) -> list[str]:
+    """Copy into the starting model's record at `target` the scores (and per-example outcomes)
+    of the same starting model scored in another comparison (`sources`, e.g. a study's earlier
+    cells), task by task where the settings match: a pretrained start is one model however
+    many cells there are, so it is fine-tuned once per study. A preset's seeded init differs
+    by seed and is never copied. Returns the task names copied."""
+    rec = read_json(target / "record.json")
+    if rec.get("model_dir") == "model":  # a seeded init of this cell's own
+        return []
+    copied = []
+    for task in tasks:
+        if cached_result(target, task, quick) is not None:
+            continue
+        for src in sources:
+            try:
+                other = read_json(src / "record.json")
+            except (OSError, ValueError):
+                continue
+            found = cached_result(src, task, quick)
+            if other.get("model_dir") != rec.get("model_dir") or found is None:
+                continue
+            data = outcomes.load(src, task.name, found["task_hash"])
+            if found.get("outcomes") and data is None:
+                continue
+            if data is not None:
+                outcomes.save(target, task.name, found["task_hash"],
+                              {k: v for k, v in data.items() if k not in ("task", "task_hash")})
+            rec = read_json(target / "record.json")
+            rec.setdefault("downstream", {})[task.name] = {**found, "reused_from": src.parent.name}
+            write_json_atomic(target / "record.json", rec)
+            copied.append(task.name)
+            break
+    return copied
+
+
 def _pretrained_ref(name_or_path: str) -> str:
     """A local model folder as an absolute path (the record is read from elsewhere later);
     a hub id, or a model shipped in a package (`package:<module>`, found again wherever it

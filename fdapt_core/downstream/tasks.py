@@ -21,7 +21,8 @@ class QuickConfig:
 
     train_examples: int = opt(400, "training examples used (seeded sample)", min=1)
     dev_examples: int = opt(200, "dev examples used (seeded sample)", min=1)
-    test_examples: int = opt(400, "test examples used (seeded sample)", min=1)
+    test_examples: Optional[int] = opt(400, "test examples used (seeded sample); null: the "
+                                       "whole test set", min=1)
     epochs: int = opt(1, "epochs", min=1)
     seeds: int = opt(1, "fine-tuning seeds", min=1)
     lr: Optional[float] = opt(None, "learning rate (null: the task's)", min=0.0)
