@@ -250,11 +250,11 @@ def cost_bars(cost: dict[tuple[str, str], dict], partitions: list[str], methods:
         return _save(fig, folder, stem)
 
 
-def tradeoff(points: list[tuple[str, str, float, float]], partitions: list[str],
-             methods: list[str], colors: dict, ylabel: str, folder: Path,
-             stem: str) -> list[str] | None:
+def tradeoff(points: list[tuple], partitions: list[str], methods: list[str], colors: dict,
+             ylabel: str, folder: Path, stem: str) -> list[str] | None:
     """FLOP saving vs fdapt (x, %) against the change in quality vs fdapt (y): one marker per
-    method × partition, color = method, shape = partition. points: (partition, method, x, y)."""
+    method × partition, color = method, shape = partition, with the change's 95 % interval as
+    an error bar where it has one. points: (partition, method, x, y, half-width or None)."""
     points = [p for p in points if p[2] is not None and p[3] is not None]
     if not points:
         return None
@@ -264,16 +264,22 @@ def tradeoff(points: list[tuple[str, str, float, float]], partitions: list[str],
         ax = fig.subplots()
         ax.axhline(0, color="#888888", linewidth=0.7, linestyle="--", zorder=1)
         ax.axvline(0, color="#888888", linewidth=0.7, linestyle="--", zorder=1)
-        for part, m, x, y in points:
+        for part, m, x, y, half in points:
+            if half is not None:
+                ax.errorbar([x], [y], yerr=[half], color=colors[m], linewidth=0.9,
+                            capsize=2.5, zorder=2)
             ax.scatter([x], [y], s=36, color=colors[m], marker=markers[part],
                        edgecolors="white", linewidths=0.5, zorder=3)
-        if len(points) <= 12:  # few enough to name each marker
-            for part, m, x, y in points:
+        used = [p for p in partitions if any(q[0] == p for q in points)]
+        labelled = len(points) <= 12 and len(used) <= 1
+        if labelled:  # few enough, on one partition: each marker named, no legend
+            for part, m, x, y, _ in points:
                 ax.annotate(m, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7,
                             color="#333333")
-        xs, ys = [p[2] for p in points], [p[3] for p in points]
-        labelled = len(points) <= 12
-        for lim, vals, right in ((ax.set_xlim, xs, 0.25 if labelled else 0.12),
+        xs = [p[2] for p in points]
+        ys = [v for p in points for v in ((p[3],) if p[4] is None else (p[3] - p[4],
+                                                                          p[3] + p[4]))]
+        for lim, vals, right in ((ax.set_xlim, xs, 0.35 if labelled else 0.12),
                                  (ax.set_ylim, ys, 0.12)):
             lo, hi = min(0.0, *vals), max(0.0, *vals)
             span = (hi - lo) or 1.0
@@ -281,16 +287,13 @@ def tradeoff(points: list[tuple[str, str, float, float]], partitions: list[str],
         ax.set_xlabel("training FLOPs saved vs fdapt (%)")
         ax.set_ylabel(ylabel)
         order = [m for m in methods if any(p[1] == m for p in points)]
-        used = [p for p in partitions if any(q[0] == p for q in points)]
-        if len(points) > 12 or len(used) > 1:  # else the labels beside the markers say it all
-            first = ax.legend([Line2D([], [], color=colors[m], marker="o", linestyle="")
-                               for m in order], order, title="method", loc="upper left",
-                              bbox_to_anchor=(1.01, 1.0), alignment="left")
+        if not labelled:
+            # figure legends "outside": the constrained layout makes room, nothing is cut off
+            fig.legend([Line2D([], [], color=colors[m], marker="o", linestyle="")
+                        for m in order], order, title="method", loc="outside right upper")
             if len(used) > 1:
-                ax.add_artist(first)
-                ax.legend([Line2D([], [], color="#555555", marker=markers[p], linestyle="")
-                           for p in used], used, title="partition", loc="lower left",
-                          bbox_to_anchor=(1.01, 0.0), alignment="left")
+                fig.legend([Line2D([], [], color="#555555", marker=markers[p], linestyle="")
+                            for p in used], used, title="partition", loc="outside right lower")
         return _save(fig, folder, stem)
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,22 +180,32 @@ def _delta(r: dict, ref: str) -> str:
     return f"{_signed(r[f'vs_{ref}_paired_pts'])} [{low:+.2f}, {high:+.2f}]"
 
 
-def tradeoff_points(coll: Collection, eff: list[dict], down: list[dict]) -> tuple[list, str]:
-    """(partition, method, FLOPs saved vs fdapt %, quality change vs fdapt) and the y label:
-    the mean over tasks of the downstream change (points) where any scores exist, else the
-    held-out loss change."""
-    use_down = any(r["vs_fdapt_pts"] is not None and r["method"] != "fdapt" for r in down)
+def tradeoff_points(coll: Collection, eff: list[dict], down: list[dict],
+                    mean_of: list[str] | None = None) -> tuple[list, str]:
+    """(partition, method, FLOPs saved vs fdapt %, quality change vs fdapt with the half-width
+    of its 95 % interval, the tasks' intervals combined as independent) and the y label: the mean over the tasks `mean_of` of
+    the downstream change (points) where any scores exist, else the held-out loss change."""
+    mean_of = [t.label for t in coll.tasks] if mean_of is None else mean_of
+    use_down = any(r["vs_fdapt_pts"] is not None and r["method"] != "fdapt"
+                   and r["task_label"] in mean_of for r in down)
     points = []
     for r in eff:
         if use_down:
-            d = [x["vs_fdapt_pts"] for x in down if x["partition"] == r["partition"]
-                 and x["method"] == r["method"] and x["vs_fdapt_pts"] is not None]
-            y = sum(d) / len(d) if d else None
+            d = [x for x in down if x["partition"] == r["partition"]
+                 and x["method"] == r["method"] and x["vs_fdapt_pts"] is not None
+                 and x["task_label"] in mean_of]
+            y = sum(x["vs_fdapt_pts"] for x in d) / len(d) if d else None
+            # the mean's interval: the tasks' intervals as independent (their noise is)
+            halves = [(x["vs_fdapt_ci95_high"] - x["vs_fdapt_ci95_low"]) / 2 for x in d
+                      if x["vs_fdapt_ci95_low"] is not None]
+            y_half = (sum(h * h for h in halves) ** 0.5 / len(d)) \
+                if d and len(halves) == len(d) else None
         else:
             y = r["final_loss_vs_fdapt"]
         points.append({"partition": r["partition"], "method": r["method"],
                        "flops_saved_vs_fdapt_pct": r["flops_saved_vs_fdapt_pct"],
-                       "y": y, "y_kind": "downstream_vs_fdapt_pts" if use_down
+                       "y": y, "y_ci95_half": y_half if use_down else None,
+                       "y_kind": "downstream_vs_fdapt_pts" if use_down
                        else "final_loss_vs_fdapt"})
     label = "downstream change vs fdapt\n(points, mean over tasks)" if use_down \
         else "held-out MLM loss change vs fdapt\n(nats; no downstream scores)"
@@ -229,6 +240,7 @@ def provenance_rows(coll: Collection) -> list[dict]:
                     "synthetic": r.synthetic, "config_hash": r.rec.get("config_hash"),
                     "manifest_sha256": r.rec.get("manifest_sha256"),
                     "device": env.get("device"), "git_commit": env.get("git_commit"),
+                    "git_dirty": env.get("git_dirty"),
                     "torch": env.get("packages", {}).get("torch"),
                 })
     return rows
@@ -245,7 +257,15 @@ def _part_heading(coll: Collection, part: str) -> str:
     return f"**{part}** ({corpus})"
 
 
-def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
+def mean_task_labels(coll: Collection, down: list[dict], left_out: tuple[str, ...]) -> list[str]:
+    """The tasks a "mean over tasks" averages: scored against fdapt in every partition and
+    carrying a verdict, so that every partition's mean is over the same tasks."""
+    return [t.label for t in coll.tasks if t.label not in left_out and all(
+        any(r["partition"] == p and r["task_label"] == t.label and r["vs_fdapt_pts"] is not None
+            for r in down) for p in coll.partitions)]
+
+
+def _downstream_md(coll: Collection, rows: list[dict], mean_of: list[str] = ()) -> list[str]:
     out = ["## Table 1: downstream scores", ""]
     if not rows:
         return out + ["No downstream scores in these records (`python -m bench downstream "
@@ -255,10 +275,12 @@ def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
             "pretraining seeds the 95 % t-interval of their means (t95); per-seed means and "
             "paired per-seed differences are in downstream.csv; Δ central and "
             "Δ fdapt: the paired difference from that method in the same partition, in "
-            "points, with its 95 % interval in brackets: a bootstrap over paired pretraining "
-            "seeds and test examples where per-example outcomes are stored, else a t-interval "
-            "over the per-seed differences (none with one seed and no outcomes). `general` is "
-            "the starting model with no DAPT.", ""]
+            "points, with its 95 % interval in brackets, taken as the verdicts' are (a "
+            "t-interval over pretraining seeds widened by the shared test noise; without "
+            "per-example outcomes, over the per-seed differences alone; none with one seed). "
+            "`general` is the starting model with no DAPT. Mean Δ fdapt: over "
+            + (", ".join(mean_of) if mean_of else "no task") + " (the tasks scored in every "
+            "partition that carry a verdict).", ""]
     for part in coll.partitions:
         prow = [r for r in rows if r["partition"] == part]
         if not prow:
@@ -288,7 +310,8 @@ def _downstream_md(coll: Collection, rows: list[dict]) -> list[str]:
                 line.append(cell)
                 line.append("ref" if m == "central" else _delta(r, "central"))
                 line.append("ref" if m == "fdapt" else _delta(r, "fdapt"))
-            d = [r["vs_fdapt_pts"] for r in mrows.values() if r["vs_fdapt_pts"] is not None]
+            d = [r["vs_fdapt_pts"] for r in mrows.values() if r["vs_fdapt_pts"] is not None
+                 and r["task_label"] in mean_of]
             line.append("ref" if m == "fdapt" else _signed(sum(d) / len(d) if d else None))
             table.append(line)
         out += [_part_heading(coll, part), ""] + md_table(header, table)
@@ -434,17 +457,73 @@ def _network_note(coll: Collection, part: str, target: float | None) -> str:
             f"where a seed never reached it.*")
 
 
+def training_code_changes(commits: list[str]) -> dict[tuple[str, str], int | None]:
+    """(older, newer) commit → files of `fdapt_core/` (the training code) that differ between
+    them, for commits consecutive in time (None: a commit this checkout lacks)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def when(c: str) -> str:  # the commit time, so that consecutive means in history
+        try:
+            res = subprocess.run(["git", "show", "-s", "--format=%ct", c], cwd=root,
+                                 capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return res.stdout.strip().zfill(12) if res.returncode == 0 else ""
+
+    commits = sorted(commits, key=when)
+    out = {}
+    for a, b in zip(commits, commits[1:]):
+        try:
+            res = subprocess.run(["git", "diff", "--name-only", a, b, "--", "fdapt_core/"],
+                                 cwd=root, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            out[(a, b)] = None
+            continue
+        out[(a, b)] = len(res.stdout.split()) if res.returncode == 0 else None
+    return out
+
+
+def _commits_md(rows: list[dict]) -> list[str]:
+    """Whether the records were trained by one training code: their commits, whether
+    `fdapt_core/` differs between them, and records trained on uncommitted changes."""
+    commits = list(dict.fromkeys(r["git_commit"] for r in rows if r["git_commit"]))
+    out = []
+    dirty = [r for r in rows if r["git_dirty"]]
+    unknown = [r for r in rows if r["git_dirty"] is None]
+    if len(commits) > 1:
+        changes = training_code_changes(commits)
+        differ = [f"`{a[:10]}`→`{b[:10]}`: " + ("not in this checkout" if n is None
+                                               else f"{n} file(s)")
+                  for (a, b), n in changes.items() if n != 0]
+        out.append(f"**The records span {len(commits)} commits.** "
+                   + ("Between them `fdapt_core/` (the training code) changes: "
+                      + "; ".join(differ) + ". Differences between methods may then include "
+                      "differences of code." if differ else
+                      "`fdapt_core/` (the training code) is the same in all of them."))
+    if dirty:
+        out.append(f"**{len(dirty)} record(s) were trained on uncommitted changes to "
+                   "`fdapt_core/`** (git_dirty): their commit does not name their code.")
+    if unknown and len(unknown) == len(rows):
+        out.append("These records predate the dirty flag: whether their training code had "
+                   "uncommitted changes is not recorded.")
+    elif unknown:
+        out.append(f"{len(unknown)} record(s) predate the dirty flag.")
+    return [line for n in out for line in (n, "")]
+
+
 def _provenance_md(rows: list[dict]) -> list[str]:
     out = ["## Table 3: provenance", "",
            "One row per run record. The config hash covers the whole resolved config (seed "
            "included); the manifest hash covers the split (document ids per client and the "
            "held-out ids): methods of one partition and seed should share it.", ""]
+    out += _commits_md(rows)
     table = [[r["partition"], r["method"], str(r["seed"]), f"`{r['record']}`",
               "synthetic" if r["synthetic"] else r["corpus"],
               f"`{r['config_hash'] or '-'}`", f"`{(r['manifest_sha256'] or '-')[:16]}`",
-              r["device"] or "-", (r["git_commit"] or "-")[:10]] for r in rows]
+              r["device"] or "-", (r["git_commit"] or "-")[:10]
+              + {True: " (dirty)", False: "", None: ""}[r["git_dirty"]]] for r in rows]
     return out + md_table(["partition", "method", "seed", "record", "corpus", "config hash",
-                         "manifest sha256", "device", "git commit"], table, left=9)
+                           "manifest sha256", "device", "git commit"], table, left=9)
 
 
 def _setup_md(coll: Collection) -> list[str]:
@@ -464,12 +543,40 @@ def _setup_md(coll: Collection) -> list[str]:
             if {"train_documents", "validation_documents", "train_tokens"} <= set(data) else ""
         seeds = sorted({r.seed for r in runs})
         methods = [m for m in coll.methods if (c := coll.cell(part, m)) and c.trained]
+        totals = rec.get("totals") or {}
+        dapt = ""
+        if totals.get("steps") and totals.get("tokens"):
+            share = f" ({totals['tokens'] / data['train_tokens']:.1%} of one pass over the " \
+                "training tokens)" if data.get("train_tokens") else ""
+            dapt = f"; DAPT of {totals['steps']:,} steps, {totals['tokens']:,} tokens a run{share}"
         text = (f"{corpus}: {docs}model `{model.get('preset') or model.get('name_or_path')}`, "
                 f"{cfg['fl']['clients']} clients × {cfg['fl']['rounds']} rounds, sequence "
-                f"length {cfg['data'].get('max_seq_length')}; methods {', '.join(methods)}; "
-                f"seeds {_seeds(seeds)}")
+                f"length {cfg['data'].get('max_seq_length')}{dapt}; methods "
+                f"{', '.join(methods)}; pretraining seeds {_seeds(seeds)}")
         lines.setdefault(text, []).append(part)
-    return [f"- **{', '.join(parts)}**: {text}" for text, parts in lines.items()]
+    out = [f"- **{', '.join(parts)}**: {text}" for text, parts in lines.items()]
+    return out + _downstream_setup(coll)
+
+
+def _downstream_setup(coll: Collection) -> list[str]:
+    """One line per task: how it was fine-tuned and on how many examples."""
+    out = []
+    for task in coll.tasks:
+        d = next((x for r in coll.runs for x in (r.rec.get("downstream") or {}).values()
+                  if isinstance(x, dict) and x.get("task_hash") == task.task_hash), None)
+        if d is None:
+            continue
+        ex = d.get("examples") or {}
+        sizes = ", ".join(f"{v:,} {k}" for k, v in ex.items())
+        out.append(f"- **{task.label}** ({task.metric}): "
+                   + ("quick budget" if d.get("quick") else "full budget")
+                   + (f", {sizes} examples" if sizes else "")
+                   + f", {d.get('epochs', '?')} epochs, "
+                   + (f"one fine-tuning seed per model (seed 0 for every method)"
+                      if int(d.get("seeds") or 1) == 1 else
+                      f"{d['seeds']} fine-tuning seeds per model (seeds 0–{d['seeds'] - 1}, the "
+                      "same for every method)"))
+    return out
 
 
 FIGURES = {
@@ -483,8 +590,9 @@ FIGURES = {
                  "method.",
     "fig4_tradeoff": "Figure 4: efficiency against quality, both relative to fdapt in the same "
                      "partition: training FLOPs saved (%) on x, the change in quality on y "
-                     "(higher is better for downstream scores, lower for held-out loss); "
-                     "color = method, marker = partition.",
+                     "(higher is better for downstream scores, lower for held-out loss), "
+                     "with its 95 % interval where it has one; color = method, marker = "
+                     "partition.",
     "fig5_loss_vs_cost": "Figure 5: held-out loss against bytes sent (left) and against the "
                          "projected wall time on the records' network links (right), one line "
                          "per method and a row per partition; means over seeds; the dotted "
@@ -527,8 +635,8 @@ def _figures(coll: Collection, eff, down, points, ylabel, folder: Path) -> dict[
         cost, coll.partitions, [m for m in coll.methods if m != GENERAL], colors, folder,
         "fig3_cost") else "no training records"
 
-    pts = [(p["partition"], p["method"], p["flops_saved_vs_fdapt_pct"], p["y"])
-           for p in points]
+    pts = [(p["partition"], p["method"], p["flops_saved_vs_fdapt_pct"], p["y"],
+            p["y_ci95_half"]) for p in points]
     reason = "no fdapt record to compare against in any partition" \
         if not any(r["method"] == "fdapt" for r in eff) \
         else "no method with both a FLOP count and a quality change relative to fdapt"
@@ -653,12 +761,14 @@ def _verdicts_md(claims: list[dict], majority: list = (), margin: float = MARGIN
     return out
 
 
-def _dapt_md(coll: Collection, diffs: dict) -> list[str]:
+def _dapt_md(coll: Collection, diffs: dict, tasks_of: list[str]) -> list[str]:
     """Whether DAPT moved each task away from the starting model, with its 95 % interval."""
     table = []
     for part in coll.partitions:
         for m in coll.methods:
             for task in coll.tasks:
+                if task.label not in tasks_of:
+                    continue
                 d = diffs.get((part, m, "general", task.name))
                 ci = d.intervals.get(0.95) if d is not None else None
                 if d is None:
@@ -682,7 +792,7 @@ def _dapt_md(coll: Collection, diffs: dict) -> list[str]:
 
 def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: str,
            claims: list[dict] = (), majority: list = (), margin: float = MARGIN_PTS,
-           plan: list[str] = (), dapt: list[str] = ()) -> str:
+           plan: list[str] = (), dapt: list[str] = (), mean_of: list[str] = ()) -> str:
     title = default_name(coll)
     n_runs = len(coll.runs)
     where = ", ".join(f"`{f}`" for f in coll.folders) if len(coll.folders) <= 4 \
@@ -700,7 +810,7 @@ def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: 
     lines += _verdicts_md(claims, majority, margin, plan)
     lines += list(dapt)
     lines += ["## Setup", ""] + _setup_md(coll) + [""]
-    lines += _downstream_md(coll, down)
+    lines += _downstream_md(coll, down, mean_of)
     lines += _efficiency_md(coll, eff)
     lines += ["## Figures", "", "PNG (300 dpi) and PDF in `figures/`.", ""]
     for stem, caption in FIGURES.items():
@@ -813,7 +923,9 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
     claims = claim_rows(coll, diffs, {(r["partition"], r["method"]): r for r in eff},
                         tuple(c.task.label for c in majority if not c.beaten), margin)
     plan = power_plan(coll, diffs, claims, finetune_seeds, test_n or {})
-    points, ylabel = tradeoff_points(coll, eff, down)
+    mean_of = mean_task_labels(coll, down, tuple(c.task.label for c in majority
+                                                  if not c.beaten))
+    points, ylabel = tradeoff_points(coll, eff, down, mean_of)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -823,7 +935,8 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
         done = _figures(coll, eff, down, points, ylabel, tmp / "figures")
         files = {
             "report.md": render(coll, eff, down, prov, done, command, ylabel, claims,
-                                majority, margin, plan, _dapt_md(coll, diffs)),
+                                majority, margin, plan, _dapt_md(coll, diffs, mean_of),
+                                mean_of),
             "verdicts.csv": csv_text(claims) if claims else "",
             "efficiency.csv": csv_text(eff) if eff else "",
             "downstream.csv": csv_text(down) if down else "",

@@ -2,6 +2,7 @@
 claims' verdicts in `bench report` (bench/verdicts.py)."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -214,3 +215,29 @@ def test_one_row_beyond_the_margin_by_chance_does_not_break_a_claim_of_four():
         rows = claim_rows(coll, diffs, {})
         assert all(r["ci90_low"] > 1.0 for r in rows)  # each wholly beyond the margin
         assert claim_summary(rows, 1) == want
+
+
+def test_provenance_flags_records_whose_training_code_differs(tmp_path):
+    """Two seeds trained at two commits of this repository whose fdapt_core/ differs, one of
+    them on uncommitted changes: the report says so (before, it only listed the commits)."""
+    import subprocess
+
+    from conftest import ROOT
+
+    log = subprocess.run(["git", "log", "--format=%H", "-n", "200", "--", "fdapt_core/"],
+                         cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if len(log) < 2:
+        pytest.skip("needs a checkout with history")
+    res = _study(tmp_path)
+    for seed, commit, dirty in ((0, log[1], False), (1, log[0], True), (2, log[0], False)):
+        for m in ("central", "fdapt", "ffdapt-bottom"):
+            path = res / f"s{seed}" / m / "record.json"
+            rec = json.loads(path.read_text())
+            rec["environment"].update(git_commit=commit, git_dirty=dirty)
+            path.write_text(json.dumps(rec))
+    make_report([str(res / f"s{s}") for s in range(3)], tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "**The records span 2 commits.** Between them `fdapt_core/` (the training code) " \
+           f"changes: `{log[1][:10]}`→`{log[0][:10]}`" in md
+    assert "**3 record(s) were trained on uncommitted changes" in md
+    assert f"{log[0][:10]} (dirty)" in md
