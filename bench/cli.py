@@ -242,8 +242,8 @@ def study_cmd(
     from fdapt_core.records import read_json
     from fdapt_core.methods import check
     from fdapt_core.runs import run_state
-    from fdapt_core.study import (REQUIRED, StudyConfig, cells, load_study, report_folder,
-                                  study_task)
+    from fdapt_core.study import (REQUIRED, WARMUP_METHOD, StudyConfig, cells, head_warmup,
+                                  load_study, report_folder, study_task)
 
     from .downstream import run_downstream
     from .report import make_report
@@ -261,6 +261,14 @@ def study_cmd(
         return _print_plan(study, grid, tasks)
     _how_to_continue[:] = [f"run `bench study --config {config}` again: it goes on where it "
                            "stopped"]
+    warmup = head_warmup(study, base, tuple(set_))
+    if warmup is not None:  # the start of every cell: trained first (its cost kept apart)
+        check(warmup.cfg, WARMUP_METHOD)
+        state, _ = run_state(warmup.cfg, WARMUP_METHOD)
+        if state == "finished" and (warmup.folder / WARMUP_METHOD / "model").is_dir():
+            err.print(f"{warmup.cfg.name}: finished, reused", highlight=False)
+        else:  # weights are not committed: a fresh checkout trains it again (seeded)
+            _train(warmup.cfg, WARMUP_METHOD, resume=state == "resumable")
     for cell in grid:  # every method's settings checked before the first cell trains
         for m in study.methods:
             check(cell.cfg, m)
@@ -295,10 +303,27 @@ def study_cmd(
     folders = [c.folder for c in grid]
     rep = make_report([str(f) for f in folders], report_folder(study),
                       f"python -m bench study --config {config}", study.margin_pts,
-                      study.finetune_seeds, _test_sizes(tasks, study))
+                      study.finetune_seeds, _test_sizes(tasks, study),
+                      _warmup_setup(warmup.folder / WARMUP_METHOD) if warmup else [])
     out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
               f"{_study_hours(folders):.2f} h (training + downstream fine-tuning)",
               highlight=False)
+
+
+def _warmup_setup(run: Path) -> list[str]:
+    """The head warm-up's line in the report's setup: its steps, cost and what it did to the
+    held-out loss, kept apart from the methods' costs."""
+    from fdapt_core.records import read_json
+
+    rec = read_json(run / "record.json")
+    t = rec.get("totals") or {}
+    return [f"- **head warm-up** (the start of `general` and every method, its cost not in "
+            f"theirs): the start model's LM head alone trained, body and embeddings frozen, "
+            f"{t.get('steps', 0):,} steps, {t.get('tokens', 0):,} tokens, "
+            f"{(t.get('wall_s') or 0) / 60:.1f} min"
+            + (f", {t['train_flops']:.3g} FLOPs" if t.get("train_flops") else "") + "; "
+            f"held-out loss {rec['initial_eval']['loss']:.3f} → {rec['final_eval']['loss']:.3f}"
+            f" (perplexity {rec['initial_eval']['ppl']:,.0f} → {rec['final_eval']['ppl']:,.0f})"]
 
 
 def _test_sizes(tasks, study) -> dict[str, int]:

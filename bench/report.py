@@ -792,7 +792,8 @@ def _dapt_md(coll: Collection, diffs: dict, tasks_of: list[str]) -> list[str]:
 
 def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: str,
            claims: list[dict] = (), majority: list = (), margin: float = MARGIN_PTS,
-           plan: list[str] = (), dapt: list[str] = (), mean_of: list[str] = ()) -> str:
+           plan: list[str] = (), dapt: list[str] = (), mean_of: list[str] = (),
+           setup: list[str] = ()) -> str:
     title = default_name(coll)
     n_runs = len(coll.runs)
     where = ", ".join(f"`{f}`" for f in coll.folders) if len(coll.folders) <= 4 \
@@ -809,7 +810,7 @@ def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: 
                   ""]
     lines += _verdicts_md(claims, majority, margin, plan)
     lines += list(dapt)
-    lines += ["## Setup", ""] + _setup_md(coll) + [""]
+    lines += ["## Setup", ""] + _setup_md(coll) + list(setup) + [""]
     lines += _downstream_md(coll, down, mean_of)
     lines += _efficiency_md(coll, eff)
     lines += ["## Figures", "", "PNG (300 dpi) and PDF in `figures/`.", ""]
@@ -908,11 +909,11 @@ def study_plan(specs: list[str], margin: float, finetune_seeds: int,
 
 def make_report(specs: list[str], out: Path | None = None, command: str | None = None,
                 margin: float = MARGIN_PTS, finetune_seeds: int | None = None,
-                test_n: dict[str, int] | None = None) -> Report:
+                test_n: dict[str, int] | None = None, setup: list[str] = ()) -> Report:
     """Read the records, then write the report folder `out` (built aside, then renamed).
     `margin`: the claims' equivalence margin (points); `finetune_seeds` and `test_n`
     (test examples per task name): the design the power plan prices (default: the
-    records')."""
+    records'); `setup`: more lines for the setup (a study's head warm-up)."""
     coll = collect(specs)  # every input error is raised here, before anything is written
     out = Path(out) if out is not None else default_out(coll)
     _check_out(out, coll)
@@ -936,7 +937,7 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
         files = {
             "report.md": render(coll, eff, down, prov, done, command, ylabel, claims,
                                 majority, margin, plan, _dapt_md(coll, diffs, mean_of),
-                                mean_of),
+                                mean_of, list(setup)),
             "verdicts.csv": csv_text(claims) if claims else "",
             "efficiency.csv": csv_text(eff) if eff else "",
             "downstream.csv": csv_text(down) if down else "",

@@ -27,6 +27,7 @@ from typing import Optional
 from .config import RunConfig, build_section, load_config, load_yaml, opt
 from .downstream.tasks import TaskConfig
 from .errors import ConfigError
+from .model import block_count
 from .runs import comparison_dir
 
 
@@ -54,6 +55,12 @@ class StudyConfig:
     finetune_seeds: Optional[int] = opt(3, "fine-tuning seeds per model, the same for every "
                                         "method (paired) and averaged per model before the "
                                         "seed-level analysis; null: each task's own", min=1)
+    head_warmup_steps: int = opt(0, "steps of a head warm-up before any DAPT: the start "
+                                 "model's LM head trained on the corpus with the body and "
+                                 "embeddings frozen (one client, one round); `general` and "
+                                 "every method then start from it. 0: none (a start model "
+                                 "shipped without an MLM head starts with a fresh one)", min=0)
+    head_warmup_lr: float = opt(1e-3, "the head warm-up's learning rate", min=0.0)
     margin_pts: float = opt(1.0, "the equivalence margin (points on each task's metric), fixed "
                             "here before any run; 1 point is a stated choice, not the paper's",
                             min=0.0)
@@ -99,15 +106,48 @@ def run_config_path(study: StudyConfig, base: Path) -> Path:
     return base / p if (base / p).exists() else p
 
 
+WARMUP_METHOD = "ffdapt-bottom"  # every block and the embeddings frozen: the head alone trains
+
+
+def head_warmup(study: StudyConfig, base: Path, overrides: tuple[str, ...] = ()) -> Optional[Cell]:
+    """The head warm-up run (None without one): `ffdapt-bottom` freezing every block and the
+    embeddings (and so a tied output projection), one client holding the whole training
+    split, one round of `head_warmup_steps` steps. Its model is where every cell starts."""
+    if not study.head_warmup_steps:
+        return None
+    path = run_config_path(study, base)
+    probe = load_config(path, [*study.set, *overrides])
+    blocks = block_count(probe.model)
+    if blocks is None:
+        raise ConfigError(f"head_warmup_steps: the model's config does not say how many "
+                          "blocks it has, so its body cannot be frozen for a head warm-up")
+    cfg = load_config(path, [*study.set, "partition.method=iid", "seed=0", "fl.clients=1",
+                             "fl.rounds=1", f"freeze.k={blocks}", "freeze.embeddings=true",
+                             f"train.max_local_steps={study.head_warmup_steps}",
+                             f"train.lr={study.head_warmup_lr}",
+                             f"name={study.name}-head-warmup",
+                             f"output_dir={Path(study.out) / 'runs'}", *overrides])
+    return Cell("head-warmup", 0, cfg)
+
+
+def warmed_start(warmup: Optional[Cell]) -> tuple[str, ...]:
+    """The overrides that start a cell from the warm-up's model (none without a warm-up)."""
+    if warmup is None:
+        return ()
+    return ("model.preset=null",
+            f"model.name_or_path={warmup.folder / WARMUP_METHOD / 'model'}")
+
+
 def cells(study: StudyConfig, base: Path, overrides: tuple[str, ...] = ()) -> list[Cell]:
     """Every (partition, seed) cell with its resolved run config; `overrides` (the command
-    line's) come last."""
+    line's) come last. With a head warm-up every cell starts from its model."""
     path = run_config_path(study, base)
+    start = warmed_start(head_warmup(study, base, overrides))
     out = []
     for part in study.partitions:
         for seed in study.seeds:
-            cfg = load_config(path, [*study.set, f"partition.method={part}", f"seed={seed}",
-                                     f"name={study.name}-{part}-s{seed}",
+            cfg = load_config(path, [*study.set, *start, f"partition.method={part}",
+                                     f"seed={seed}", f"name={study.name}-{part}-s{seed}",
                                      f"output_dir={Path(study.out) / 'runs'}", *overrides])
             out.append(Cell(part, seed, cfg))
     return out

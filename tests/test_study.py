@@ -95,6 +95,32 @@ def test_a_study_without_tasks_trains_and_reports_the_held_out_loss(tmp_path, ca
     assert "held-out" in (tmp_path / "study" / "report" / "report.md").read_text().lower()
 
 
+def test_a_head_warm_up_is_where_every_cell_starts(tmp_path, cache_dir,
+                                                  task_files):  # noqa: F811
+    """`head_warmup_steps`: the start model's head trained alone first (body and embeddings
+    frozen, one client, one round); every method of every cell starts from that model, whose
+    cost the report states apart."""
+    import json
+
+    path = _study_file(tmp_path, cache_dir, task_files["ner"][0], tasks=[],
+                       head_warmup_steps=3, head_warmup_lr=1e-2)
+    res = _bench("study", "--config", str(path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = tmp_path / "study" / "runs"
+    warm = json.loads((runs / "tiny-head-warmup" / "ffdapt-bottom" / "record.json").read_text())
+    assert warm["totals"]["steps"] == 3 and warm["config"]["fl"]["clients"] == 1
+    assert warm["totals"]["trainable_share"] < 0.5  # the head alone
+    for m in ("central", "fdapt"):
+        rec = json.loads((runs / "tiny-iid-s0" / m / "record.json").read_text())
+        assert rec["config"]["model"]["name_or_path"].endswith(
+            "tiny-head-warmup/ffdapt-bottom/model")
+        # the same held-out set: a cell starts where the warm-up ended
+        assert rec["initial_eval"]["loss"] == pytest.approx(warm["final_eval"]["loss"],
+                                                            abs=1e-4)
+    md = (tmp_path / "study" / "report" / "report.md").read_text()
+    assert "- **head warm-up** (the start of `general` and every method" in md
+
+
 def test_run_all_is_a_study():
     """run_all.sh names the study file and hands the rest to `bench study`."""
     for name in ("study-paper.yaml", "study-quick.yaml"):
