@@ -144,8 +144,10 @@ def cells(study: StudyConfig, base: Path, overrides: tuple[str, ...] = ()) -> li
     path = run_config_path(study, base)
     start = warmed_start(head_warmup(study, base, overrides))
     out = []
-    for part in study.partitions:
-        for seed in study.seeds:
+    # seed by seed, every partition of a seed before the next seed: a study stopped part-way
+    # has its partitions on the same seeds, and its verdicts rest on pairs
+    for seed in study.seeds:
+        for part in study.partitions:
             cfg = load_config(path, [*study.set, *start, f"partition.method={part}",
                                      f"seed={seed}", f"name={study.name}-{part}-s{seed}",
                                      f"output_dir={Path(study.out) / 'runs'}", *overrides])
