@@ -572,7 +572,7 @@ def _downstream_setup(coll: Collection) -> list[str]:
                    + ("quick budget" if d.get("quick") else "full budget")
                    + (f", {sizes} examples" if sizes else "")
                    + f", {d.get('epochs', '?')} epochs, "
-                   + (f"one fine-tuning seed per model (seed 0 for every method)"
+                   + ("one fine-tuning seed per model (seed 0 for every method)"
                       if int(d.get("seeds") or 1) == 1 else
                       f"{d['seeds']} fine-tuning seeds per model (seeds 0–{d['seeds'] - 1}, the "
                       "same for every method)"))

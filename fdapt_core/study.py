@@ -119,7 +119,7 @@ def head_warmup(study: StudyConfig, base: Path, overrides: tuple[str, ...] = ())
     probe = load_config(path, [*study.set, *overrides])
     blocks = block_count(probe.model)
     if blocks is None:
-        raise ConfigError(f"head_warmup_steps: the model's config does not say how many "
+        raise ConfigError("head_warmup_steps: the model's config does not say how many "
                           "blocks it has, so its body cannot be frozen for a head warm-up")
     cfg = load_config(path, [*study.set, "partition.method=iid", "seed=0", "fl.clients=1",
                              "fl.rounds=1", f"freeze.k={blocks}", "freeze.embeddings=true",
