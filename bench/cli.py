@@ -268,7 +268,10 @@ def study_cmd(
         if state == "finished" and (warmup.folder / WARMUP_METHOD / "model").is_dir():
             err.print(f"{warmup.cfg.name}: finished, reused", highlight=False)
         else:  # weights are not committed: a fresh checkout trains it again (seeded)
+            before = _record_loss(warmup.folder / WARMUP_METHOD) if state == "finished" \
+                else None
             _train(warmup.cfg, WARMUP_METHOD, resume=state == "resumable")
+            _check_warmup_again(warmup.folder / WARMUP_METHOD, before)
     for cell in grid:  # every method's settings checked before the first cell trains
         for m in study.methods:
             check(cell.cfg, m)
@@ -310,6 +313,32 @@ def study_cmd(
               highlight=False)
 
 
+def _record_loss(run: Path) -> Optional[float]:
+    from fdapt_core.records import read_json
+
+    try:
+        return read_json(run / "record.json")["final_eval"]["loss"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _check_warmup_again(run: Path, before: Optional[float]) -> None:
+    """A warm-up trained again (its weights were not committed) must end where it ended
+    before, or cells trained before and after would start from different models: the
+    record keeps every earlier held-out loss and the report names a difference."""
+    from fdapt_core.records import read_json, write_json_atomic
+
+    if before is None:
+        return
+    rec = read_json(run / "record.json")
+    rec["earlier_final_losses"] = [*rec.get("earlier_final_losses", []), before]
+    write_json_atomic(run / "record.json", rec)
+    if abs(rec["final_eval"]["loss"] - before) > 1e-6:
+        err.print(f"[yellow]warning:[/yellow] the head warm-up trained again ended at held-out "
+                  f"loss {rec['final_eval']['loss']:.6f}, not {before:.6f}: cells trained "
+                  "before start from another model (the report says so)")
+
+
 def _warmup_setup(run: Path) -> list[str]:
     """The head warm-up's line in the report's setup: its steps, cost and what it did to the
     held-out loss, kept apart from the methods' costs."""
@@ -323,7 +352,20 @@ def _warmup_setup(run: Path) -> list[str]:
             f"{(t.get('wall_s') or 0) / 60:.1f} min"
             + (f", {t['train_flops']:.3g} FLOPs" if t.get("train_flops") else "") + "; "
             f"held-out loss {rec['initial_eval']['loss']:.3f} → {rec['final_eval']['loss']:.3f}"
-            f" (perplexity {rec['initial_eval']['ppl']:,.0f} → {rec['final_eval']['ppl']:,.0f})"]
+            f" (perplexity {rec['initial_eval']['ppl']:,.0f} → {rec['final_eval']['ppl']:,.0f})"
+            + _retrained(rec)]
+
+
+def _retrained(rec: dict) -> str:
+    """The warm-up's retraining in later sessions (its weights are not committed)."""
+    earlier = rec.get("earlier_final_losses") or []
+    if not earlier:
+        return ""
+    same = all(abs(x - rec["final_eval"]["loss"]) <= 1e-6 for x in earlier)
+    return (f"; trained again {len(earlier)}× in later sessions, "
+            + ("ending at the same held-out loss each time" if same else
+               "**ending at another held-out loss** (" + ", ".join(f"{x:.6f}" for x in earlier)
+               + "): cells trained in different sessions started from different models"))
 
 
 def _test_sizes(tasks, study) -> dict[str, int]:

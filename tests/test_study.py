@@ -164,3 +164,25 @@ def test_the_starting_model_is_fine_tuned_once_per_study(tmp_path):
     assert reuse_general(second, [first], [task], True) == []  # already there
     assert reuse_general(seeded, [first], [task], True) == []
     assert "downstream" not in json.loads((seeded / "record.json").read_text())
+
+
+def test_a_head_warm_up_trained_again_is_checked_against_the_first(tmp_path):
+    """Weights are not committed: a fresh checkout trains the warm-up again. Where it ends
+    at another held-out loss, the record keeps the earlier one and the report's setup says
+    that cells trained in different sessions started from different models."""
+    import json
+
+    from bench.cli import _check_warmup_again, _warmup_setup
+
+    run = tmp_path / "warm"
+    run.mkdir()
+    rec = {"totals": {"steps": 3, "tokens": 96, "wall_s": 6.0},
+           "initial_eval": {"loss": 10.7, "ppl": 44470.0},
+           "final_eval": {"loss": 7.0, "ppl": 1100.0}}
+    (run / "record.json").write_text(json.dumps(rec))
+    _check_warmup_again(run, 7.0)
+    assert "the same held-out loss each time" in _warmup_setup(run)[0]
+    _check_warmup_again(run, 7.5)
+    line = _warmup_setup(run)[0]
+    assert "**ending at another held-out loss** (7.000000, 7.500000)" in line
+    assert json.loads((run / "record.json").read_text())["earlier_final_losses"] == [7.0, 7.5]
