@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fdapt_core.downstream.finetune import evaluate_task, load_task_data, total_steps
+from fdapt_core.downstream.finetune import evaluate_task, in_mode, load_task_data, total_steps
 from fdapt_core.downstream.runs import (GENERAL, cached_result, ensure_general, finished_runs,
                                         model_folder, store_result)
 from fdapt_core.downstream.tasks import TaskConfig
@@ -124,7 +124,11 @@ def run_downstream(out: Console, err: Console, runs: list[Path], tasks: list[Tas
                           highlight=False)
         records = {m: read_json(p / "record.json") for m, p in methods.items()}
         rows = downstream_rows(records, tasks)
-        mode = "quick (subsets, 1 seed)" if quick else "full"
+        seeds = sorted({in_mode(t, quick).seeds for t in tasks})
+        whole = all(in_mode(t, quick).quick.test_examples is None for t in tasks) or not quick
+        mode = ("quick budget" if quick else "full budget") \
+            + (", whole test sets" if whole else ", test subsets") \
+            + f", {'/'.join(map(str, seeds))} fine-tuning seed(s) per model"
         title = f"{folder.name}: downstream, {mode}"
         footnotes = downstream_notes(records, tasks)
         out.print(render(rows, tasks, title))
