@@ -111,6 +111,8 @@ def test_downstream_reuses_general_scores_and_force_redoes_them(federated_only, 
     md = (folder / "downstream.md").read_text()
     assert "no central run in this folder" in md
     assert "| fdapt |" in md and "| ffdapt-bottom |" in md
+    # its title says what ran: the quick budget on a test subset, one fine-tuning seed
+    assert ": downstream, quick budget, test subsets, 1 fine-tuning seed(s) per model" in md
 
     # the command line, on the same folder: all reused, so no model is loaded
     p = subprocess.run([sys.executable, "-m", "bench", "downstream", "--runs", str(folder),
