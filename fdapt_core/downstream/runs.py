@@ -100,10 +100,14 @@ def reuse_general(target: Path, sources: list[Path], tasks: list[TaskConfig],
 
 
 def _pretrained_ref(name_or_path: str) -> str:
-    """A local model folder as an absolute path (the record is read from elsewhere later);
-    a hub id, or a model shipped in a package (`package:<module>`, found again wherever it
-    is installed: no path of this machine in a record that may be committed), as it is."""
+    """A local model folder as an absolute path (the record is read from elsewhere later),
+    except one named relative to the working directory (a study's head warm-up), kept as
+    named: no path of this machine in a record that may be committed; a hub id, or a model
+    shipped in a package (`package:<module>`, found again wherever it is installed), as it
+    is."""
     if name_or_path.startswith("package:"):
+        return name_or_path
+    if not Path(name_or_path).is_absolute() and Path(name_or_path).is_dir():
         return name_or_path
     ref = resolve_model_path(name_or_path)
     return str(Path(ref).resolve()) if Path(ref).is_dir() else ref
