@@ -140,7 +140,8 @@ def warmed_start(warmup: Optional[Cell]) -> tuple[str, ...]:
 
 def cells(study: StudyConfig, base: Path, overrides: tuple[str, ...] = ()) -> list[Cell]:
     """Every (partition, seed) cell with its resolved run config; `overrides` (the command
-    line's) come last. With a head warm-up every cell starts from its model."""
+    line's) come after the study's own. With a head warm-up every cell starts from its model,
+    whatever the overrides say: a start model named there is the warm-up's start."""
     path = run_config_path(study, base)
     start = warmed_start(head_warmup(study, base, overrides))
     out = []
@@ -148,9 +149,10 @@ def cells(study: StudyConfig, base: Path, overrides: tuple[str, ...] = ()) -> li
     # has its partitions on the same seeds, and its verdicts rest on pairs
     for seed in study.seeds:
         for part in study.partitions:
-            cfg = load_config(path, [*study.set, *start, f"partition.method={part}",
+            cfg = load_config(path, [*study.set, f"partition.method={part}",
                                      f"seed={seed}", f"name={study.name}-{part}-s{seed}",
-                                     f"output_dir={Path(study.out) / 'runs'}", *overrides])
+                                     f"output_dir={Path(study.out) / 'runs'}", *overrides,
+                                     *start])
             out.append(Cell(part, seed, cfg))
     return out
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fdapt_core.errors import ConfigError
-from fdapt_core.study import cells, load_study
+from fdapt_core.study import cells, head_warmup, load_study
 from tests.conftest import ROOT, TINY
 from tests.test_downstream_e2e import task_files  # noqa: F401  (a fixture)
 
@@ -119,6 +119,25 @@ def test_a_head_warm_up_is_where_every_cell_starts(tmp_path, cache_dir,
                                                             abs=1e-4)
     md = (tmp_path / "study" / "report" / "report.md").read_text()
     assert "- **head warm-up** (the start of `general` and every method" in md
+
+
+def test_a_start_model_named_on_the_command_line_starts_the_warm_up_not_the_cells(
+        tmp_path, cache_dir, task_files):  # noqa: F811
+    """`bench study --set model.name_or_path=X` with a head warm-up: X is the warm-up's start,
+    and every cell still starts from the warm-up's model. The command line's overrides once
+    came after the warm start, so every cell silently began at X, skipping the warm-up (the
+    GPU study names its start model so)."""
+    from tests.test_early_refusals import bert_folder
+
+    start = bert_folder(tmp_path)
+    path = _study_file(tmp_path, cache_dir, task_files["ner"][0], tasks=[],
+                       head_warmup_steps=3)
+    study, base = load_study(path)
+    over = ("model.preset=null", f"model.name_or_path={start}")
+    assert head_warmup(study, base, over).cfg.model.name_or_path == str(start)
+    for cell in cells(study, base, over):
+        assert cell.cfg.model.preset is None
+        assert cell.cfg.model.name_or_path.endswith("tiny-head-warmup/ffdapt-bottom/model")
 
 
 def test_run_all_is_a_study():
