@@ -169,22 +169,24 @@ def pack_records(study_out: Path, dest: Path) -> int:
     return n
 
 
-def run(config: Path, budget: float, out: Path) -> int:
+def run(config: Path, budget: float, out: Path, device: str = "cuda") -> int:
     study, _ = _study(config)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     data = PACK / "data"
     with tarfile.open(PACK / "data.tar.xz") as tar:
         tar.extractall(data, filter="data")
-    if not (MODEL / "model.safetensors").is_file():
-        widen_model(MODEL)
+    start = []  # the packed start model, where the study's config names one
+    if (MODEL / "model.fp16.safetensors").is_file():
+        if not (MODEL / "model.safetensors").is_file():
+            widen_model(MODEL)
+        start = ["--set", f"model.name_or_path={MODEL}"]
     env = {**os.environ, "FDAPT_DATA_DIR": str(data.resolve()), "PYTHONUNBUFFERED": "1"}
     left = budget - (time.monotonic() - t0)
     log = out / "study.log"
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "bench", "study", "--config",
-                                 str(config), "--set", f"model.name_or_path={MODEL}",
-                                 "--device", "cuda"], cwd=ROOT, env=env,
+                                 str(config), *start, "--device", device], cwd=ROOT, env=env,
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             rc = proc.wait(timeout=max(left, 1))
@@ -227,12 +229,13 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=450.0,
                     help="run: seconds for the study (then it is stopped and packed)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-study-out")))
+    ap.add_argument("--device", default="cuda", help="run: the fine-tuning device")
     args = ap.parse_args()
     os.chdir(ROOT)
     if args.step == "pack":
         pack(args.config)
     elif args.step == "run":
-        return run(args.config, args.budget, args.out)
+        return run(args.config, args.budget, args.out, args.device)
     else:
         if args.tarball is None:
             ap.error("unpack: name the records.tar.gz that came back")

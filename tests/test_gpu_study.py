@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import ROOT, needs_shared_data
+from tests.test_downstream_e2e import task_files  # noqa: F401  (a fixture)
+from tests.test_study import _study_file
 
 spec = importlib.util.spec_from_file_location("gpu_study", ROOT / "scripts" / "gpu_study.py")
 gpu_study = importlib.util.module_from_spec(spec)
@@ -116,3 +118,28 @@ def test_pack_takes_the_corpus_and_every_split_of_the_studys_tasks():
                      "tasks/ncbi_disease/devel.tsv", "tasks/ncbi_disease/test.tsv",
                      "tasks/chemprot/train.jsonl", "tasks/chemprot/dev.jsonl",
                      "tasks/chemprot/test.jsonl"]
+
+
+def test_a_call_runs_the_study_and_sends_back_its_records(tmp_path, cache_dir, monkeypatch,
+                                                          task_files):  # noqa: F811
+    """`run` on a tiny study (here on CPU, with no start model packed): the study runs
+    through `bench study` within its budget, and the tarball holds its records, not its
+    weights, with the study's log beside it."""
+    path = _study_file(tmp_path, cache_dir, task_files["ner"][0], tasks=[],
+                       methods=["fdapt"])
+    pack = tmp_path / ".gpu"
+    pack.mkdir()
+    (tmp_path / "corpus.txt").write_text("x")
+    with tarfile.open(pack / "data.tar.xz", "w:xz") as tar:
+        tar.add(tmp_path / "corpus.txt", arcname="corpus/corpus.txt")
+    monkeypatch.setattr(gpu_study, "PACK", pack)
+    monkeypatch.setattr(gpu_study, "MODEL", pack / "absent")
+    rc = gpu_study.run(path, 600, tmp_path / "out", device="cpu")
+    assert rc == 0, (tmp_path / "out" / "study.log").read_text()[-2000:]
+    assert (pack / "data" / "corpus" / "corpus.txt").read_text() == "x"
+    assert (tmp_path / "study" / "runs" / "tiny-iid-s0" / "fdapt" / "model").is_dir()
+    with tarfile.open(tmp_path / "out" / "records.tar.gz") as tar:
+        names = tar.getnames()
+    assert any(n.endswith("tiny-iid-s0/fdapt/record.json") for n in names)
+    assert any(n.endswith("report/report.md") for n in names)
+    assert not [n for n in names if "/model/" in n or "/checkpoints/" in n]
