@@ -457,9 +457,9 @@ def _network_note(coll: Collection, part: str, target: float | None) -> str:
             f"where a seed never reached it.*")
 
 
-def training_code_changes(commits: list[str]) -> dict[tuple[str, str], int | None]:
-    """(older, newer) commit → files of `fdapt_core/` (the training code) that differ between
-    them, for commits consecutive in time (None: a commit this checkout lacks)."""
+def training_code_changes(commits: list[str]) -> dict[tuple[str, str], list[str] | None]:
+    """(older, newer) commit → the files of `fdapt_core/` (the training code) that differ
+    between them, for commits consecutive in time (None: a commit this checkout lacks)."""
     root = Path(__file__).resolve().parents[1]
 
     def when(c: str) -> str:  # the commit time, so that consecutive means in history
@@ -479,8 +479,16 @@ def training_code_changes(commits: list[str]) -> dict[tuple[str, str], int | Non
         except (OSError, subprocess.SubprocessError):
             out[(a, b)] = None
             continue
-        out[(a, b)] = len(res.stdout.split()) if res.returncode == 0 else None
+        out[(a, b)] = res.stdout.split() if res.returncode == 0 else None
     return out
+
+
+def _files_md(files: list[str], most: int = 8) -> str:
+    """Changed files by name, so that a reader can tell a change of the training loop from
+    one of, say, the study's grid or the report."""
+    names = [f"`{f.removeprefix('fdapt_core/')}`" for f in files]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _commits_md(rows: list[dict]) -> list[str]:
@@ -492,9 +500,9 @@ def _commits_md(rows: list[dict]) -> list[str]:
     unknown = [r for r in rows if r["git_dirty"] is None]
     if len(commits) > 1:
         changes = training_code_changes(commits)
-        differ = [f"`{a[:10]}`→`{b[:10]}`: " + ("not in this checkout" if n is None
-                                               else f"{n} file(s)")
-                  for (a, b), n in changes.items() if n != 0]
+        differ = [f"`{a[:10]}`→`{b[:10]}`: " + ("not in this checkout" if files is None
+                                               else _files_md(files))
+                  for (a, b), files in changes.items() if files != []]
         out.append(f"**The records span {len(commits)} commits.** "
                    + ("Between them `fdapt_core/` (the training code) changes: "
                       + "; ".join(differ) + ". Differences between methods may then include "

@@ -237,7 +237,11 @@ def test_provenance_flags_records_whose_training_code_differs(tmp_path):
             path.write_text(json.dumps(rec))
     make_report([str(res / f"s{s}") for s in range(3)], tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
+    changed = subprocess.run(["git", "diff", "--name-only", log[1], log[0], "--",
+                              "fdapt_core/"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
     assert "**The records span 2 commits.** Between them `fdapt_core/` (the training code) " \
-           f"changes: `{log[1][:10]}`→`{log[0][:10]}`" in md
+           f"changes: `{log[1][:10]}`→`{log[0][:10]}`: " \
+           f"`{changed[0].removeprefix('fdapt_core/')}`" in md  # named, not counted
     assert "**3 record(s) were trained on uncommitted changes" in md
     assert f"{log[0][:10]} (dirty)" in md
