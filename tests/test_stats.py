@@ -245,3 +245,48 @@ def test_provenance_flags_records_whose_training_code_differs(tmp_path):
            f"`{changed[0].removeprefix('fdapt_core/')}`" in md  # named, not counted
     assert "**3 record(s) were trained on uncommitted changes" in md
     assert f"{log[0][:10]} (dirty)" in md
+
+
+def _claim2(verdicts, time_cis, flops=6.9):
+    """Claim 2's rows: per partition, one downstream row per verdict, with its measured
+    FLOPs and time saved (95 % interval) against fdapt."""
+    rows = []
+    for part, (low, high) in time_cis.items():
+        for v in verdicts:
+            rows.append({"claim": 2, "partition": part, "method": "ffdapt-paper",
+                         "verdict": v, "flops_saved_vs_fdapt_pct": flops,
+                         "time_saved_vs_fdapt_pct": None if low is None else (low + high) / 2,
+                         "time_saved_ci95_low": low, "time_saved_ci95_high": high})
+    return rows
+
+
+def test_claim_2_holds_only_if_both_its_halves_do():
+    """Claim 2 is two claims in one sentence: 12.1 % more efficient *and* downstream within
+    the margin. The deciding study's downstream rows were all equivalent while its training
+    time saved was shown below 12.1 % on both partitions; the report said "holds" from the
+    downstream half alone."""
+    from bench.verdicts import EQUIVALENT, INCONCLUSIVE, claim_summary, downstream_summary
+
+    eq = [EQUIVALENT, EQUIVALENT]
+    below = _claim2(eq, {"iid": (1.5, 10.1), "by_key": (-6.2, 11.4)})
+    assert downstream_summary(below, 2) == "holds"
+    s = claim_summary(below, 2)
+    assert s.startswith("breaks") and "downstream half holds" in s and "below" in s
+    reached = _claim2(eq, {"iid": (12.5, 16.0), "by_key": (13.0, 20.0)}, flops=14.0)
+    assert claim_summary(reached, 2).startswith("holds")
+    # one partition shown below, one above: the average over them cannot be told
+    mixed = _claim2(eq, {"iid": (1.5, 10.1), "by_key": (13.0, 20.0)})
+    assert claim_summary(mixed, 2).startswith("cannot be decided")
+    wide = _claim2(eq, {"iid": (2.0, 20.0), "by_key": (3.0, 25.0)})
+    assert claim_summary(wide, 2).startswith("cannot be decided")
+    # no time interval (one seed timed alone): the exact FLOPs count decides the half
+    untimed = _claim2(eq, {"iid": (None, None), "by_key": (None, None)})
+    assert claim_summary(untimed, 2).startswith("breaks")
+    # an undecided downstream half with an efficiency half shown short still breaks
+    assert claim_summary(_claim2([EQUIVALENT, INCONCLUSIVE], {"iid": (1.5, 10.1)}),
+                         2).startswith("breaks")
+    assert claim_summary(_claim2([EQUIVALENT, INCONCLUSIVE], {"iid": (12.5, 16.0)}, 14.0),
+                         2).startswith("cannot be decided")
+    # claim 1 has no efficiency half
+    one = [{**r, "claim": 1} for r in below]
+    assert claim_summary(one, 1) == "holds"
