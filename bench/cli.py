@@ -24,6 +24,7 @@ from fdapt_core.freeze_allocation import POLICIES as FREEZE_POLICIES
 
 from .progress import RichCallbacks
 from .tables import add_downstream, downstream_columns, notes, rich_table, rows_of, write_tables
+from .warmup import _check_warmup_again, _record_loss, _warmup_setup
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fdapt-bench: federated domain-adaptive pre-training, measured.")
@@ -184,6 +185,32 @@ def perf_cmd(
     sys.exit(run_perf(out, err, out_file, baseline, device, quick))
 
 
+@command("flops")
+def flops_cmd(
+    methods: str = typer.Option("fdapt,ffdapt", "--methods", help="comma-separated methods"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    partitions: Optional[str] = typer.Option(None, "--partitions", help="comma-separated "
+                                             "partition.method values, a table each "
+                                             "(default: the config's)"),
+    frontier: bool = typer.Option(False, "--frontier", help="also every freeze policy and "
+                                  "allocation: FLOPs saved, marked where they reach 12.1 %"),
+    runs: Optional[str] = typer.Option(None, "--runs", help="comma-separated results folders "
+                                       "whose finished records give the frontier's held-out "
+                                       "loss"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write it as JSON"),
+) -> None:
+    """Each method's training FLOPs for the whole run and the % saved against fdapt, without
+    training: the run's own counts (one traced step per distinct frozen set, on the meta
+    device) times its schedule, on the corpus as the run would read and partition it."""
+    from .flops import run_flops
+
+    _quiet_libraries()
+    run_flops(out, err, lambda extra: _load(config, [*set_, *extra]), methods=methods,
+              partitions=partitions, show_frontier=frontier, runs=runs, json_out=json_out,
+              command=" ".join(["python -m bench", *sys.argv[1:]]))
+
+
 @command("downstream")
 def downstream_cmd(
     runs: str = typer.Option(..., "--runs", help="comma-separated comparison folders, e.g. "
@@ -311,61 +338,6 @@ def study_cmd(
     out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
               f"{_study_hours(folders):.2f} h (training + downstream fine-tuning)",
               highlight=False)
-
-
-def _record_loss(run: Path) -> Optional[float]:
-    from fdapt_core.records import read_json
-
-    try:
-        return read_json(run / "record.json")["final_eval"]["loss"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _check_warmup_again(run: Path, before: Optional[float]) -> None:
-    """A warm-up trained again (its weights were not committed) must end where it ended
-    before, or cells trained before and after would start from different models: the
-    record keeps every earlier held-out loss and the report names a difference."""
-    from fdapt_core.records import read_json, write_json_atomic
-
-    if before is None:
-        return
-    rec = read_json(run / "record.json")
-    rec["earlier_final_losses"] = [*rec.get("earlier_final_losses", []), before]
-    write_json_atomic(run / "record.json", rec)
-    if abs(rec["final_eval"]["loss"] - before) > 1e-6:
-        err.print(f"[yellow]warning:[/yellow] the head warm-up trained again ended at held-out "
-                  f"loss {rec['final_eval']['loss']:.6f}, not {before:.6f}: cells trained "
-                  "before start from another model (the report says so)")
-
-
-def _warmup_setup(run: Path) -> list[str]:
-    """The head warm-up's line in the report's setup: its steps, cost and what it did to the
-    held-out loss, kept apart from the methods' costs."""
-    from fdapt_core.records import read_json
-
-    rec = read_json(run / "record.json")
-    t = rec.get("totals") or {}
-    return [f"- **head warm-up** (the start of `general` and every method, its cost not in "
-            f"theirs): the start model's LM head alone trained, body and embeddings frozen, "
-            f"{t.get('steps', 0):,} steps, {t.get('tokens', 0):,} tokens, "
-            f"{(t.get('wall_s') or 0) / 60:.1f} min"
-            + (f", {t['train_flops']:.3g} FLOPs" if t.get("train_flops") else "") + "; "
-            f"held-out loss {rec['initial_eval']['loss']:.3f} → {rec['final_eval']['loss']:.3f}"
-            f" (perplexity {rec['initial_eval']['ppl']:,.0f} → {rec['final_eval']['ppl']:,.0f})"
-            + _retrained(rec)]
-
-
-def _retrained(rec: dict) -> str:
-    """The warm-up's retraining in later sessions (its weights are not committed)."""
-    earlier = rec.get("earlier_final_losses") or []
-    if not earlier:
-        return ""
-    same = all(abs(x - rec["final_eval"]["loss"]) <= 1e-6 for x in earlier)
-    return (f"; trained again {len(earlier)}× in later sessions, "
-            + ("ending at the same held-out loss each time" if same else
-               "**ending at another held-out loss** (" + ", ".join(f"{x:.6f}" for x in earlier)
-               + "): cells trained in different sessions started from different models"))
 
 
 def _test_sizes(tasks, study) -> dict[str, int]:

@@ -24,7 +24,7 @@ from .fl.codecs import Codec
 from .fl.context import Context, NoCallbacks
 from .fl.engine import CentralTrainer, FederatedTrainer, SequentialExecutor
 from .fl.evaluate import HeldOut
-from .fl.schedule import client_stream, sample_clients, steps_per_round
+from .fl.schedule import client_round_batches, sample_clients
 from .fl.strategies import build_strategy
 from .freeze import freeze_schedule
 from .heads import ScoringHead, scoring_head
@@ -45,11 +45,8 @@ def central_plan(cfg: RunConfig, client_blocks: list[torch.Tensor], n_union: int
     plan = []
     for r in range(cfg.fl.rounds):
         n = 0
-        for c in sample_clients(cfg, r):
-            stream = client_stream(cfg, c, len(client_blocks[c]))
-            steps = steps_per_round(len(client_blocks[c]), cfg)
-            start = r * cfg.train.local_epochs * stream.steps_per_epoch  # as train_client
-            n += sum(len(idx) for idx in stream.take(start, steps))
+        for c in sample_clients(cfg, r):  # the batches its client trains that round
+            n += sum(len(idx) for idx in client_round_batches(cfg, c, len(client_blocks[c]), r))
         plan.append(n)
     return plan
 
@@ -131,23 +128,34 @@ def run_head(cfg: RunConfig, model: nn.Module, objective: str) -> ScoringHead:
                         cfg.data.max_seq_length)
 
 
+def union_blocks(prep: Prepared) -> torch.Tensor:
+    """The central baseline's blocks. The union is packed as one corpus (clients' documents
+    in client order), as a central trainer would see it: with one client it is exactly that
+    client's blocks."""
+    return pack(prep.tokens, [i for p in prep.parts for i in p], prep.cfg.data.max_seq_length)
+
+
 def build_trainer(prep: Prepared, ctx: Context, executor):
     """(the trainer, the freeze schedule or None): central on the union of the clients'
     text, else federated rounds with the method's freeze policy and the strategy."""
     cfg = prep.cfg
     if prep.method == "central":
-        # The union is packed as one corpus (clients' documents in client order), as a
-        # central trainer would see it: with one client it is exactly that client's blocks.
-        union = pack(prep.tokens, [i for p in prep.parts for i in p], cfg.data.max_seq_length)
+        union = union_blocks(prep)
         return CentralTrainer(ctx, union, central_plan(cfg, prep.client_blocks, len(union))), \
             None
-    policy = cfg.freeze.policy if prep.method == "ffdapt" else "none"
-    n_batches = [math.ceil(len(b) / cfg.train.batch_size) for b in prep.client_blocks]
     # the budget policy counts its candidates as the run counts its steps (the same head)
-    flops = ctx.flops or FlopCache(prep.model, ctx.head)
-    plans = freeze_schedule(prep.model, policy, cfg.freeze, n_batches, seed=cfg.seed,
-                            shape=(cfg.train.batch_size, cfg.data.max_seq_length),
-                            flops=flops)
+    plans = method_freeze_schedule(prep, ctx.flops or FlopCache(prep.model, ctx.head))
     zero = ZeroTrainer(prep.model, cfg, ctx.world) if cfg.dist.engine == "deepspeed" else None
     return FederatedTrainer(ctx, plans, build_strategy(cfg.fl),
                             executor or SequentialExecutor(), zero), plans
+
+
+def method_freeze_schedule(prep: Prepared, flops: FlopCache):
+    """The FreezeSchedule of a federated method (fdapt: the `none` policy): its clients'
+    batches per round decide the allocation. A run and `bench flops` both take it from here.
+    `flops`: the run's FlopCache (the budget policy counts its candidates with it)."""
+    cfg = prep.cfg
+    policy = cfg.freeze.policy if prep.method == "ffdapt" else "none"
+    n_batches = [math.ceil(len(b) / cfg.train.batch_size) for b in prep.client_blocks]
+    return freeze_schedule(prep.model, policy, cfg.freeze, n_batches, seed=cfg.seed,
+                           shape=(cfg.train.batch_size, cfg.data.max_seq_length), flops=flops)

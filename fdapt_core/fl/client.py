@@ -21,7 +21,7 @@ from .local import LocalStats, make_optimizer, train_steps
 from .messages import ClientUpdate, RoundTask
 from .params import load_moments, load_params, nbytes, save_moments
 from .rows import client_row, step_flops
-from .schedule import client_stream, client_weight, seed_client_round, steps_per_round
+from .schedule import client_round_batches, client_weight, seed_client_round, steps_per_round
 
 
 class Client:
@@ -44,9 +44,7 @@ class Client:
         apply_freeze(model, task.plan)
         steps = steps_per_round(len(blocks), cfg)
         mask_gen = seed_client_round(cfg, client, task.round)
-        stream = client_stream(cfg, client, len(blocks))
-        start = task.round * cfg.train.local_epochs * stream.steps_per_epoch  # its own epochs
-        batches = stream.take(start, steps)
+        batches = client_round_batches(cfg, client, len(blocks), task.round)  # its own epochs
         if self.zero is not None:  # a DeepSpeed ZeRO engine trains; the model takes its result
             self.zero.reset(task.global_params)
             st = self.zero.train(task.frozen, blocks, batches, steps, ctx.objective, mask_gen,

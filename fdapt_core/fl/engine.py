@@ -32,7 +32,8 @@ from .local import amp_dtype, make_optimizer, train_steps
 from .messages import ClientUpdate, RoundTask
 from .params import load_params
 from .rows import client_row, step_flops
-from .schedule import client_stream, sample_clients, seed_client_round, steps_per_round
+from .schedule import (client_stream, round_plans, sample_clients, seed_client_round,
+                       steps_per_round)
 
 
 class TrainingError(FdaptError):
@@ -138,10 +139,8 @@ class FederatedTrainer(_RoundLoop):
     def planned_counts(self, start_round):
         if not self.executor.trains_here:  # the nodes count their own
             return
-        for r in range(start_round, self.ctx.cfg.fl.rounds):
-            for c in sample_clients(self.ctx.cfg, r):
-                plan = self.plans.plan(c, r) if self.plans is not None else None
-                yield self.ctx.client_blocks[c], plan.names if plan else frozenset()
+        for _, c, plan in round_plans(self.ctx.cfg, self.plans, start_round):
+            yield self.ctx.client_blocks[c], plan.names if plan else frozenset()
 
     def train_round(self, r: int) -> dict:
         ctx, cfg = self.ctx, self.ctx.cfg

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from ..freeze import FreezePlan
-from ..profiling.flops import StepFlops, analytic_flops
+from ..profiling.flops import FlopCache, StepFlops, analytic_flops
 from .context import Context
 from .local import LocalStats
 
@@ -18,8 +18,19 @@ def step_flops(ctx: Context, blocks: torch.Tensor, frozen: frozenset[str]
     the run does not count them)."""
     if ctx.flops is None:
         return None
-    batch = min(ctx.cfg.train.batch_size, len(blocks))
-    return ctx.flops.get(frozen, (batch, blocks.shape[1]))
+    return batch_flops(ctx.flops, ctx.cfg.train.batch_size, blocks, frozen)
+
+
+def batch_flops(cache: FlopCache, batch_size: int, blocks: torch.Tensor,
+                frozen: frozenset[str]) -> StepFlops:
+    """One full batch's FLOPs from `cache` (a client with fewer blocks than a batch: all)."""
+    return cache.get(frozen, (min(batch_size, len(blocks)), blocks.shape[1]))
+
+
+def counted_flops(flops: StepFlops, samples: int) -> int:
+    """A client round's training FLOPs as its record row counts them: the step's per
+    sequence, times the sequences trained (a short last batch costs its share)."""
+    return round(flops.per_sequence() * samples)
 
 
 def client_row(ctx: Context, client: int, st: LocalStats, plan: Optional[FreezePlan],
@@ -33,7 +44,7 @@ def client_row(ctx: Context, client: int, st: LocalStats, plan: Optional[FreezeP
     return {"client": client, **asdict(st),
             "tokens_per_s": st.tokens / st.wall_s if st.wall_s > 0 else None,
             "samples_per_s": st.samples / st.wall_s if st.wall_s > 0 else None,
-            "train_flops": round(flops.per_sequence() * st.samples) if flops else None,
+            "train_flops": counted_flops(flops, st.samples) if flops else None,
             "step_flops": asdict(flops) if flops else None,
             "analytic_flops": analytic_flops(n, st.tokens),
             "trainable_params": trainable, "frozen_params": n - trainable,

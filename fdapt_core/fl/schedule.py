@@ -42,6 +42,23 @@ def client_stream(cfg: RunConfig, client: int, n_blocks: int) -> BatchStream:
                        lambda epoch: derive(cfg.seed, "order", client, epoch))
 
 
+def client_round_batches(cfg: RunConfig, client: int, n_blocks: int, round_index: int):
+    """The batches (block indices) a client trains in a round: its own epochs from
+    round_index × local_epochs on, capped at its steps per round. The client's loop, the
+    central baseline's budget and `bench flops` all take them from here."""
+    stream = client_stream(cfg, client, n_blocks)
+    start = round_index * cfg.train.local_epochs * stream.steps_per_epoch
+    return stream.take(start, steps_per_round(n_blocks, cfg))
+
+
+def round_plans(cfg: RunConfig, plans, start_round: int = 0):
+    """(round, client, FreezePlan or None) of every client round from `start_round` on, in
+    the order the rounds train them (`plans`: a FreezeSchedule, or None)."""
+    for r in range(start_round, cfg.fl.rounds):
+        for c in sample_clients(cfg, r):
+            yield r, c, plans.plan(c, r) if plans is not None else None
+
+
 def seed_client_round(cfg: RunConfig, client: int, round_index: int) -> torch.Generator:
     """Reseed dropout (global RNG) and return the mask generator for (client, round)."""
     torch.manual_seed(derive(cfg.seed, "dropout", client, round_index))

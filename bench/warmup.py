@@ -1,0 +1,65 @@
+"""The head warm-up of a study (`bench study`): retrained in a fresh checkout (its weights are
+not committed) and checked against the held-out loss it reached before; its line in the report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+def _record_loss(run: Path) -> Optional[float]:
+    from fdapt_core.records import read_json
+
+    try:
+        return read_json(run / "record.json")["final_eval"]["loss"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _check_warmup_again(run: Path, before: Optional[float]) -> None:
+    """A warm-up trained again (its weights were not committed) must end where it ended
+    before, or cells trained before and after would start from different models: the
+    record keeps every earlier held-out loss and the report names a difference."""
+    from fdapt_core.records import read_json, write_json_atomic
+
+    if before is None:
+        return
+    rec = read_json(run / "record.json")
+    rec["earlier_final_losses"] = [*rec.get("earlier_final_losses", []), before]
+    write_json_atomic(run / "record.json", rec)
+    if abs(rec["final_eval"]["loss"] - before) > 1e-6:
+        err.print(f"[yellow]warning:[/yellow] the head warm-up trained again ended at held-out "
+                  f"loss {rec['final_eval']['loss']:.6f}, not {before:.6f}: cells trained "
+                  "before start from another model (the report says so)")
+
+
+def _warmup_setup(run: Path) -> list[str]:
+    """The head warm-up's line in the report's setup: its steps, cost and what it did to the
+    held-out loss, kept apart from the methods' costs."""
+    from fdapt_core.records import read_json
+
+    rec = read_json(run / "record.json")
+    t = rec.get("totals") or {}
+    return [f"- **head warm-up** (the start of `general` and every method, its cost not in "
+            f"theirs): the start model's LM head alone trained, body and embeddings frozen, "
+            f"{t.get('steps', 0):,} steps, {t.get('tokens', 0):,} tokens, "
+            f"{(t.get('wall_s') or 0) / 60:.1f} min"
+            + (f", {t['train_flops']:.3g} FLOPs" if t.get("train_flops") else "") + "; "
+            f"held-out loss {rec['initial_eval']['loss']:.3f} → {rec['final_eval']['loss']:.3f}"
+            f" (perplexity {rec['initial_eval']['ppl']:,.0f} → {rec['final_eval']['ppl']:,.0f})"
+            + _retrained(rec)]
+
+
+def _retrained(rec: dict) -> str:
+    """The warm-up's retraining in later sessions (its weights are not committed)."""
+    earlier = rec.get("earlier_final_losses") or []
+    if not earlier:
+        return ""
+    same = all(abs(x - rec["final_eval"]["loss"]) <= 1e-6 for x in earlier)
+    return (f"; trained again {len(earlier)}× in later sessions, "
+            + ("ending at the same held-out loss each time" if same else
+               "**ending at another held-out loss** (" + ", ".join(f"{x:.6f}" for x in earlier)
+               + "): cells trained in different sessions started from different models"))
