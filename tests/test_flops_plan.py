@@ -80,13 +80,26 @@ def test_the_schedule_is_the_runs_sampling_epochs_caps_short_batches_and_drops(t
             assert len({c["client"] for c in rows}) == 3 and len(rec["rounds"][0]["clients"]) == 2
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path):
-    p = bench("flops", "--methods", "fdapt,ffdapt-nosuch")
-    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "ffdapt-nosuch" in p.stderr
-    p = bench("flops", "--config", str(tmp_path / "missing.yaml"))
-    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "not found" in p.stderr
-    p = bench("flops", "--partitions", "iid,nosuch")
-    assert p.returncode == 2 and "nosuch" in p.stderr
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import bench.cli as cli
+    import fdapt_core.interrupt
+    from rich.console import Console
+
+    monkeypatch.setattr(fdapt_core.interrupt, "install_handlers", lambda: None)
+    monkeypatch.setattr(cli, "err", Console(stderr=True, width=1000))  # no wrapping
+
+    def bench_here(*args):  # in this process: torch is imported once for the three
+        monkeypatch.setattr(sys, "argv", ["bench", *args])
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+        return stop.value.code, capsys.readouterr().err
+
+    code, err = bench_here("flops", "--methods", "fdapt,ffdapt-nosuch")
+    assert code == 2 and err.count("\n") == 1 and "ffdapt-nosuch" in err
+    code, err = bench_here("flops", "--config", str(tmp_path / "missing.yaml"))
+    assert code == 2 and err.count("\n") == 1 and "not found" in err
+    code, err = bench_here("flops", "--partitions", "iid,nosuch")
+    assert code == 2 and "nosuch" in err
 
 
 def test_the_frontier_spans_every_policy_within_the_models_blocks():
