@@ -302,8 +302,14 @@ def _tasks(runs: list[Run]) -> list[Task]:
             k = (name, d["metric"], d.get("task_hash"))
             found.setdefault(k, Task(name, d["metric"], d.get("task_hash"), d.get("quick")))
     tasks = list(found.values())  # in the order the records list them (bench downstream's)
+    # a task is named by its name; only where one name was scored two ways does its label
+    # say how ("quick budget": the task's quick training subset and epochs; its test set is
+    # whatever the setup section says, whole by default), then which settings' hash
+    names = [t.name for t in tasks]
     for t in tasks:
-        t.label = t.name + (" (quick)" if t.quick else "")
+        t.label = t.name
+        if names.count(t.name) > 1 and t.quick is not None:
+            t.label += " (quick budget)" if t.quick else " (full budget)"
     labels = [t.label for t in tasks]
     for t in tasks:
         if labels.count(t.label) > 1:

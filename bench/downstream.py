@@ -115,8 +115,11 @@ def run_downstream(out: Console, err: Console, runs: list[Path], tasks: list[Tas
             for m, t in todo:
                 bar = progress.add_task(f"{folder.name}/{m}: {t.name}",
                                         total=total_steps(t, datas[t.name], quick))
+                # the run's pretraining seed picks the fine-tuning seeds (the starting
+                # model's record carries its cell's config, so it is paired with them)
+                seed = int(read_json(methods[m] / "record.json")["config"].get("seed", 0))
                 result = evaluate_task(model_folder(methods[m]), t, dev, quick,
-                                       datas[t.name], lambda: progress.advance(bar))
+                                       datas[t.name], lambda: progress.advance(bar), seed)
                 store_result(methods[m], t, quick, result)
                 progress.remove_task(bar)
                 s = result["scores"][t.metric]

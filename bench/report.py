@@ -905,16 +905,24 @@ def power_plan(coll: Collection, diffs: dict, claims: list[dict],
     return plan_md(rows, hours, ft, test_n)
 
 
+def verdict_rows(coll: Collection, margin: float = MARGIN_PTS) -> tuple[dict, list, list, list]:
+    """What `verdicts.csv` is written from: (every paired difference, the efficiency rows, the
+    majority-class checks, the claims' rows). The report, `bench study --plan` and the
+    coverage test (tests/test_coverage.py) all read verdicts through here."""
+    diffs = differences(coll)  # every paired downstream difference, once
+    eff = efficiency_rows(coll)
+    majority = [c for t in coll.tasks if (c := majority_check(coll, t)) is not None]
+    claims = claim_rows(coll, diffs, {(r["partition"], r["method"]): r for r in eff},
+                        tuple(c.task.label for c in majority if not c.beaten), margin)
+    return diffs, eff, majority, claims
+
+
 def study_plan(specs: list[str], margin: float, finetune_seeds: int,
                test_n: dict[str, int]) -> list[str]:
     """`bench study --plan`: the power plan of the records in `specs`, for a design of
     `finetune_seeds` fine-tuning seeds on test sets of `test_n` examples."""
     coll = collect(specs)
-    diffs = differences(coll)
-    eff = efficiency_rows(coll)
-    majority = [c for t in coll.tasks if (c := majority_check(coll, t)) is not None]
-    claims = claim_rows(coll, diffs, {(r["partition"], r["method"]): r for r in eff},
-                        tuple(c.task.label for c in majority if not c.beaten), margin)
+    diffs, _, _, claims = verdict_rows(coll, margin)
     summary = [f"- {'Claim ' + str(c) if c != 'beyond' else 'Beyond the paper'}: "
                f"{claim_summary(claims, c)}" for c in (1, 2, "beyond")
                if any(r["claim"] == c for r in claims)]
@@ -932,11 +940,8 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
     out = Path(out) if out is not None else default_out(coll)
     _check_out(out, coll)
     command = command or f"python -m bench report --runs {','.join(specs)}"
-    diffs = differences(coll)  # every paired downstream difference, once
-    eff, down, prov = efficiency_rows(coll), downstream_rows(coll, diffs), provenance_rows(coll)
-    majority = [c for t in coll.tasks if (c := majority_check(coll, t)) is not None]
-    claims = claim_rows(coll, diffs, {(r["partition"], r["method"]): r for r in eff},
-                        tuple(c.task.label for c in majority if not c.beaten), margin)
+    diffs, eff, majority, claims = verdict_rows(coll, margin)
+    down, prov = downstream_rows(coll, diffs), provenance_rows(coll)
     plan = power_plan(coll, diffs, claims, finetune_seeds, test_n or {})
     mean_of = mean_task_labels(coll, down, tuple(c.task.label for c in majority
                                                   if not c.beaten))

@@ -34,8 +34,8 @@ import numpy as np
 
 from fdapt_core.downstream import outcomes as oc
 from fdapt_core.stats import (EQUIVALENT, INCONCLUSIVE, NOT_EQUIVALENT, Interval,
-                              PairedDifference, equivalent, holm, paired_difference, replicate_variances,
-                              shared_test_variance)
+                              PairedDifference, crossed_difference, equivalent, holm,
+                              paired_difference, replicate_variances, shared_test_variance)
 
 from .collect import GENERAL, Cell, Collection, Task, task_scores
 
@@ -74,14 +74,27 @@ class Difference:
     paired: Optional[PairedDifference] = None
     by_seed_ft: Optional[np.ndarray] = None  # [seed, fine-tuning seed] differences (points)
     test_n: Optional[int] = None  # test examples it was read on
+    design: Optional[str] = None  # fine-tuning seeds: FRESH, CROSSED or MIXED
 
 
-def _arrays(data: dict) -> dict:
-    """Outcomes with their lists as arrays, once, so that resampling them is cheap."""
+def _arrays(data: dict, recorded: Optional[dict] = None) -> dict:
+    """Outcomes with their lists as arrays, once, so that resampling them is cheap, and the
+    fine-tuning seed of each entry (`ft_seeds`): the entry's own, else the record's runs'
+    (outcome files written before entries named it), else 0, 1, … (what every model was
+    fine-tuned with before seeds were derived from the pretraining seed)."""
     out = dict(data)
     if "true" in out:
         out["true"] = np.asarray(out["true"])
-    out["seeds"] = [{k: np.asarray(v) for k, v in s.items()} for s in data["seeds"]]
+    entries = data["seeds"]
+    runs = (recorded or {}).get("runs") or []
+    if all("seed" in e for e in entries):
+        ids = [int(e["seed"]) for e in entries]
+    elif len(runs) == len(entries) and all("seed" in r for r in runs):
+        ids = [int(r["seed"]) for r in runs]
+    else:
+        ids = list(range(len(entries)))
+    out["ft_seeds"] = tuple(ids)
+    out["seeds"] = [{k: np.asarray(v) for k, v in e.items() if k != "seed"} for e in entries]
     return out
 
 
@@ -93,13 +106,16 @@ def _outcomes(cell: Cell, task: Task) -> dict[int, dict]:
         if d and d.get("outcomes") and d.get("task_hash") == task.task_hash:
             data = oc.load(run.folder, task.name, task.task_hash)
             if data is not None:
-                found[run.seed] = _arrays(data)
+                found[run.seed] = _arrays(data, d)
     return found
 
 
-def _ft_scores(data: dict, idx: Optional[np.ndarray] = None) -> np.ndarray:
-    """The task's score (points) of each fine-tuning seed's model on examples `idx`."""
-    return np.array([100.0 * oc.score(data, s, idx) for s in data["seeds"]])
+def _ft_scores(data: dict, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """The task's score (points) of each fine-tuning seed's model: on the test set
+    (`[seed]`), or on every resample of `outcomes.resample_weights` (`[seed, resample]`)."""
+    if weights is None:
+        return np.array([100.0 * oc.score(data, s) for s in data["seeds"]])
+    return np.array([100.0 * oc.resampled_scores(data, s, weights) for s in data["seeds"]])
 
 
 def _means(cell: Cell, task: Task) -> dict[int, float]:
@@ -122,20 +138,25 @@ def pair_seeds(a: dict, b: dict) -> tuple[dict, dict]:
     return a, b
 
 
-def _single(side: dict, paired: list, start: bool) -> bool:
-    """One model standing for every seed: the starting model (`start`), scored once, or scored
-    in every cell with the same fine-tuning seeds, which gives the same outcomes: copies, not
-    seeds."""
-    if len(paired) < 2:
-        return False
-    first = side[paired[0]]
-    return all(side[s] is first or (start and _same(side[s], first)) for s in paired[1:])
+FRESH, CROSSED, MIXED = "fresh", "crossed", "mixed"
 
 
-def _same(x: dict, y: dict) -> bool:
-    return len(x["seeds"]) == len(y["seeds"]) and all(
-        a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-        for a, b in zip(x["seeds"], y["seeds"]))
+def finetune_design(sides: tuple[dict, ...], paired: list) -> str:
+    """How the fine-tuning seeds of the paired pretraining seeds relate. `fresh`: no
+    fine-tuning seed serves two pretraining seeds on either side, so each pretraining seed's
+    difference carries its own fine-tuning noise and the spread between them shows it all.
+    `crossed`: on some side every pretraining seed used the same fine-tuning seeds (all
+    studies before seeds were derived from the pretraining seed, or one start model scored
+    once for all), so a fine-tuning seed's effect is shared by every difference. `mixed`:
+    neither; no interval is read from it."""
+    shared = False
+    for side in sides:
+        ids = [side[s]["ft_seeds"] for s in paired]
+        if all(i == ids[0] for i in ids[1:]):
+            shared = True
+        elif sum(len(set(i)) for i in ids) != len(set().union(*map(set, ids))):
+            return MIXED
+    return CROSSED if shared else FRESH
 
 
 def difference(cell: Cell, ref: Cell, task: Task) -> Optional[Difference]:
@@ -145,7 +166,7 @@ def difference(cell: Cell, ref: Cell, task: Task) -> Optional[Difference]:
     same_test = paired and all(a[s]["n"] == b[s]["n"] and np.array_equal(
         a[s].get("true", []), b[s].get("true", [])) for s in paired)
     if same_test:
-        return _from_outcomes(a, b, paired, (cell.method == GENERAL, ref.method == GENERAL))
+        return _from_outcomes(a, b, paired)
     ma, mb = pair_seeds(_means(cell, task), _means(ref, task))
     paired = sorted(set(ma) & set(mb))
     if not paired:
@@ -157,35 +178,42 @@ def difference(cell: Cell, ref: Cell, task: Task) -> Optional[Difference]:
                       statistics.fmean(mb[s] for s in paired), d)
 
 
-def _from_outcomes(a: dict, b: dict, paired: list, start=(False, False)) -> Difference:
+def _from_outcomes(a: dict, b: dict, paired: list) -> Difference:
     n = a[paired[0]]["n"]
     fa = {s: _ft_scores(a[s]) for s in paired}
     fb = {s: _ft_scores(b[s]) for s in paired}
     per_seed = [fa[s].mean() - fb[s].mean() for s in paired]
-    rng = np.random.default_rng(SEED)
-    reps = np.empty((RESAMPLES, len(paired)))
-    for r in range(RESAMPLES):  # the same examples for every seed and both methods
-        idx = rng.integers(0, n, n)
-        reps[r] = [_ft_scores(a[s], idx).mean() - _ft_scores(b[s], idx).mean()
-                   for s in paired]
+    same_ft = all(len(fa[s]) == len(fb[s]) == len(fa[paired[0]]) for s in paired)
+    by_seed_ft = np.array([fa[s] - fb[s] for s in paired]) if same_ft else None
+    # the same resamples of examples for every seed and both methods
+    weights = oc.resample_weights(n, np.random.default_rng(SEED).integers(0, n, (RESAMPLES, n)))
+    reps = np.array([_ft_scores(a[s], weights).mean(axis=0)
+                     - _ft_scores(b[s], weights).mean(axis=0) for s in paired]).T
     shared = shared_test_variance(*replicate_variances(reps))
-    how = "t over seeds + shared test noise"
-    for side, scores, is_start in ((a, fa, start[0]), (b, fb, start[1])):
-        # a model scored once for every seed (the starting model): its fine-tuning noise is
-        # shared by every seed's difference too
-        if _single(side, paired, is_start):
-            one = scores[paired[0]]
-            if len(one) > 1:
-                shared += float(one.var(ddof=1)) / len(one)
-                how += " + the one start model's fine-tuning noise"
-            else:
-                how += " (the start model fine-tuned once: its fine-tuning noise unknown)"
-    d = paired_difference(per_seed, shared)
+    design = finetune_design((a, b), paired)
+    ref_mean = statistics.fmean(fb[s].mean() for s in paired)
+    if design == FRESH:
+        d, how = paired_difference(per_seed, shared), FRESH_HOW
+    elif design == CROSSED and by_seed_ft is not None and by_seed_ft.shape[1] > 1 \
+            and len(paired) > 1:
+        d, how = crossed_difference(by_seed_ft, shared), CROSSED_HOW
+    else:
+        why = (MIXED_HOW if design == MIXED else ONE_SHARED_HOW if design == CROSSED
+               and by_seed_ft is not None and by_seed_ft.shape[1] == 1 else UNALIGNED_HOW)
+        return Difference(float(np.mean(per_seed)), {}, why, len(paired), ref_mean, None,
+                          by_seed_ft, n, design)
     intervals = {level: d.interval(level) for level in LEVELS}
-    same_ft = all(len(fa[s]) == len(fb[s]) for s in paired)
     return Difference(d.estimate, {k: v for k, v in intervals.items() if v is not None}, how,
-                      len(paired), statistics.fmean(fb[s].mean() for s in paired), d,
-                      np.array([fa[s] - fb[s] for s in paired]) if same_ft else None, n)
+                      len(paired), ref_mean, d, by_seed_ft, n, design)
+
+
+FRESH_HOW = "t over seeds + shared test noise"
+CROSSED_HOW = ("crossed random effects (fine-tuning seeds shared by every pretraining seed) "
+               "+ shared test noise")
+ONE_SHARED_HOW = ("none: one fine-tuning seed shared by every pretraining seed (its effect "
+                  "cannot be told from the difference)")
+MIXED_HOW = "none: fine-tuning seeds partly shared between pretraining seeds"
+UNALIGNED_HOW = "none: fine-tuning seeds shared, but their counts differ between models"
 
 
 @dataclass(frozen=True)
@@ -225,7 +253,10 @@ def majority_check(coll: Collection, task: Task) -> Optional[MajorityCheck]:
     _, name, outs = best
     desc = next(iter(outs.values()))
     majority = int(np.bincount(desc["true"], minlength=len(desc["labels"])).argmax())
-    always = {s: {**desc, "seeds": [{"pred": np.full(desc["n"], majority)}]} for s in outs}
+    # the constant answer, once for each fine-tuning seed of the model it is read against:
+    # the same design, no noise of its own
+    always = {s: {**o, "seeds": [{"pred": np.full(desc["n"], majority)}] * len(o["seeds"])}
+              for s, o in outs.items()}
     diff = _from_outcomes(outs, always, sorted(outs))
     return MajorityCheck(task, desc["labels"][majority],
                          float(_ft_scores(next(iter(always.values())))[0]), name,
@@ -257,22 +288,39 @@ def paper_allocation(cell: Cell) -> bool:
     return cell.method in ("ffdapt", "ffdapt-paper") and policy == "paper"
 
 
+ASSAY_ALPHA = 0.10  # DAPT shown: fdapt − general above 0, one-sided at 90 %
+NO_ASSAY = "cannot be decided: the task does not detect DAPT at this budget"
+NO_PLACEBO = "cannot be decided: DAPT against the starting model not measured"
+
+
+def assay(diffs: dict, part: str, task: Task) -> dict:
+    """Assay sensitivity (ICH E10): whether this task, at this budget, shows DAPT's own effect
+    over the starting model (fdapt − general above 0, one-sided at 90 %). An equivalence on
+    a task that cannot see DAPT says nothing: the starting model itself would pass it."""
+    d = diffs.get((part, "fdapt", "general", task.name))
+    p = d.paired.p_above(0.0) if d is not None and d.paired is not None \
+        and d.seeds >= MIN_SEEDS else None
+    return {"dapt_shown": None if p is None else p < ASSAY_ALPHA,
+            "dapt_delta_pts": None if d is None else d.estimate, "dapt_p": p}
+
+
 def claim_rows(coll: Collection, diffs: dict, efficiency: dict,
                left_out: tuple[str, ...] = (), margin: float = MARGIN_PTS) -> list[dict]:
     """One row per (claim, partition, method, task): the difference, its 90 % interval, the
-    margin and the verdict. Claims 1 and 2 are the paper's; claim "beyond" tests other freeze
-    policies against fdapt the same way. `diffs` from `differences`; `efficiency[(part,
-    method)]` the efficiency row (FLOPs and time saved vs fdapt); `left_out`: task labels that
-    carry no verdict (see `majority_check`)."""
+    margin, whether the task shows DAPT (`assay`) and the verdict. Claims 1 and 2 are the
+    paper's; claim "beyond" tests other freeze policies against fdapt the same way. `diffs`
+    from `differences`; `efficiency[(part, method)]` the efficiency row (FLOPs and time saved
+    vs fdapt); `left_out`: task labels that carry no verdict (see `majority_check`)."""
     rows = []
     for part in coll.partitions:
         for task in coll.tasks:
             if task.label in left_out:
                 continue
+            shown = assay(diffs, part, task)
             if coll.cell(part, "fdapt") and coll.cell(part, "central"):
                 rows.append(_row(1, part, "fdapt", "central", task,
                                  diffs.get((part, "fdapt", "central", task.name)), margin,
-                                 None))
+                                 None, shown))
             for m in coll.methods:
                 cell = coll.cell(part, m)
                 if not m.startswith("ffdapt") or cell is None \
@@ -281,7 +329,7 @@ def claim_rows(coll: Collection, diffs: dict, efficiency: dict,
                 claim = 2 if paper_allocation(cell) else "beyond"
                 rows.append(_row(claim, part, m, "fdapt", task,
                                  diffs.get((part, m, "fdapt", task.name)), margin,
-                                 efficiency.get((part, m))))
+                                 efficiency.get((part, m)), shown))
     for claim in (1, 2, "beyond"):  # Holm within each claim's family of rows
         mine = [r for r in rows if r["claim"] == claim]
         for r, beyond in zip(mine, holm([r["p_beyond_margin"] for r in mine], ALPHA)):
@@ -291,7 +339,7 @@ def claim_rows(coll: Collection, diffs: dict, efficiency: dict,
 
 
 def _row(claim, part, method, ref, task, d: Optional[Difference], margin: float,
-         eff: Optional[dict]) -> dict:
+         eff: Optional[dict], shown: dict) -> dict:
     ci = d.intervals.get(0.90) if d is not None else None
     if d is None:
         v, p = "no data", None
@@ -300,18 +348,23 @@ def _row(claim, part, method, ref, task, d: Optional[Difference], margin: float,
     elif ci is None:
         v, p = INCONCLUSIVE, None
     else:
-        v = EQUIVALENT if equivalent(ci, margin) else INCONCLUSIVE
+        v = INCONCLUSIVE
+        if equivalent(ci, margin):
+            v = EQUIVALENT if shown["dapt_shown"] else \
+                NO_PLACEBO if shown["dapt_shown"] is None else NO_ASSAY
         p = d.paired.p_beyond(margin) if d.paired is not None else None
     eff = eff or {}
+    ft = None if d is None or d.by_seed_ft is None else int(d.by_seed_ft.shape[1])
     return {"claim": claim, "partition": part, "method": method, "reference": ref,
             "task": task.label, "metric": task.metric,
             "delta_pts": None if d is None else d.estimate,
             "ci90_low": None if ci is None else ci.low,
             "ci90_high": None if ci is None else ci.high,
             "margin_pts": margin, "verdict": v, "p_beyond_margin": p,
-            "seeds": None if d is None else d.seeds,
+            "seeds": None if d is None else d.seeds, "finetune_seeds": ft,
+            "finetune_design": None if d is None else d.design,
             "df": None if d is None or d.paired is None or ci is None else d.paired.df,
-            "interval_from": None if d is None else d.method,
+            "interval_from": None if d is None else d.method, **shown,
             "flops_saved_vs_fdapt_pct": eff.get("flops_saved_vs_fdapt_pct"),
             "time_saved_vs_fdapt_pct": eff.get("train_time_saved_vs_fdapt_pct"),
             "time_saved_ci95_low": eff.get("time_saved_ci95_low"),
@@ -319,8 +372,8 @@ def _row(claim, part, method, ref, task, d: Optional[Difference], margin: float,
 
 
 def downstream_summary(rows: list[dict], claim) -> str:
-    """A claim's downstream rows: holds (every row equivalent), breaks (some row beyond the
-    margin after Holm), or cannot be decided on this data."""
+    """A claim's downstream rows: holds (every row equivalent on a task that shows DAPT),
+    breaks (some row beyond the margin after Holm), or cannot be decided, and why."""
     mine = [r["verdict"] for r in rows if r["claim"] == claim]
     if not mine or all(v == "no data" for v in mine):
         return "not tested (no records for it)"
@@ -330,6 +383,10 @@ def downstream_summary(rows: list[dict], claim) -> str:
         return "holds"
     if all(v in (TOO_FEW_SEEDS, "no data") for v in mine):
         return f"cannot be decided: fewer than {MIN_SEEDS} pretraining seeds"
+    blind = sum(v in (NO_ASSAY, NO_PLACEBO) for v in mine)
+    if blind and all(v in (EQUIVALENT, NO_ASSAY, NO_PLACEBO) for v in mine):
+        return (f"cannot be decided: within the margin, but {blind} of its {len(mine)} rows "
+                "are on tasks that do not show DAPT over the starting model at this budget")
     return "cannot be decided on this data"
 
 

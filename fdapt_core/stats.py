@@ -65,6 +65,7 @@ class PairedDifference:
     shared_var: float
     seeds: int
     per_seed: tuple[float, ...] = ()
+    seed_df: Optional[float] = None  # degrees of freedom of `seed_var` (None: seeds − 1)
 
     @property
     def se(self) -> float:
@@ -72,13 +73,15 @@ class PairedDifference:
 
     @property
     def df(self) -> float:
-        """Satterthwaite's degrees of freedom: seeds − 1 where seed noise dominates, many
-        where the shared (test) part does, whose estimate rests on thousands of examples."""
+        """Satterthwaite's degrees of freedom: those of the seed part (seeds − 1, or a crossed
+        design's own) where it dominates, many where the shared (test) part does, whose
+        estimate rests on thousands of examples."""
         if self.seeds < 2:
             return math.inf
         if self.seed_var <= 0:
             return math.inf
-        return (self.seed_var + self.shared_var) ** 2 / (self.seed_var ** 2 / (self.seeds - 1))
+        seed_df = self.seed_df if self.seed_df is not None else self.seeds - 1
+        return (self.seed_var + self.shared_var) ** 2 / (self.seed_var ** 2 / seed_df)
 
     def _t(self, q: float) -> float:
         return float(scipy_stats.t.ppf(q, self.df)) if math.isfinite(self.df) \
@@ -90,6 +93,17 @@ class PairedDifference:
             return None
         half = self._t(0.5 + level / 2) * self.se
         return Interval(self.estimate, self.estimate - half, self.estimate + half, level)
+
+    def p_above(self, value: float = 0.0) -> Optional[float]:
+        """One-sided p-value of "the difference is at most `value`": small when the estimate
+        exceeds it by more than its noise (None: < 2 seeds or no interval)."""
+        if self.seeds < 2:
+            return None
+        if self.se == 0:
+            return 0.0 if self.estimate > value else 1.0
+        z = (self.estimate - value) / self.se
+        return float(scipy_stats.t.sf(z, self.df)) if math.isfinite(self.df) \
+            else float(scipy_stats.norm.sf(z))
 
     def p_beyond(self, margin: float) -> Optional[float]:
         """One-sided p-value of "the difference lies beyond ±margin" against "within": small
@@ -125,6 +139,35 @@ def paired_difference(per_seed: Sequence[float], shared_var: float) -> PairedDif
                             tuple(values))
 
 
+def crossed_difference(diffs: np.ndarray, shared_var: float) -> PairedDifference:
+    """The mean of `diffs[s, f]` when fine-tuning seed f is the same for every pretraining
+    seed s (crossed): a seed f then moves every pretraining seed's difference alike, an effect
+    the spread between pretraining seeds cannot show. Two-way random effects without
+    replication, d = δ + a_s + b_f + e_sf: the mean's variance σa²/S + σb²/F + σe²/(SF) from
+    the mean squares (each component clipped at 0), with Satterthwaite's degrees of freedom,
+    which are few when F is: with 2 fine-tuning seeds the b part rests on one."""
+    d = np.asarray(diffs, dtype=float)
+    n_s, n_f = d.shape
+    if n_s < 2 or n_f < 2:
+        raise ValueError("a crossed design needs 2 pretraining and 2 fine-tuning seeds at least")
+    rows, cols, grand = d.mean(axis=1), d.mean(axis=0), float(d.mean())
+    ms_a = n_f * float(rows.var(ddof=1))
+    ms_b = n_s * float(cols.var(ddof=1))
+    resid = d - rows[:, None] - cols[None, :] + grand
+    df_ab = (n_s - 1) * (n_f - 1)
+    ms_ab = float((resid ** 2).sum()) / df_ab
+    # var = Σ c_i · MS_i / (S·F): MS_A + MS_B − MS_AB with both components positive; a
+    # component clipped at 0 drops its mean square and the −MS_AB it carried
+    coef = {"a": float(ms_a > ms_ab), "b": float(ms_b > ms_ab)}
+    coef["ab"] = 1.0 - coef["a"] - coef["b"]
+    terms = {"a": (ms_a, n_s - 1), "b": (ms_b, n_f - 1), "ab": (ms_ab, df_ab)}
+    var = sum(coef[k] * ms for k, (ms, _) in terms.items()) / (n_s * n_f)
+    denom = sum((coef[k] * ms / (n_s * n_f)) ** 2 / df for k, (ms, df) in terms.items())
+    seed_df = var ** 2 / denom if denom > 0 else math.inf
+    return PairedDifference(grand, var, float(shared_var), n_s, tuple(float(v) for v in rows),
+                            seed_df)
+
+
 def replicate_variances(replicates: np.ndarray) -> tuple[float, list[float]]:
     """(variance of the seed mean, each seed's variance) over resamples of test examples:
     `replicates[b, s]` is seed s's difference on resample b."""
@@ -155,12 +198,22 @@ class Components:
     test: float
 
 
-def components(diffs: np.ndarray, shared_var: float) -> Components:
+def components(diffs: np.ndarray, shared_var: float, crossed: bool = False) -> Components:
     """From `diffs[s, f]`, the difference at pretraining seed s and fine-tuning seed f (the
     same fine-tuning seeds for both methods): one-way ANOVA, the within-seed spread for
-    fine-tuning and what the between-seed spread holds beyond it for pretraining."""
+    fine-tuning and what the between-seed spread holds beyond it for pretraining. `crossed`:
+    fine-tuning seed f was the same for every s, so its effect b_f moved every row alike and
+    left the row means' spread; two-way ANOVA then gives pretraining (MS_A − MS_AB) / F and
+    fine-tuning σb² + σe², what one fresh fine-tuning seed would add to a row."""
     d = np.asarray(diffs, dtype=float)
     n_seeds, n_ft = d.shape
+    if crossed and n_seeds > 1 and n_ft > 1:
+        rows, cols = d.mean(axis=1), d.mean(axis=0)
+        ms_a, ms_b = n_ft * float(rows.var(ddof=1)), n_seeds * float(cols.var(ddof=1))
+        resid = d - rows[:, None] - cols[None, :] + d.mean()
+        ms_ab = float((resid ** 2).sum()) / ((n_seeds - 1) * (n_ft - 1))
+        return Components(max(0.0, (ms_a - ms_ab) / n_ft),
+                          max(0.0, (ms_b - ms_ab) / n_seeds) + ms_ab, float(shared_var))
     within = float(d.var(axis=1, ddof=1).mean()) if n_ft > 1 else 0.0
     between = float(d.mean(axis=1).var(ddof=1)) if n_seeds > 1 else 0.0
     return Components(max(0.0, between - within / n_ft), within, float(shared_var))

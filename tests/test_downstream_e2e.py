@@ -152,6 +152,25 @@ def test_each_task_type_learns_and_is_reproducible(adapted, task_files, name):
         assert a["scores"][key]["values"] == pytest.approx(b["scores"][key]["values"], abs=1e-6)
 
 
+def test_finetuning_seeds_are_the_pretraining_seeds_own_and_recorded(adapted, task_files):
+    """Every model of pretraining seed s is fine-tuned with s's seeds (paired), fresh for
+    every other s (no fine-tuning seed's effect shared by a study's differences), and each
+    per-example outcome names its seed, which the verdicts' intervals read."""
+    from fdapt_core.downstream.finetune import finetune_seeds
+
+    cfg, _ = adapted
+    task = load_task(task_files["rel"][0])
+    model = run_dir(cfg, "fdapt") / "model"
+    got = {s: evaluate_task(model, task, torch.device("cpu"), quick=True, pretrain_seed=s)
+           for s in (0, 1)}
+    for s, res in got.items():
+        assert [r["seed"] for r in res["runs"]] == finetune_seeds(s, 1)
+        assert [e["seed"] for e in res["outcomes"]["seeds"]] == finetune_seeds(s, 1)
+    assert not set(finetune_seeds(0, 3)) & set(finetune_seeds(1, 3))
+    assert got[0]["outcomes"]["seeds"][0]["pred"] != got[1]["outcomes"]["seeds"][0]["pred"] \
+        or got[0]["runs"][0]["dev_by_epoch"] != got[1]["runs"][0]["dev_by_epoch"]
+
+
 def test_task_yaml_errors_name_the_file(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("type: token_classification\nformat: jsonl\ntrain: a\ntest: b\n")

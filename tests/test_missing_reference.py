@@ -85,7 +85,7 @@ def test_downstream_reuses_general_scores_and_force_redoes_them(federated_only, 
     folder, task, pretrained = federated_only
     calls = []
 
-    def fake_evaluate(model_dir, t, device, quick, data, on_step):
+    def fake_evaluate(model_dir, t, device, quick, data, on_step, pretrain_seed):
         calls.append(model_dir)
         v = 0.5 + 0.01 * len(calls)
         return {"task": t.name, "metric": t.metric, "quick": quick,

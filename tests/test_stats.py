@@ -10,6 +10,7 @@ import pytest
 
 from bench.report import make_report
 from fdapt_core.downstream import outcomes as oc
+from fdapt_core.downstream.finetune import finetune_seeds
 from fdapt_core.downstream.metrics import classification_scores, ner_scores
 from fdapt_core.stats import (EQUIVALENT, NOT_EQUIVALENT, Interval, equivalent, holm,
                               paired_difference, replicate_variances, shared_test_variance,
@@ -79,26 +80,33 @@ N = 400  # test sentences
 
 
 def _study(tmp_path):
-    """3 pretraining seeds × central, fdapt, ffdapt-bottom on one synthetic task. fdapt
-    finds the same entities as central but for one entity in about a hundred sentences; ffdapt-bottom
-    misses every fifth entity."""
+    """3 pretraining seeds × general, central, fdapt, ffdapt-bottom on one synthetic task,
+    each model fine-tuned once with its pretraining seed's own fine-tuning seed. fdapt finds
+    the same entities as central but for one entity in about a hundred sentences;
+    ffdapt-bottom misses every fifth entity; the starting model (general) every third, so
+    the task shows DAPT."""
     res = tmp_path / "results" / "study"
     rng = np.random.default_rng(0)
     truth = rng.integers(1, 4, N)  # entities per sentence
+    miss_rate = {"general": 0.33, "central": 0.0, "ffdapt-bottom": 0.2}
     for seed in range(3):
-        for m in ("central", "fdapt", "ffdapt-bottom"):
+        for m in ("general", "central", "fdapt", "ffdapt-bottom"):
             counts = []
             for i, n in enumerate(truth):
                 miss = int(rng.random() < 0.01) if m == "fdapt" else \
-                    (rng.random(n) < 0.2).sum() if m == "ffdapt-bottom" else 0
+                    (rng.random(n) < miss_rate[m]).sum()
                 counts.append([int(n - miss), 0, int(miss)])
             f1 = oc.score({"kind": "entity_counts", "metric": "f1"}, {"counts": counts})
             rec = make_record(m, "iid", seed, downstream=scores("ner", "f1", [f1]),
                               synthetic=False, name="study")
+            if m == "general":  # the starting model's record: scores, no training
+                for key in ("totals", "final_eval", "rounds", "initial_eval"):
+                    del rec[key]
             rec["downstream"]["ner"]["outcomes"] = "downstream/ner.outcomes.json"
             path = write(res / f"s{seed}", rec)
-            oc.save(path.parent, "ner", "hash-ner", {"kind": "entity_counts", "metric": "f1",
-                                                     "n": N, "seeds": [{"counts": counts}]})
+            oc.save(path.parent, "ner", "hash-ner", {
+                "kind": "entity_counts", "metric": "f1", "n": N,
+                "seeds": [{"counts": counts, "seed": finetune_seeds(seed, 1)[0]}]})
     return res
 
 
@@ -230,7 +238,7 @@ def test_provenance_flags_records_whose_training_code_differs(tmp_path):
         pytest.skip("needs a checkout with history")
     res = _study(tmp_path)
     for seed, commit, dirty in ((0, log[1], False), (1, log[0], True), (2, log[0], False)):
-        for m in ("central", "fdapt", "ffdapt-bottom"):
+        for m in ("general", "central", "fdapt", "ffdapt-bottom"):
             path = res / f"s{seed}" / m / "record.json"
             rec = json.loads(path.read_text())
             rec["environment"].update(git_commit=commit, git_dirty=dirty)
@@ -243,7 +251,7 @@ def test_provenance_flags_records_whose_training_code_differs(tmp_path):
     assert "**The records span 2 commits.** Between them `fdapt_core/` (the training code) " \
            f"changes: `{log[1][:10]}`→`{log[0][:10]}`: " \
            f"`{changed[0].removeprefix('fdapt_core/')}`" in md  # named, not counted
-    assert "**3 record(s) were trained on uncommitted changes" in md
+    assert "**4 record(s) were trained on uncommitted changes" in md
     assert f"{log[0][:10]} (dirty)" in md
 
 

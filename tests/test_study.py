@@ -150,10 +150,12 @@ def test_run_all_is_a_study():
     assert res.returncode == 0 and "bench study" in res.stdout
 
 
-def test_the_starting_model_is_fine_tuned_once_per_study(tmp_path):
-    """A pretrained start is one model in every cell: its scores (and per-example outcomes)
-    are copied from the cell that scored it, not fine-tuned again; a preset's seeded init,
-    which differs by seed, is never copied."""
+def test_the_starting_model_is_fine_tuned_once_per_pretraining_seed(tmp_path):
+    """A pretrained start is one model in every cell, but it is fine-tuned with each
+    pretraining seed's own fine-tuning seeds (paired with that seed's adapted models): its
+    scores (and per-example outcomes) are copied to the other partitions of the same seed,
+    never to another seed's cells; a preset's seeded init, which differs by seed, is never
+    copied."""
     import json
 
     from fdapt_core.downstream import outcomes as oc
@@ -163,24 +165,28 @@ def test_the_starting_model_is_fine_tuned_once_per_study(tmp_path):
     task = TaskConfig(name="ner", type="token_classification", format="conll", train="t",
                       test="t", metric="f1")
     digest = task_hash(task, True)
-    first, second, seeded = (tmp_path / c / "general" for c in ("s0", "s1", "s2"))
-    for folder, model in ((first, "package:minilm"), (second, "package:minilm"),
-                          (seeded, "model")):
+    first, second, other, seeded = (tmp_path / c / "general"
+                                    for c in ("iid-s0", "by_key-s0", "iid-s1", "by_key-s2"))
+    for folder, model, seed in ((first, "package:minilm", 0), (second, "package:minilm", 0),
+                                (other, "package:minilm", 1), (seeded, "model", 2)):
         folder.mkdir(parents=True)
         (folder / "record.json").write_text(json.dumps({"method": "general",
-                                                        "model_dir": model}))
+                                                        "model_dir": model,
+                                                        "config": {"seed": seed}}))
     rec = json.loads((first / "record.json").read_text())
     rec["downstream"] = {"ner": {"task": "ner", "metric": "f1", "task_hash": digest,
                                  "scores": {"f1": {"mean": 0.5, "values": [0.5]}},
                                  "outcomes": "downstream/ner.outcomes.json"}}
     (first / "record.json").write_text(json.dumps(rec))
     oc.save(first, "ner", digest, {"kind": "entity_counts", "metric": "f1", "n": 1,
-                                   "seeds": [{"counts": [[1, 0, 0]]}]})
+                                   "seeds": [{"counts": [[1, 0, 0]], "seed": 7}]})
     assert reuse_general(second, [first], [task], True) == ["ner"]
     got = json.loads((second / "record.json").read_text())["downstream"]["ner"]
-    assert got["scores"]["f1"]["mean"] == 0.5 and got["reused_from"] == "s0"
-    assert oc.load(second, "ner", digest)["seeds"] == [{"counts": [[1, 0, 0]]}]
+    assert got["scores"]["f1"]["mean"] == 0.5 and got["reused_from"] == "iid-s0"
+    assert oc.load(second, "ner", digest)["seeds"] == [{"counts": [[1, 0, 0]], "seed": 7}]
     assert reuse_general(second, [first], [task], True) == []  # already there
+    assert reuse_general(other, [first, second], [task], True) == []  # another seed's
+    assert "downstream" not in json.loads((other / "record.json").read_text())
     assert reuse_general(seeded, [first], [task], True) == []
     assert "downstream" not in json.loads((seeded / "record.json").read_text())
 

@@ -24,6 +24,7 @@ from transformers.utils import logging as hf_logging
 
 from ..errors import ConfigError, DataError
 from ..prepare import resolve_data_path
+from ..seeding import derive
 from . import outcomes
 from .decoders import encode_pairs, fit_model, is_decoder, task_tokenizer
 from .metrics import classification_scores, ner_scores
@@ -246,20 +247,33 @@ def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
             "outcome": outcomes.outcome(task, data.labels, data.test, test_preds)}
 
 
+def finetune_seeds(pretrain_seed: int, count: int) -> list[int]:
+    """The fine-tuning seeds of every model pretrained with `pretrain_seed`: the same for each
+    method (and the starting model) at that seed, so their differences are paired, and fresh
+    for every other pretraining seed, so that no fine-tuning seed's effect is shared by all of
+    a study's differences, where the spread between pretraining seeds could not show it
+    (tests/test_coverage.py)."""
+    return [derive(pretrain_seed, "finetune", j) for j in range(count)]
+
+
 def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick: bool,
                   data: Optional[TaskData] = None,
-                  on_step: Optional[Callable[[], None]] = None) -> dict:
-    """Every seed of one task on one model: per-seed results and mean ± std per score."""
+                  on_step: Optional[Callable[[], None]] = None,
+                  pretrain_seed: int = 0) -> dict:
+    """Every fine-tuning seed of one task on one model (`finetune_seeds(pretrain_seed, …)`):
+    per-seed results and mean ± std per score."""
     data = data or load_task_data(task, quick)
     if not data.train or not data.dev or not data.test:
         raise DataError(f"task {task.name}: a split is empty after filtering")
     task = in_mode(task, quick)
-    seeds, epochs = task.seeds, task.epochs
+    epochs = task.epochs
     runs = [finetune_once(model_dir, task, data, s, device, epochs, on_step)
-            for s in range(seeds)]
-    # per-example outcomes go beside the record (`runs.store_result`), not into it
+            for s in finetune_seeds(pretrain_seed, task.seeds)]
+    seeds = task.seeds
+    # per-example outcomes go beside the record (`runs.store_result`), not into it; each
+    # entry names its fine-tuning seed, which the verdicts' intervals depend on
     per_example = {**outcomes.describe(task, data.labels, data.test),
-                   "seeds": [r.pop("outcome") for r in runs]}
+                   "seeds": [{**r.pop("outcome"), "seed": r["seed"]} for r in runs]}
     summary = {}
     for key in runs[0]["test"]:
         values = [r["test"][key] for r in runs]

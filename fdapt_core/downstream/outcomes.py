@@ -86,6 +86,45 @@ def classification_metric(metric: str, true: np.ndarray, pred: np.ndarray, n_lab
     raise ValueError(f"metric {metric!r} cannot be recomputed from labels")
 
 
+def resample_weights(n: int, rows: np.ndarray) -> np.ndarray:
+    """`weights[b, x]`: how often example x is drawn in resample b (`rows[b]`, indices), so
+    that a sum over a resample is one matrix product for every resample at once."""
+    weights = np.zeros((len(rows), n))
+    np.add.at(weights, (np.arange(len(rows))[:, None], rows), 1.0)
+    return weights
+
+
+def resampled_scores(desc: dict, seed_outcome: dict, weights: np.ndarray) -> np.ndarray:
+    """`score(desc, seed_outcome, idx_b)` for every resample b of `resample_weights` at once:
+    each metric is a function of per-example counts, summed with the weights (integers, so
+    the sums are exact and the scores equal the loop's)."""
+    if desc["kind"] == "entity_counts":
+        if desc["metric"] != "f1":
+            raise ValueError(f"metric {desc['metric']!r} cannot be recomputed from entity "
+                             "counts")
+        tp, fp, fn = (weights @ np.asarray(seed_outcome["counts"], dtype=float)).T
+        denom = 2 * tp + fp + fn
+        return np.divide(2 * tp, denom, out=np.zeros(len(tp)), where=tp > 0)
+    true, pred = np.asarray(desc["true"]), np.asarray(seed_outcome["pred"])
+    k = len(desc["labels"])
+    hit = true == pred
+    if desc["metric"] == "accuracy":
+        return weights @ hit.astype(float) / weights.sum(axis=1)
+    eye = np.eye(k)
+    tp, pred_n, true_n = weights @ (eye[true] * hit[:, None]), weights @ eye[pred], \
+        weights @ eye[true]
+    if desc["metric"] == "micro_f1":
+        kept = np.ones(k, bool)
+        kept[[desc["labels"].index(x) for x in desc["exclude"] if x in desc["labels"]]] = False
+        denom = pred_n[:, kept].sum(axis=1) + true_n[:, kept].sum(axis=1)
+        return np.divide(2 * tp[:, kept].sum(axis=1), denom, out=np.zeros(len(denom)),
+                         where=denom > 0)
+    if desc["metric"] == "macro_f1":
+        denom = pred_n + true_n
+        return np.divide(2 * tp, denom, out=np.zeros_like(denom), where=denom > 0).mean(axis=1)
+    raise ValueError(f"metric {desc['metric']!r} cannot be recomputed from labels")
+
+
 def mean_score(outcomes: dict, idx: Optional[np.ndarray] = None) -> float:
     """The score over fine-tuning seeds, as the record's mean."""
     return float(np.mean([score(outcomes, s, idx) for s in outcomes["seeds"]]))

@@ -68,11 +68,14 @@ def reuse_general(target: Path, sources: list[Path], tasks: list[TaskConfig],
     """Copy into the starting model's record at `target` the scores (and per-example outcomes)
     of the same starting model scored in another comparison (`sources`, e.g. a study's earlier
     cells), task by task where the settings match: a pretrained start is one model however
-    many cells there are, so it is fine-tuned once per study. A preset's seeded init differs
-    by seed and is never copied. Returns the task names copied."""
+    many cells there are, so it is fine-tuned once per pretraining seed (its fine-tuning seeds
+    are that seed's, `finetune.finetune_seeds`, paired with the adapted models'), and reused
+    by every partition of that seed. A preset's seeded init differs by seed and is never
+    copied. Returns the task names copied."""
     rec = read_json(target / "record.json")
     if rec.get("model_dir") == "model":  # a seeded init of this cell's own
         return []
+    seed = (rec.get("config") or {}).get("seed")
     copied = []
     for task in tasks:
         if cached_result(target, task, quick) is not None:
@@ -83,7 +86,8 @@ def reuse_general(target: Path, sources: list[Path], tasks: list[TaskConfig],
             except (OSError, ValueError):
                 continue
             found = cached_result(src, task, quick)
-            if other.get("model_dir") != rec.get("model_dir") or found is None:
+            if other.get("model_dir") != rec.get("model_dir") or found is None \
+                    or (other.get("config") or {}).get("seed") != seed:
                 continue
             data = outcomes.load(src, task.name, found["task_hash"])
             if found.get("outcomes") and data is None:
@@ -144,8 +148,14 @@ def model_folder(run: Path) -> Path:
     return local if Path(ref).is_absolute() or local.exists() or ref == "model" else Path(ref)
 
 
+# How the fine-tuning seeds are chosen, part of every score's hash: scores taken with seeds
+# 0, 1, … shared by every pretraining seed are not reused as if their seeds were fresh
+FINETUNE_SEEDS = "derived from the pretraining seed"
+
+
 def task_hash(task: TaskConfig, quick: bool) -> str:
-    text = json.dumps({"task": asdict(task), "quick": quick}, sort_keys=True)
+    text = json.dumps({"task": asdict(task), "quick": quick, "finetune_seeds": FINETUNE_SEEDS},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
