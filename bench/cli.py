@@ -24,6 +24,7 @@ from fdapt_core.freeze_allocation import POLICIES as FREEZE_POLICIES
 
 from .progress import RichCallbacks
 from .tables import add_downstream, downstream_columns, notes, rich_table, rows_of, write_tables
+from .study_records import _scored, _study_hours, _test_sizes
 from .warmup import _check_warmup_again, _record_loss, _warmup_setup
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -258,6 +259,8 @@ def study_cmd(
     plan: bool = typer.Option(False, "--plan", help="train nothing: read the study's records "
                               "as a pilot and print, per claim row, the pretraining seeds its "
                               "verdict needs and the hours they cost on this host"),
+    report: bool = typer.Option(False, "--report", help="train and fine-tune nothing: rewrite "
+                                "the study's report from the records at hand"),
     keys: bool = typer.Option(False, "--keys", help="list every study-file key with its "
                               "default and help"),
 ) -> None:
@@ -289,23 +292,31 @@ def study_cmd(
     _how_to_continue[:] = [f"run `bench study --config {config}` again: it goes on where it "
                            "stopped"]
     warmup = head_warmup(study, base, tuple(set_))
-    if warmup is not None:  # the start of every cell: trained first (its cost kept apart)
+    if report:
+        grid = [c for c in grid if c.folder.is_dir()]
+        if not grid:
+            raise FdaptError(f"--report: {config}: no cell of this study has records yet")
+    elif warmup is not None:  # the start of every cell: trained first (its cost kept apart)
         check(warmup.cfg, WARMUP_METHOD)
         state, _ = run_state(warmup.cfg, WARMUP_METHOD)
         if state == "finished" and (warmup.folder / WARMUP_METHOD / "model").is_dir():
             err.print(f"{warmup.cfg.name}: finished, reused", highlight=False)
         else:  # weights are not committed: a fresh checkout trains it again (seeded)
+            if state == "finished":
+                err.print(f"{warmup.cfg.name}: its weights are not here (they are not "
+                          "committed): training it again, seeded; its held-out loss is "
+                          "checked against its record's", highlight=False)
             before = _record_loss(warmup.folder / WARMUP_METHOD) if state == "finished" \
                 else None
             _train(warmup.cfg, WARMUP_METHOD, resume=state == "resumable")
             _check_warmup_again(warmup.folder / WARMUP_METHOD, before)
-    for cell in grid:  # every method's settings checked before the first cell trains
+    for cell in [] if report else grid:  # every method's settings checked first
         for m in study.methods:
             check(cell.cfg, m)
     # Cell by cell, trained then scored: a scored cell needs no weights any more, so the
     # study goes on from its committed records on another machine (weights are not kept).
-    generals: list[Path] = []  # the starting model, scored once and reused by every cell
-    for cell in grid:
+    generals: list[Path] = []  # the starting model, scored once per seed, reused across cells
+    for cell in [] if report else grid:
         for m in study.methods:
             state, rec = run_state(cell.cfg, m)
             rec = rec if state == "finished" else None
@@ -332,20 +343,13 @@ def study_cmd(
         generals.append(general)
     folders = [c.folder for c in grid]
     rep = make_report([str(f) for f in folders], report_folder(study),
-                      f"python -m bench study --config {config}", study.margin_pts,
+                      f"python -m bench study --config {config}" + (" --report" if report
+                                                                    else ""), study.margin_pts,
                       study.finetune_seeds, _test_sizes(tasks, study),
                       _warmup_setup(warmup.folder / WARMUP_METHOD) if warmup else [])
     out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
               f"{_study_hours(folders):.2f} h (training + downstream fine-tuning)",
               highlight=False)
-
-
-def _test_sizes(tasks, study) -> dict[str, int]:
-    """Test examples each task is scored on in this study (its whole test set, or the quick
-    subset): what the power plan rescales the pilot's test noise to."""
-    from fdapt_core.downstream.finetune import load_task_data
-
-    return {t.name: len(load_task_data(t, study.quick).test) for t in tasks}
 
 
 def _print_plan(study, grid, tasks) -> None:
@@ -371,28 +375,6 @@ def _print_plan(study, grid, tasks) -> None:
                            _test_sizes(ts, design))
         out.print(f"## Plan for {title}\n\n" + "\n".join(lines), highlight=False,
                   markup=False)
-
-
-def _scored(rec: dict, tasks, quick: bool) -> bool:
-    """Whether a run record holds scores of every task with these settings."""
-    from fdapt_core.downstream.runs import task_hash
-
-    done = rec.get("downstream") or {}
-    return all((done.get(t.name) or {}).get("task_hash") == task_hash(t, quick) for t in tasks)
-
-
-def _study_hours(folders: list[Path]) -> float:
-    """Training wall time (every session of every run) and downstream fine-tuning time in
-    the records of these folders, in hours."""
-    from fdapt_core.records import read_json
-
-    total = 0.0
-    for rec_path in sorted(p for f in folders for p in f.glob("*/record.json")):
-        rec = read_json(rec_path)
-        total += (rec.get("totals") or {}).get("wall_s") or 0.0
-        for d in (rec.get("downstream") or {}).values():
-            total += sum(r.get("wall_s") or 0.0 for r in d.get("runs", []))
-    return total / 3600
 
 
 @command("report")

@@ -53,7 +53,7 @@ def plan_rows(claims: list[dict], diffs: dict, coll: Collection, finetune_seeds:
         d = diffs.get((r["partition"], r["method"], r["reference"], name))
         if d is None or d.paired is None or d.by_seed_ft is None or d.test_n is None:
             continue
-        pilot = components(d.by_seed_ft, d.paired.shared_var)
+        pilot = components(d.by_seed_ft, d.paired.shared_var, crossed=d.design == "crossed")
         scale = d.test_n / test_n.get(name, d.test_n)  # shared test noise ∝ 1 / examples
         c = Components(pilot.pretraining, pilot.finetuning, pilot.test * scale)
         room = r["margin_pts"] - abs(d.estimate)
