@@ -25,7 +25,7 @@ from fdapt_core.freeze_allocation import POLICIES as FREEZE_POLICIES
 from .progress import RichCallbacks
 from .tables import add_downstream, downstream_columns, notes, rich_table, rows_of, write_tables
 from .study_records import _scored, _study_hours, _test_sizes
-from .warmup import _check_warmup_again, _record_loss, _warmup_setup
+from .warmup import _check_warmup_again, _record_loss, _record_sha, _warmup_setup
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fdapt-bench: federated domain-adaptive pre-training, measured.")
@@ -227,7 +227,7 @@ def downstream_cmd(
 ) -> None:
     """Fine-tune every adapted model (and the starting one) on downstream tasks; scores go into
     the run records and one table per comparison."""
-    from fdapt_core.downstream.tasks import load_task, task_path
+    from fdapt_core.downstream.tasks import named_task
 
     from .downstream import run_downstream
 
@@ -236,7 +236,7 @@ def downstream_cmd(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not folders or not names:
         raise FdaptError("--runs and --tasks each need at least one entry")
-    run_downstream(out, err, folders, [load_task(task_path(n, _tasks_dir())) for n in names],
+    run_downstream(out, err, folders, [named_task(n, _tasks_dir()) for n in names],
                    quick, device, force)
 
 
@@ -268,7 +268,8 @@ def study_cmd(
     score every model downstream, and write the study's report. Stop it at any point and run
     it again: it goes on where it stopped."""
     from fdapt_core.downstream.runs import ensure_general, finished_runs, reuse_general
-    from fdapt_core.downstream.tasks import load_task, task_path
+    from fdapt_core.prepare import resolve_device
+    from fdapt_core.downstream.tasks import named_task
     from fdapt_core.records import read_json
     from fdapt_core.methods import check
     from fdapt_core.runs import run_state
@@ -286,7 +287,7 @@ def study_cmd(
     _quiet_libraries()
     study, base = load_study(config)
     grid = cells(study, base, tuple(set_))
-    tasks = [study_task(load_task(task_path(n, _tasks_dir())), study) for n in study.tasks]
+    tasks = [study_task(named_task(n, _tasks_dir()), study) for n in study.tasks]
     if plan:
         return _print_plan(study, grid, tasks)
     _how_to_continue[:] = [f"run `bench study --config {config}` again: it goes on where it "
@@ -304,12 +305,13 @@ def study_cmd(
         else:  # weights are not committed: a fresh checkout trains it again (seeded)
             if state == "finished":
                 err.print(f"{warmup.cfg.name}: its weights are not here (they are not "
-                          "committed): training it again, seeded; its held-out loss is "
-                          "checked against its record's", highlight=False)
+                          "committed): training it again, seeded; its weights' sha256 and "
+                          "held-out loss are checked against its record's", highlight=False)
+            before_sha = _record_sha(warmup.folder / WARMUP_METHOD)
             before = _record_loss(warmup.folder / WARMUP_METHOD) if state == "finished" \
                 else None
             _train(warmup.cfg, WARMUP_METHOD, resume=state == "resumable")
-            _check_warmup_again(warmup.folder / WARMUP_METHOD, before)
+            _check_warmup_again(warmup.folder / WARMUP_METHOD, before, before_sha)
     for cell in [] if report else grid:  # every method's settings checked first
         for m in study.methods:
             check(cell.cfg, m)
@@ -334,7 +336,8 @@ def study_cmd(
         if not (general / "record.json").is_file() or not _scored(
                 read_json(general / "record.json"), tasks, study.quick):
             if any((cell.folder / m / "model").is_dir() for m in study.methods):
-                ensure_general(cell.folder, finished_runs(cell.folder))
+                ensure_general(cell.folder, finished_runs(cell.folder),
+                               str(resolve_device(device)))
                 reuse_general(general, generals, tasks, study.quick)
         if not all(_scored(r, tasks, study.quick) for r in records) or not (
                 (general / "record.json").is_file()

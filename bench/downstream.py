@@ -107,7 +107,7 @@ def run_downstream(out: Console, err: Console, runs: list[Path], tasks: list[Tas
     dev = resolve_device(device)
     for folder in runs:
         methods = finished_runs(folder)
-        methods[GENERAL] = ensure_general(folder, methods)
+        methods[GENERAL] = ensure_general(folder, methods, str(dev))
         todo = [(m, t) for m in _method_order(methods) for t in tasks
                 if force or cached_result(methods[m], t, quick) is None]
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

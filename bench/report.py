@@ -512,11 +512,18 @@ def _commits_md(rows: list[dict]) -> list[str]:
     if dirty:
         out.append(f"**{len(dirty)} record(s) were trained on uncommitted changes to "
                    "`fdapt_core/`** (git_dirty): their commit does not name their code.")
+    bare = [r for r in unknown if r["git_commit"] is None and r["device"] is None]
+    unknown = [r for r in unknown if r not in bare]
     if unknown and len(unknown) == len(rows):
         out.append("These records predate the dirty flag: whether their training code had "
                    "uncommitted changes is not recorded.")
     elif unknown:
         out.append(f"{len(unknown)} record(s) predate the dirty flag.")
+    if bare:
+        names = sorted({r["method"] for r in bare})
+        out.append(f"{len(bare)} record(s) ({', '.join(names)}) carry no environment (written "
+                   "before the starting model's record kept one): the code that scored them is "
+                   "known only from the commits around them.")
     return [line for n in out for line in (n, "")]
 
 

@@ -2,6 +2,7 @@
 not committed) and checked against the held-out loss it reached before; its line in the report."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Optional
 
@@ -19,18 +20,50 @@ def _record_loss(run: Path) -> Optional[float]:
         return None
 
 
-def _check_warmup_again(run: Path, before: Optional[float]) -> None:
+def _record_sha(run: Path) -> Optional[str]:
+    from fdapt_core.records import read_json
+
+    try:
+        return read_json(run / "record.json").get("model_sha256")
+    except (OSError, ValueError):
+        return None
+
+
+def _model_sha(run: Path) -> Optional[str]:
+    path = run / "model" / "model.safetensors"
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_warmup_again(run: Path, before: Optional[float],
+                        before_sha: Optional[str] = None) -> None:
     """A warm-up trained again (its weights were not committed) must end where it ended
     before, or cells trained before and after would start from different models: the
-    record keeps every earlier held-out loss and the report names a difference."""
+    record keeps the hash of the weights it saved (`model_sha256`) and every earlier
+    held-out loss, a retrained model is checked against the recorded hash, and the report
+    names a difference."""
     from fdapt_core.records import read_json, write_json_atomic
 
-    if before is None:
-        return
     rec = read_json(run / "record.json")
-    rec["earlier_final_losses"] = [*rec.get("earlier_final_losses", []), before]
+    sha = _model_sha(run)
+    if sha is not None:
+        rec["model_sha256"] = sha
+    if before is not None:
+        rec["earlier_final_losses"] = [*rec.get("earlier_final_losses", []), before]
     write_json_atomic(run / "record.json", rec)
-    if abs(rec["final_eval"]["loss"] - before) > 1e-6:
+    if before_sha is not None and sha is not None and sha != before_sha:
+        err.print(f"[yellow]warning:[/yellow] the head warm-up trained again saved other "
+                  f"weights (sha256 {sha[:12]}, recorded {before_sha[:12]}): cells trained "
+                  "before start from another model")
+    elif before_sha is not None and sha == before_sha:
+        err.print("head warm-up trained again: its weights match the recorded sha256 "
+                  f"{sha[:12]}", highlight=False)
+    if before is not None and abs(rec["final_eval"]["loss"] - before) > 1e-6:
         err.print(f"[yellow]warning:[/yellow] the head warm-up trained again ended at held-out "
                   f"loss {rec['final_eval']['loss']:.6f}, not {before:.6f}: cells trained "
                   "before start from another model (the report says so)")

@@ -171,6 +171,30 @@ def test_finetuning_seeds_are_the_pretraining_seeds_own_and_recorded(adapted, ta
         or got[0]["runs"][0]["dev_by_epoch"] != got[1]["runs"][0]["dev_by_epoch"]
 
 
+@pytest.mark.parametrize("name", ["ner", "rel"])
+def test_a_linear_probe_reads_the_frozen_model(adapted, task_files, name):
+    """`<task>:probe`: logistic regression on the frozen model's features beats the majority
+    class, is deterministic (one fit, whatever the seeds), leaves the model's weights as they
+    were, and writes the same outcomes as fine-tuning, so verdicts read it alike."""
+    from safetensors.torch import load_file
+
+    from fdapt_core.downstream.tasks import named_task
+
+    cfg, _ = adapted
+    path, body = task_files[name]
+    task = named_task(f"{path}:probe", path.parent)
+    assert task.probe and task.name == f"{name}_probe"
+    model = run_dir(cfg, "fdapt") / "model"
+    before = load_file(model / "model.safetensors")
+    a = evaluate_task(model, task, torch.device("cpu"), quick=False, pretrain_seed=3)
+    assert a["seeds"] == 1 and len(a["runs"]) == 1 and len(a["outcomes"]["seeds"]) == 1
+    assert a["scores"][task.metric]["values"][0] > majority_baseline(body)[task.metric] + 0.1
+    b = evaluate_task(model, task, torch.device("cpu"), quick=False, pretrain_seed=3)
+    assert a["outcomes"]["seeds"] == b["outcomes"]["seeds"]
+    after = load_file(model / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_task_yaml_errors_name_the_file(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("type: token_classification\nformat: jsonl\ntrain: a\ntest: b\n")

@@ -105,6 +105,8 @@ def test_downstream_reuses_general_scores_and_force_redoes_them(federated_only, 
     assert pretrained.resolve() in first  # general is read where the pretrained model lies
     general = json.loads((folder / "general" / "record.json").read_text())
     assert set(general["downstream"]) == {"ner"}
+    # the code and device that scored the starting model, as a run record names its own
+    assert general["environment"]["device"] == "cpu" and "git_commit" in general["environment"]
     assert run() == []  # every score reused, general's included
     assert json.loads((folder / "general" / "record.json").read_text()) == general
     assert len(run(force=True)) == 3

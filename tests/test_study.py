@@ -211,3 +211,26 @@ def test_a_head_warm_up_trained_again_is_checked_against_the_first(tmp_path):
     line = _warmup_setup(run)[0]
     assert "**ending at another held-out loss** (7.000000, 7.500000)" in line
     assert json.loads((run / "record.json").read_text())["earlier_final_losses"] == [7.0, 7.5]
+
+
+def test_a_head_warm_up_trained_again_is_checked_against_its_weights_hash(tmp_path, capsys):
+    """The record keeps the sha256 of the weights the warm-up saved; a warm-up trained again
+    in a fresh checkout is checked against it, and a difference is said."""
+    import hashlib
+    import json
+
+    from bench.cli import _check_warmup_again
+
+    run = tmp_path / "warm"
+    (run / "model").mkdir(parents=True)
+    (run / "record.json").write_text(json.dumps({"final_eval": {"loss": 7.0}}))
+    (run / "model" / "model.safetensors").write_bytes(b"weights")
+    first = hashlib.sha256(b"weights").hexdigest()
+    _check_warmup_again(run, None)  # the first training: its hash recorded
+    assert json.loads((run / "record.json").read_text())["model_sha256"] == first
+    _check_warmup_again(run, 7.0, first)  # trained again, the same bytes
+    assert "match the recorded sha256" in capsys.readouterr().err
+    (run / "model" / "model.safetensors").write_bytes(b"other weights")
+    _check_warmup_again(run, 7.0, first)
+    assert "saved other weights" in capsys.readouterr().err.replace("\n", " ")
+    assert json.loads((run / "record.json").read_text())["model_sha256"] != first

@@ -267,8 +267,17 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
         raise DataError(f"task {task.name}: a split is empty after filtering")
     task = in_mode(task, quick)
     epochs = task.epochs
-    runs = [finetune_once(model_dir, task, data, s, device, epochs, on_step)
-            for s in finetune_seeds(pretrain_seed, task.seeds)]
+    if task.probe:  # a convex fit on fixed features: one seed is all there is
+        from .probe import probe_once
+
+        task = replace(task, seeds=1)
+        runs = [probe_once(model_dir, task, data, s, device)
+                for s in finetune_seeds(pretrain_seed, 1)]
+        if on_step is not None:
+            on_step()
+    else:
+        runs = [finetune_once(model_dir, task, data, s, device, epochs, on_step)
+                for s in finetune_seeds(pretrain_seed, task.seeds)]
     seeds = task.seeds
     # per-example outcomes go beside the record (`runs.store_result`), not into it; each
     # entry names its fine-tuning seed, which the verdicts' intervals depend on
@@ -289,4 +298,6 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
 
 def total_steps(task: TaskConfig, data: TaskData, quick: bool) -> int:
     task = in_mode(task, quick)
+    if task.probe:
+        return 1
     return task.seeds * task.epochs * math.ceil(len(data.train) / task.batch_size)

@@ -12,11 +12,13 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from ..config import build_config
 from ..errors import DataError
 from ..model import resolve_model_path
 from ..prepare import prepare
-from ..records import SCHEMA_VERSION, read_json, write_json_atomic
+from ..records import SCHEMA_VERSION, environment, read_json, write_json_atomic
 from ..session import save_model
 from . import outcomes
 from .tasks import TaskConfig
@@ -42,7 +44,7 @@ def finished_runs(folder: Path) -> dict[str, Path]:
     return runs
 
 
-def ensure_general(folder: Path, runs: dict[str, Path]) -> Path:
+def ensure_general(folder: Path, runs: dict[str, Path], device: str = "cpu") -> Path:
     """The folder of the starting model's record: reused, with its scores, while it is the
     start of the runs in `folder`; written afresh (dropping its scores) when it is not."""
     out = folder / GENERAL
@@ -59,7 +61,9 @@ def ensure_general(folder: Path, runs: dict[str, Path]) -> Path:
     write_json_atomic(rec_path, {
         "schema_version": SCHEMA_VERSION, "name": cfg.name, "method": GENERAL,
         "base_method": GENERAL, "status": "finished", "config": source["config"],
-        "config_hash": source["config_hash"], "model_dir": model_ref})
+        "config_hash": source["config_hash"], "model_dir": model_ref,
+        # the code and packages that score it (its scores are taken on `device`)
+        "environment": environment(torch.device(device))})
     return out
 
 

@@ -5,7 +5,7 @@ and its fine-tuning budget. A new dataset in one of these formats needs only a n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -59,6 +59,9 @@ class TaskConfig:
     lr: float = opt(5e-5, "AdamW learning rate", min=0.0)
     weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
     seeds: int = opt(3, "fine-tuning seeds (mean and standard deviation)", min=1)
+    probe: bool = opt(False, "a linear probe in place of fine-tuning: logistic regression on "
+                      "the frozen model's features (deterministic: one fit, whatever seeds "
+                      "says); a study names it `<task>:probe`")
     quick: QuickConfig = opt(None, "the quick budget", factory=QuickConfig)
 
 
@@ -78,6 +81,17 @@ def load_task(path: str | Path) -> TaskConfig:
         raise ConfigError(f"{p}: metric {task.metric!r} is for classification tasks; "
                           "token classification reports f1 or accuracy")
     return task
+
+
+PROBE = ":probe"
+
+
+def named_task(spec: str, tasks_dir: Path) -> TaskConfig:
+    """A task preset or YAML path, or either with `:probe` after it: the same task read by a
+    linear probe (named `<name>_probe`, so both can be scored on the same models)."""
+    base = spec[: -len(PROBE)] if spec.endswith(PROBE) else spec
+    task = load_task(task_path(base, tasks_dir))
+    return replace(task, name=f"{task.name}_probe", probe=True) if base != spec else task
 
 
 def task_path(name_or_path: str, tasks_dir: Path) -> Path:
