@@ -192,10 +192,9 @@ def _from_outcomes(a: dict, b: dict, paired: list) -> Difference:
     shared = shared_test_variance(*replicate_variances(reps))
     design = finetune_design((a, b), paired)
     ref_mean = statistics.fmean(fb[s].mean() for s in paired)
-    if design == FRESH:
+    if design == FRESH or len(paired) < 2:  # one seed: no interval either way
         d, how = paired_difference(per_seed, shared), FRESH_HOW
-    elif design == CROSSED and by_seed_ft is not None and by_seed_ft.shape[1] > 1 \
-            and len(paired) > 1:
+    elif design == CROSSED and by_seed_ft is not None and by_seed_ft.shape[1] > 1:
         d, how = crossed_difference(by_seed_ft, shared), CROSSED_HOW
     else:
         why = (MIXED_HOW if design == MIXED else ONE_SHARED_HOW if design == CROSSED

@@ -340,3 +340,40 @@ def test_equivalence_needs_a_task_that_shows_dapt():
         assert row["dapt_shown"] == (None if dapt is None else dapt == 2.0)
         summary = claim_summary([row], 1)
         assert summary == "holds" if dapt == 2.0 else "do not show DAPT" in summary
+
+
+def test_the_crossed_interval_by_hand():
+    """d[s, f] = δ + a_s + b_f + e_sf: the mean's variance is (MS_A + MS_B − MS_AB) / (S·F)
+    with each component clipped at 0; with 2 fine-tuning seeds its b part rests on 1 df."""
+    from fdapt_core.stats import crossed_difference
+
+    d = np.array([[1.0, 3.0], [2.0, 4.5], [0.0, 2.0]])
+    s, f = d.shape
+    rows, cols = d.mean(axis=1), d.mean(axis=0)
+    ms_a, ms_b = f * rows.var(ddof=1), s * cols.var(ddof=1)
+    ms_ab = ((d - rows[:, None] - cols[None, :] + d.mean()) ** 2).sum() / ((s - 1) * (f - 1))
+    got = crossed_difference(d, 0.0)
+    assert got.estimate == pytest.approx(d.mean())
+    assert got.seed_var == pytest.approx((ms_a + ms_b - ms_ab) / (s * f))
+    want_df = got.seed_var ** 2 / ((ms_a / 6) ** 2 / 2 + (ms_b / 6) ** 2 / 1
+                                   + (ms_ab / 6) ** 2 / 2)
+    assert got.df == pytest.approx(want_df)
+    # no fine-tuning seed effect (b clipped): the per-seed means' variance, as if fresh
+    flat = np.array([[1.0, 1.2], [2.0, 1.8], [0.0, 0.1]])
+    r = flat.mean(axis=1)
+    assert crossed_difference(flat, 0.0).seed_var == pytest.approx(r.var(ddof=1) / 3)
+
+
+def test_the_finetuning_design_is_read_from_the_recorded_seeds():
+    from bench.verdicts import CROSSED, FRESH, MIXED, finetune_design
+
+    def side(ids):
+        return {s: {"ft_seeds": tuple(i)} for s, i in enumerate(ids)}
+
+    fresh = side([(10, 11), (20, 21), (30, 31)])
+    assert finetune_design((fresh, fresh), [0, 1, 2]) == FRESH
+    shared = side([(0, 1)] * 3)
+    assert finetune_design((fresh, shared), [0, 1, 2]) == CROSSED  # e.g. general scored once
+    assert finetune_design((shared, shared), [0, 1, 2]) == CROSSED
+    partly = side([(0, 1), (0, 2), (5, 6)])
+    assert finetune_design((partly, fresh), [0, 1, 2]) == MIXED
