@@ -24,8 +24,8 @@ from fdapt_core.freeze_allocation import POLICIES as FREEZE_POLICIES
 
 from .progress import RichCallbacks
 from .tables import add_downstream, downstream_columns, notes, rich_table, rows_of, write_tables
-from .study_records import _scored, _study_hours, _test_sizes
-from .warmup import _check_warmup_again, _record_loss, _record_sha, _warmup_setup
+from .study_records import scored, study_hours, test_sizes
+from .warmup import check_warmup_again, record_loss, record_sha, warmup_setup
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fdapt-bench: federated domain-adaptive pre-training, measured.")
@@ -307,11 +307,11 @@ def study_cmd(
                 err.print(f"{warmup.cfg.name}: its weights are not here (they are not "
                           "committed): training it again, seeded; its weights' sha256 and "
                           "held-out loss are checked against its record's", highlight=False)
-            before_sha = _record_sha(warmup.folder / WARMUP_METHOD)
-            before = _record_loss(warmup.folder / WARMUP_METHOD) if state == "finished" \
+            before_sha = record_sha(warmup.folder / WARMUP_METHOD)
+            before = record_loss(warmup.folder / WARMUP_METHOD) if state == "finished" \
                 else None
             _train(warmup.cfg, WARMUP_METHOD, resume=state == "resumable")
-            _check_warmup_again(warmup.folder / WARMUP_METHOD, before, before_sha)
+            check_warmup_again(warmup.folder / WARMUP_METHOD, before, before_sha)
     for cell in [] if report else grid:  # every method's settings checked first
         for m in study.methods:
             check(cell.cfg, m)
@@ -323,7 +323,7 @@ def study_cmd(
             state, rec = run_state(cell.cfg, m)
             rec = rec if state == "finished" else None
             folder = cell.folder / m
-            if rec is not None and (_scored(rec, tasks, study.quick)
+            if rec is not None and (scored(rec, tasks, study.quick)
                                     or (folder / "model").is_dir()):
                 err.print(f"{cell.cfg.name}/{m}: finished, reused", highlight=False)
                 continue
@@ -333,25 +333,25 @@ def study_cmd(
             continue
         general = cell.folder / "general"
         records = [read_json(cell.folder / m / "record.json") for m in study.methods]
-        if not (general / "record.json").is_file() or not _scored(
+        if not (general / "record.json").is_file() or not scored(
                 read_json(general / "record.json"), tasks, study.quick):
             if any((cell.folder / m / "model").is_dir() for m in study.methods):
                 ensure_general(cell.folder, finished_runs(cell.folder),
                                str(resolve_device(device)))
                 reuse_general(general, generals, tasks, study.quick)
-        if not all(_scored(r, tasks, study.quick) for r in records) or not (
+        if not all(scored(r, tasks, study.quick) for r in records) or not (
                 (general / "record.json").is_file()
-                and _scored(read_json(general / "record.json"), tasks, study.quick)):
+                and scored(read_json(general / "record.json"), tasks, study.quick)):
             run_downstream(out, err, [cell.folder], tasks, study.quick, device, False)
         generals.append(general)
     folders = [c.folder for c in grid]
     rep = make_report([str(f) for f in folders], report_folder(study),
                       f"python -m bench study --config {config}" + (" --report" if report
                                                                     else ""), study.margin_pts,
-                      study.finetune_seeds, _test_sizes(tasks, study),
-                      _warmup_setup(warmup.folder / WARMUP_METHOD) if warmup else [])
+                      study.finetune_seeds, test_sizes(tasks, study),
+                      warmup_setup(warmup.folder / WARMUP_METHOD) if warmup else [])
     out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
-              f"{_study_hours(folders):.2f} h (training + downstream fine-tuning)",
+              f"{study_hours(folders):.2f} h (training + downstream fine-tuning)",
               highlight=False)
 
 
@@ -375,7 +375,7 @@ def _print_plan(study, grid, tasks) -> None:
                         [study_task(t, default) for t in tasks]))
     for title, design, ts in designs:
         lines = study_plan(folders, study.margin_pts, design.finetune_seeds or 1,
-                           _test_sizes(ts, design))
+                           test_sizes(ts, design))
         out.print(f"## Plan for {title}\n\n" + "\n".join(lines), highlight=False,
                   markup=False)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _test_sizes(tasks, study) -> dict[str, int]:
+def test_sizes(tasks, study) -> dict[str, int]:
     """Test examples each task is scored on in this study (its whole test set, or the quick
     subset): what the power plan rescales the pilot's test noise to."""
     from fdapt_core.downstream.finetune import load_task_data
@@ -13,7 +13,7 @@ def _test_sizes(tasks, study) -> dict[str, int]:
     return {t.name: len(load_task_data(t, study.quick).test) for t in tasks}
 
 
-def _scored(rec: dict, tasks, quick: bool) -> bool:
+def scored(rec: dict, tasks, quick: bool) -> bool:
     """Whether a run record holds scores of every task with these settings."""
     from fdapt_core.downstream.runs import task_hash
 
@@ -21,7 +21,7 @@ def _scored(rec: dict, tasks, quick: bool) -> bool:
     return all((done.get(t.name) or {}).get("task_hash") == task_hash(t, quick) for t in tasks)
 
 
-def _study_hours(folders: list[Path]) -> float:
+def study_hours(folders: list[Path]) -> float:
     """Training wall time (every session of every run) and downstream fine-tuning time in
     the records of these folders, in hours."""
     from fdapt_core.records import read_json

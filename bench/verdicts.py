@@ -37,7 +37,7 @@ from fdapt_core.stats import (EQUIVALENT, INCONCLUSIVE, NOT_EQUIVALENT, Interval
                               PairedDifference, crossed_difference, equivalent, holm,
                               paired_difference, replicate_variances, shared_test_variance)
 
-from .collect import GENERAL, Cell, Collection, Task, task_scores
+from .collect import Cell, Collection, Task, task_scores
 
 MARGIN_PTS = 1.0  # the default equivalence margin (points): a stated choice
 CLAIMED_EFFICIENCY = 12.1  # % "computational efficiency" FFDAPT improves by, in the paper

@@ -11,7 +11,7 @@ from rich.console import Console
 err = Console(stderr=True)
 
 
-def _record_loss(run: Path) -> Optional[float]:
+def record_loss(run: Path) -> Optional[float]:
     from fdapt_core.records import read_json
 
     try:
@@ -20,7 +20,7 @@ def _record_loss(run: Path) -> Optional[float]:
         return None
 
 
-def _record_sha(run: Path) -> Optional[str]:
+def record_sha(run: Path) -> Optional[str]:
     from fdapt_core.records import read_json
 
     try:
@@ -29,7 +29,7 @@ def _record_sha(run: Path) -> Optional[str]:
         return None
 
 
-def _model_sha(run: Path) -> Optional[str]:
+def model_sha(run: Path) -> Optional[str]:
     path = run / "model" / "model.safetensors"
     if not path.is_file():
         return None
@@ -40,7 +40,7 @@ def _model_sha(run: Path) -> Optional[str]:
     return h.hexdigest()
 
 
-def _check_warmup_again(run: Path, before: Optional[float],
+def check_warmup_again(run: Path, before: Optional[float],
                         before_sha: Optional[str] = None) -> None:
     """A warm-up trained again (its weights were not committed) must end where it ended
     before, or cells trained before and after would start from different models: the
@@ -50,7 +50,7 @@ def _check_warmup_again(run: Path, before: Optional[float],
     from fdapt_core.records import read_json, write_json_atomic
 
     rec = read_json(run / "record.json")
-    sha = _model_sha(run)
+    sha = model_sha(run)
     if sha is not None:
         rec["model_sha256"] = sha
     if before is not None:
@@ -69,7 +69,7 @@ def _check_warmup_again(run: Path, before: Optional[float],
                   "before start from another model (the report says so)")
 
 
-def _warmup_setup(run: Path) -> list[str]:
+def warmup_setup(run: Path) -> list[str]:
     """The head warm-up's line in the report's setup: its steps, cost and what it did to the
     held-out loss, kept apart from the methods' costs."""
     from fdapt_core.records import read_json

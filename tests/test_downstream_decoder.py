@@ -13,7 +13,8 @@ import torch
 
 from fdapt_core.config import build_config
 from fdapt_core.downstream.decoders import fit_model, is_decoder, task_tokenizer
-from fdapt_core.downstream.finetune import _batch, encode_texts, encode_tokens, evaluate_task
+from fdapt_core.downstream.encoding import batch, encode_texts, encode_tokens
+from fdapt_core.downstream.finetune import evaluate_task
 from fdapt_core.downstream.readers import TextExample, TokenExample
 from fdapt_core.downstream.tasks import load_task
 from fdapt_core.errors import ModelError
@@ -123,17 +124,17 @@ def test_sequence_head_reads_the_last_real_token_of_a_padded_batch(decoders, nam
     items = encode_texts(examples, tok, ["a", "b"], 32)
     lengths = [len(x["input_ids"]) for x in items]
     assert max(lengths[1:]) < lengths[0]  # the shorter ones are padded in the batch
-    batch = _batch(items, tok.pad_token_id, False)
-    assert (batch["input_ids"][1, lengths[1]:] == tok.pad_token_id).all()
+    b = batch(items, tok.pad_token_id, False)
+    assert (b["input_ids"][1, lengths[1]:] == tok.pad_token_id).all()
     with torch.no_grad():
-        padded = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        padded = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         for i, x in enumerate(items):
             alone = model(input_ids=torch.tensor([x["input_ids"]])).logits[0]
             assert torch.allclose(padded[i], alone, atol=1e-5), (i, padded[i], alone)
         # what reading the batch's last position would give instead: not the same
         hidden = model.model if hasattr(model, "model") else model.transformer
-        last = model.score(hidden(input_ids=batch["input_ids"],
-                                  attention_mask=batch["attention_mask"])[0][:, -1])
+        last = model.score(hidden(input_ids=b["input_ids"],
+                                  attention_mask=b["attention_mask"])[0][:, -1])
     assert not torch.allclose(last[1], padded[1], atol=1e-3)
 
 

@@ -253,7 +253,7 @@ def test_real_task_quick_fine_tune(adapted, name):
 
 
 def test_ner_alignment_labels_first_piece_only(tmp_path):
-    from fdapt_core.downstream.finetune import IGNORE, encode_tokens
+    from fdapt_core.downstream.encoding import IGNORE, encode_tokens
     from fdapt_core.downstream.readers import TokenExample
     from fdapt_core.model import train_tokenizer
 

@@ -197,7 +197,7 @@ def test_a_head_warm_up_trained_again_is_checked_against_the_first(tmp_path):
     that cells trained in different sessions started from different models."""
     import json
 
-    from bench.cli import _check_warmup_again, _warmup_setup
+    from bench.warmup import check_warmup_again, warmup_setup
 
     run = tmp_path / "warm"
     run.mkdir()
@@ -205,10 +205,10 @@ def test_a_head_warm_up_trained_again_is_checked_against_the_first(tmp_path):
            "initial_eval": {"loss": 10.7, "ppl": 44470.0},
            "final_eval": {"loss": 7.0, "ppl": 1100.0}}
     (run / "record.json").write_text(json.dumps(rec))
-    _check_warmup_again(run, 7.0)
-    assert "the same held-out loss each time" in _warmup_setup(run)[0]
-    _check_warmup_again(run, 7.5)
-    line = _warmup_setup(run)[0]
+    check_warmup_again(run, 7.0)
+    assert "the same held-out loss each time" in warmup_setup(run)[0]
+    check_warmup_again(run, 7.5)
+    line = warmup_setup(run)[0]
     assert "**ending at another held-out loss** (7.000000, 7.500000)" in line
     assert json.loads((run / "record.json").read_text())["earlier_final_losses"] == [7.0, 7.5]
 
@@ -219,18 +219,18 @@ def test_a_head_warm_up_trained_again_is_checked_against_its_weights_hash(tmp_pa
     import hashlib
     import json
 
-    from bench.cli import _check_warmup_again
+    from bench.warmup import check_warmup_again
 
     run = tmp_path / "warm"
     (run / "model").mkdir(parents=True)
     (run / "record.json").write_text(json.dumps({"final_eval": {"loss": 7.0}}))
     (run / "model" / "model.safetensors").write_bytes(b"weights")
     first = hashlib.sha256(b"weights").hexdigest()
-    _check_warmup_again(run, None)  # the first training: its hash recorded
+    check_warmup_again(run, None)  # the first training: its hash recorded
     assert json.loads((run / "record.json").read_text())["model_sha256"] == first
-    _check_warmup_again(run, 7.0, first)  # trained again, the same bytes
+    check_warmup_again(run, 7.0, first)  # trained again, the same bytes
     assert "match the recorded sha256" in capsys.readouterr().err
     (run / "model" / "model.safetensors").write_bytes(b"other weights")
-    _check_warmup_again(run, 7.0, first)
+    check_warmup_again(run, 7.0, first)
     assert "saved other weights" in capsys.readouterr().err.replace("\n", " ")
     assert json.loads((run / "record.json").read_text())["model_sha256"] != first

@@ -3,7 +3,7 @@
 An encoder's tokenizer has a pad token and a [CLS] A [SEP] B [SEP] pair template, and its
 sequence head reads the first token. A decoder's sequence head (HF's *ForSequenceClassification)
 reads the rightmost token that is not `config.pad_token_id`, so batches are padded on the right
-with exactly that id (`finetune._batch`). Decoder tokenizers often have no pad token (the eos
+with exactly that id (`encoding.batch`). Decoder tokenizers often have no pad token (the eos
 token stands in, as is usual: the head then reads the last token before any trailing eos, the
 same padded or not) and no separator in their pair encoding, which would run a question
 straight into its passage.

@@ -26,13 +26,13 @@ from ..errors import ConfigError, DataError
 from ..prepare import resolve_data_path
 from ..seeding import derive
 from . import outcomes
-from .decoders import encode_pairs, fit_model, is_decoder, task_tokenizer
-from .metrics import classification_scores, ner_scores
-from .readers import (TextExample, TokenExample, carve_dev, check_labels, label_set,
-                      read_conll, read_jsonl_examples, tag_set)
+from .decoders import fit_model, is_decoder, task_tokenizer
+from .encoding import batch, encode_texts, encode_tokens, score_predictions
+from .probe import probe_once
+from .readers import (carve_dev, check_labels, label_set, read_conll, read_jsonl_examples,
+                      tag_set)
 from .tasks import TaskConfig
 
-IGNORE = -100
 
 
 @dataclass
@@ -91,62 +91,6 @@ def load_task_data(task: TaskConfig, quick: bool, seed: int = 0) -> TaskData:
     return TaskData(train, dev, test, labels)
 
 
-# ----------------------------------------------------------------------------- encoding
-
-def encode_tokens(examples: list[TokenExample], tokenizer, labels: list[str],
-                  max_length: int) -> list[dict]:
-    """Word-piece ids with the tag on each word's first piece (IGNORE elsewhere)."""
-    index = {t: i for i, t in enumerate(labels)}
-    enc = tokenizer([e.tokens for e in examples], is_split_into_words=True, truncation=True,
-                    max_length=max_length)
-    out = []
-    for i, e in enumerate(examples):
-        words = enc.word_ids(i)
-        tags, first = [], []
-        previous = None
-        for pos, w in enumerate(words):
-            if w is None or w == previous:
-                tags.append(IGNORE)
-            else:
-                tags.append(index[e.tags[w]])
-                first.append((pos, w))
-            previous = w
-        out.append({"input_ids": enc["input_ids"][i], "labels": tags, "first": first,
-                    "n_words": len(e.tokens)})
-    return out
-
-
-def encode_texts(examples: list[TextExample], tokenizer, labels: list[str],
-                 max_length: int, separator: Optional[int] = None) -> list[dict]:
-    """Ids and label index; a pair is joined by the tokenizer's template, or by `separator`
-    where the template puts nothing between the segments (decoders)."""
-    index = {t: i for i, t in enumerate(labels)}
-    texts = [e.text for e in examples]
-    pairs = [e.pair for e in examples] if examples and examples[0].pair is not None else None
-    if pairs and separator is not None:
-        ids = encode_pairs(tokenizer, texts, pairs, max_length, separator)
-    else:
-        ids = tokenizer(texts, pairs, max_length=max_length,
-                        truncation="only_second" if pairs else True)["input_ids"]
-    return [{"input_ids": x, "label": index[e.label]} for x, e in zip(ids, examples)]
-
-
-def _batch(items: list[dict], pad_id: int, token_level: bool) -> dict:
-    width = max(len(x["input_ids"]) for x in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for i, x in enumerate(items):
-        ids[i, :len(x["input_ids"])] = torch.tensor(x["input_ids"])
-        mask[i, :len(x["input_ids"])] = 1
-    if token_level:
-        labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
-        for i, x in enumerate(items):
-            labels[i, :len(x["labels"])] = torch.tensor(x["labels"])
-    else:
-        labels = torch.tensor([x["label"] for x in items])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 # ----------------------------------------------------------------------------- loop
 
 def _predict(model, items: list[dict], batch_size: int, pad_id: int, token_level: bool,
@@ -156,7 +100,7 @@ def _predict(model, items: list[dict], batch_size: int, pad_id: int, token_level
     with torch.no_grad():
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
-            b = _batch(chunk, pad_id, token_level)
+            b = batch(chunk, pad_id, token_level)
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
                 logits = model(input_ids=b["input_ids"].to(device),
@@ -171,14 +115,6 @@ def _predict(model, items: list[dict], batch_size: int, pad_id: int, token_level
             else:
                 preds.extend(int(v) for v in best)
     return preds
-
-
-def _score(task: TaskConfig, labels: list[str], examples: list, preds: list) -> dict:
-    if task.type == "token_classification":
-        return ner_scores([e.tags for e in examples],
-                          [[labels[i] for i in p] for p in preds])
-    return classification_scores([e.label for e in examples], [labels[i] for i in preds],
-                                 labels, task.exclude_labels)
 
 
 def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
@@ -222,7 +158,7 @@ def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
         model.train()
         order = rng.permutation(len(train))
         for i in range(0, len(train), task.batch_size):
-            b = _batch([train[j] for j in order[i:i + task.batch_size]], pad, token_level)
+            b = batch([train[j] for j in order[i:i + task.batch_size]], pad, token_level)
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
                 loss = model(**{k: v.to(device) for k, v in b.items()}).loss
@@ -233,7 +169,7 @@ def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
             opt.zero_grad(set_to_none=True)
             if on_step is not None:
                 on_step()
-        dev_scores = _score(task, data.labels, data.dev,
+        dev_scores = score_predictions(task, data.labels, data.dev,
                             _predict(model, dev, 32, pad, token_level, device, dtype, outside))
         history.append(dev_scores[task.metric])
         if dev_scores[task.metric] > best:
@@ -241,7 +177,7 @@ def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
             best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
     model.load_state_dict(best_state)
     test_preds = _predict(model, test, 32, pad, token_level, device, dtype, outside)
-    test_scores = _score(task, data.labels, data.test, test_preds)
+    test_scores = score_predictions(task, data.labels, data.test, test_preds)
     return {"seed": seed, "test": test_scores, "dev_by_epoch": history,
             "best_epoch": int(np.argmax(history)), "wall_s": time.perf_counter() - t0,
             "outcome": outcomes.outcome(task, data.labels, data.test, test_preds)}
@@ -268,8 +204,6 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
     task = in_mode(task, quick)
     epochs = task.epochs
     if task.probe:  # a convex fit on fixed features: one seed is all there is
-        from .probe import probe_once
-
         task = replace(task, seeds=1)
         runs = [probe_once(model_dir, task, data, s, device)
                 for s in finetune_seeds(pretrain_seed, 1)]

@@ -25,6 +25,7 @@ from transformers.utils import logging as hf_logging
 
 from . import outcomes
 from .decoders import is_decoder, task_tokenizer
+from .encoding import batch, encode_texts, encode_tokens, score_predictions
 from .tasks import TaskConfig
 
 C_GRID = (0.01, 0.1, 1.0)  # inverse regularisation strengths tried, the best on dev kept
@@ -34,14 +35,12 @@ BATCH = 32
 def _features(model, items: list[dict], pad: int, token_level: bool,
               device: torch.device) -> list[np.ndarray]:
     """Per example: its pooled vector, or one vector per word on its first piece."""
-    from .finetune import _batch
-
     out = []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(items), BATCH):
             chunk = items[i:i + BATCH]
-            b = _batch(chunk, pad, token_level)
+            b = batch(chunk, pad, token_level)
             mask = b["attention_mask"].to(device)
             hidden = model(input_ids=b["input_ids"].to(device),
                            attention_mask=mask).last_hidden_state.float()
@@ -81,8 +80,6 @@ def probe_once(model_dir: Path, task: TaskConfig, data, seed: int,
                device: torch.device) -> dict:
     """One probe: features of every split, a logistic regression per C, the dev-best on test.
     Returns what `finetune.finetune_once` returns (`dev_by_epoch` holds dev per C)."""
-    from .finetune import _score, encode_texts, encode_tokens
-
     t0 = time.perf_counter()
     token_level = task.type == "token_classification"
     tokenizer, separator = task_tokenizer(model_dir, is_decoder(model_dir), task.type)
@@ -106,11 +103,11 @@ def probe_once(model_dir: Path, task: TaskConfig, data, seed: int,
         clf = LogisticRegression(C=c, max_iter=2000, random_state=seed % 2 ** 32)
         clf.fit(scaler.transform(x), y)
         dev = _predict(clf, scaler, splits["dev"], feats["dev"], token_level, outside)
-        history.append(_score(task, data.labels, data.dev, dev)[task.metric])
+        history.append(score_predictions(task, data.labels, data.dev, dev)[task.metric])
         fits.append(clf)
     best = int(np.argmax(history))
     test = _predict(fits[best], scaler, splits["test"], feats["test"], token_level, outside)
-    return {"seed": seed, "test": _score(task, data.labels, data.test, test),
+    return {"seed": seed, "test": score_predictions(task, data.labels, data.test, test),
             "dev_by_epoch": history, "best_epoch": best, "probe_c": C_GRID[best],
             "wall_s": time.perf_counter() - t0,
             "outcome": outcomes.outcome(task, data.labels, data.test, test)}
