@@ -14,14 +14,19 @@ task, with two one-sided tests at α = 0.05 (`fdapt_core.stats`). A claim holds 
 row is equivalent (intersection-union: each row at α, no correction needed); it breaks only if
 some row is shown beyond the margin after Holm's correction across the claim's rows; else it
 cannot be decided, and the power plan (`bench/plan.py`) says what deciding it would take.
-Claim 2's efficiency half is the measured training time saved (95 % interval over seeds; the
-exact FLOPs count where no interval exists) against 12.1 %, and claim 2 holds only if both its
-halves do. Other freeze policies than the paper's allocation are tested apart ("beyond the paper").
+Claim 2's efficiency half is the exact FLOPs count saved (the training-time interval where no
+FLOPs were counted) against 12.1 %, scoped to the set-up it was counted on (`scope_of`), and
+claim 2 holds only if both its halves do. Other freeze policies than the paper's allocation are tested apart ("beyond the paper").
 
-A difference is read on paired pretraining seeds, the same fine-tuning seeds and the same
-test examples (`fdapt_core.stats.paired_difference`): per seed the mean over fine-tuning seeds,
-a t-interval over seeds widened by the test-set noise they share (from resampling examples),
-Satterthwaite's degrees of freedom. Without per-example outcomes (older records) it is the
+A difference is read on paired pretraining seeds and the same test examples. Each
+pretraining seed's models are fine-tuned with that seed's own fine-tuning seeds (the same for
+every method at that seed, fresh for every other seed): per seed the mean over its
+fine-tuning seeds, a t-interval over seeds widened by the test-set noise they share (from
+resampling examples), Satterthwaite's degrees of freedom (`fdapt_core.stats.paired_difference`).
+Records whose fine-tuning seeds were shared by every pretraining seed get the crossed
+random-effects interval (`crossed_difference`), whose fine-tuning part shows in its few
+degrees of freedom (`finetune_design`). A row is "equivalent" only on a task that shows DAPT
+over the starting model (`assay`). Without per-example outcomes (older records) it is the
 t-interval over the per-seed differences of the recorded means, without the test part.
 """
 from __future__ import annotations
