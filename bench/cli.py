@@ -274,7 +274,7 @@ def study_cmd(
     from fdapt_core.methods import check
     from fdapt_core.runs import run_state
     from fdapt_core.study import (REQUIRED, WARMUP_METHOD, StudyConfig, cells, head_warmup,
-                                  load_study, report_folder, study_task)
+                                  load_study, method_order, report_folder, study_task)
 
     from .downstream import run_downstream
     from .report import make_report
@@ -319,7 +319,7 @@ def study_cmd(
     # study goes on from its committed records on another machine (weights are not kept).
     generals: list[Path] = []  # the starting model, scored once per seed, reused across cells
     for cell in [] if report else grid:
-        for m in study.methods:
+        for m in method_order(study.methods, cell.seed):  # alternating: see its docstring
             state, rec = run_state(cell.cfg, m)
             rec = rec if state == "finished" else None
             folder = cell.folder / m

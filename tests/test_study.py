@@ -234,3 +234,15 @@ def test_a_head_warm_up_trained_again_is_checked_against_its_weights_hash(tmp_pa
     check_warmup_again(run, 7.0, first)
     assert "saved other weights" in capsys.readouterr().err.replace("\n", " ")
     assert json.loads((run / "record.json").read_text())["model_sha256"] != first
+
+
+def test_a_cells_methods_alternate_their_order_by_seed():
+    """Timed back to back on a drifting host, the method that always ran first would gain:
+    the order alternates, so the paired time saved over seeds cancels the drift."""
+    from fdapt_core.study import method_order
+
+    methods = ["fdapt", "ffdapt-paper"]
+    assert method_order(methods, 0) == ["fdapt", "ffdapt-paper"]
+    assert method_order(methods, 1) == ["ffdapt-paper", "fdapt"]
+    firsts = [method_order(methods, s)[0] for s in range(10)]
+    assert firsts.count("fdapt") == firsts.count("ffdapt-paper") == 5
