@@ -106,10 +106,13 @@ def plan_md(rows: list[PlanRow], hours: dict, finetune_seeds: int,
            "inside the margin less the observed |Δ| (if it is as observed). Hours: per seed, "
            "each of the claim's methods trained and fine-tuned once more, at this host's "
            "measured medians.", ""]
-    if any(not r.separable for r in rows):
+    if any(not r.separable and not r.task.endswith("_probe") for r in rows):
         out += ["*The pilot fine-tuned each model once: fine-tuning noise cannot be told apart "
                 "from pretraining noise, and is counted as pretraining noise, which more "
                 "fine-tuning seeds would not reduce (the plan is conservative).*", ""]
+    if any(r.task.endswith("_probe") for r in rows):
+        out += ["*A linear probe (`_probe` tasks) is one deterministic fit per model: it has "
+                "no fine-tuning noise, and its one fit is all a planned seed needs.*", ""]
     order = {1: 0, 2: 1, "beyond": 2}
     rows = sorted(rows, key=lambda r: order.get(r.claim, 3))
     table = []

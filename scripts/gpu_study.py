@@ -90,14 +90,14 @@ def widen_model(folder: Path) -> None:
 def data_files(config: Path) -> list[tuple[Path, str]]:
     """(file on this machine, its path under the data folder) for the corpus and every task
     split the study reads."""
-    from fdapt_core.downstream.tasks import load_task, task_path
+    from fdapt_core.downstream.tasks import named_task
     from fdapt_core.prepare import resolve_data_path
 
     study, cfg = _study(config)
     names = [cfg.data.path]
-    for name in study.tasks:
-        task = load_task(task_path(name, ROOT / "configs" / "tasks"))
-        names += [p for p in (task.train, task.dev, task.test) if p]
+    for name in study.tasks:  # a probe (`chemprot:probe`) reads its task's files
+        task = named_task(name, ROOT / "configs" / "tasks")
+        names += [p for p in (task.train, task.dev, task.test) if p and p not in names]
     out = []
     for name in names:
         found = resolve_data_path(name)
