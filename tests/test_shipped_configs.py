@@ -9,7 +9,7 @@ import pytest
 
 from fdapt_core.config import build_config, load_config
 from fdapt_core.dist.zero import load_deepspeed_config
-from fdapt_core.downstream.tasks import load_task, task_path
+from fdapt_core.downstream.tasks import load_task, named_task
 from fdapt_core.methods import parse_method
 from fdapt_core.study import cells, load_study
 from tests.conftest import ROOT
@@ -55,8 +55,8 @@ def test_study_config_is_valid(path):
     for cell in grid:
         for method in study.methods:
             parse_method(method, cell.cfg)
-    for name in study.tasks:
-        load_task(task_path(name, CONFIGS / "tasks"))
+    for name in study.tasks:  # a preset, a path, or either read by a probe (`:probe`)
+        named_task(name, CONFIGS / "tasks")
 
 
 def test_the_committed_study_is_still_its_records_study():
