@@ -8,9 +8,9 @@ from fdapt_core.stats import components, seeds_needed
 from .collect import Collection
 from .plan import hours_per_seed, plan_md, plan_rows
 from .tables import md_table
-from .verdicts import (CLAIMED_EFFICIENCY, MARGIN_PTS, MIN_SEEDS, NO_ASSAY, PAPER, QUOTES,
-                       RESAMPLES, TOO_FEW_SEEDS, claim_summary, downstream_summary,
-                       efficiency_verdict)
+from .efficiency import CLAIMED_EFFICIENCY, efficiency_verdict
+from .verdicts import (MARGIN_PTS, MIN_SEEDS, NO_ASSAY, PAPER, QUOTES, RESAMPLES, TOO_FEW_SEEDS,
+                       claim_summary, downstream_summary)
 
 
 def _fmt(v, digits: int = 2) -> str:
