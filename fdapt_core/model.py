@@ -114,15 +114,35 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, cache_dir: Path):
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
         fast.save_pretrained(tmp)
         os.replace(tmp, folder)
-    return load_tokenizer(str(folder))
+    return load_tokenizer(str(folder), own=True)
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):
+# What a saved tokenizer leaves in its folder, in the formats transformers reads
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
+                   "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+MIN_VOCAB = 128  # the least a preset's trained tokenizer may have (model.vocab_size)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False, own: bool = False):
+    """A model's tokenizer from its folder or hub id; `own`: one this harness trained on the
+    corpus (checked when it was learned), else it must be there and more than a few tokens.
+    """
+    # transformers builds a tokenizer of the special tokens alone from a folder that holds a
+    # model's config and no tokenizer: a run on it trained on nothing and said "finished"
+    if not own and Path(path).is_dir() \
+            and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"model.name_or_path: {path} holds no tokenizer (none of "
+                         f"{', '.join(TOKENIZER_FILES[:3])}, …): save the model's tokenizer "
+                         "into it (tokenizer.save_pretrained(folder))")
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelError(f"model.name_or_path: cannot load a tokenizer from {path!r} "
                          f"({str(exc).splitlines()[0]})") from None
+    if not own and len(tok) < MIN_VOCAB:
+        raise ModelError(f"model.name_or_path: the tokenizer of {path} has {len(tok)} tokens "
+                         f"(fewer than {MIN_VOCAB}): not the model's own; save its tokenizer "
+                         "there")
     tok.model_max_length = 10**9  # documents are packed later; silence the length warning
     return tok
 

@@ -43,6 +43,23 @@ def config_file(tmp_path, name: str, text: str) -> list[str]:
     return ["--config", str(f)]
 
 
+def untokenized_model(tmp_path, few_tokens: bool = False) -> list[str]:
+    """A model folder as a new user saved it: config.json and model.safetensors, and no
+    tokenizer (it trained on a 5-token vocabulary and said "finished"); or with a tokenizer
+    of the special tokens alone."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    folder = tmp_path / "model"
+    BertForMaskedLM(BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=64)).save_pretrained(
+        folder)
+    if few_tokens:
+        vocab = tmp_path / "vocab.txt"
+        vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+        BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    return ["--set", "model.preset=null", "--set", f"model.name_or_path={folder}"]
+
+
 GOOD = b'{"title": "a", "abstract": "b c d"}\n'
 CASES = {
     "empty corpus": (lambda t: jsonl_corpus(t, "empty.jsonl", b""), ["empty.jsonl"]),
@@ -60,6 +77,10 @@ CASES = {
     "missing model folder": (lambda t: ["--set", "model.preset=null", "--set",
                                         "model.name_or_path=./no/such/model"],
                              ["model.name_or_path", "no such model folder"]),
+    "model folder without a tokenizer": (lambda t: untokenized_model(t),
+                                         ["model.name_or_path", "holds no tokenizer"]),
+    "tokenizer of a few tokens": (lambda t: untokenized_model(t, few_tokens=True),
+                                  ["model.name_or_path", "5 tokens"]),
     "by_key without a key": (lambda t: jsonl_corpus(t, "nokey.jsonl", GOOD * 20)
                              + ["--set", "partition.method=by_key", "--set",
                                 "data.key_field=category"], ["nokey.jsonl:1", "category"]),

@@ -70,7 +70,7 @@ def node_tokenizer(files: dict[str, str], sha256: str, cache_dir: str):
             os.rename(tmp, folder)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = load_tokenizer(str(folder))
+    tokenizer = load_tokenizer(str(folder), own=True)  # the server's, checked there
     if tokenizer_sha256(tokenizer) != sha256:
         raise FdaptError("the server's tokenizer did not load the same on this node "
                          "(transformers versions differ?)")
