@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import report as report_mod
+from bench import figures as figs_mod
 from bench.report import make_report
 from fdapt_core.errors import DataError
 from tests.conftest import ROOT
@@ -188,7 +188,7 @@ def test_report_with_downstream(tmp_path):
 
 
 def test_output_is_replaced_whole_and_a_failure_keeps_the_old_one(grid, monkeypatch):
-    monkeypatch.setattr(report_mod.figs, "DPI", 50)  # the files, not their looks, matter here
+    monkeypatch.setattr(figs_mod, "DPI", 50)  # the files, not their looks, matter here
     out = grid / "rep"
     make_report([str(grid / "grid-a")], out)
     (out / "stale.txt").write_text("from an older report")
@@ -197,13 +197,13 @@ def test_output_is_replaced_whole_and_a_failure_keeps_the_old_one(grid, monkeypa
     def boom(*a, **k):
         raise RuntimeError("drawing failed")
 
-    figs_cost_bars = report_mod.figs.cost_bars
-    monkeypatch.setattr(report_mod.figs, "cost_bars", boom)
+    figs_cost_bars = figs_mod.cost_bars
+    monkeypatch.setattr(figs_mod, "cost_bars", boom)
     with pytest.raises(RuntimeError):
         make_report([str(grid / "grid-a")], out)
     assert (out / "report.md").read_text() == before and (out / "stale.txt").exists()
     assert [p.name for p in grid.iterdir() if p.name.startswith(".")] == []  # no leftovers
-    monkeypatch.setattr(report_mod.figs, "cost_bars", figs_cost_bars)
+    monkeypatch.setattr(figs_mod, "cost_bars", figs_cost_bars)
     make_report([str(grid / "grid-a")], out)
     assert not (out / "stale.txt").exists()  # a new report replaces the folder whole
 
