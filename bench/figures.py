@@ -301,7 +301,7 @@ def loss_vs_cost(curves: dict[str, dict[str, dict]], targets: dict[str, float | 
                  methods: list[str], colors: dict, folder: Path, stem: str) -> list[str] | None:
     """A row per partition: held-out loss against cumulative MB sent (left) and against the
     projected wall time (right), one line per method; a dotted line at the target loss.
-    curves: partition → method → `collect.network_curve` (bytes, seconds, loss per round)."""
+    curves: partition → method → `cell_stats.network_curve` (bytes, seconds, loss per round)."""
     parts = [p for p, d in curves.items() if d]
     if not parts:
         return None

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from fdapt_core.errors import FdaptError
 
-from .collect import contended, contention_note
+from .record_timing import contended, contention_note
 from fdapt_core.perf.baseline import compare
 from fdapt_core.perf.suite import QUICK, run_suite
 from fdapt_core.records import read_json, write_json_atomic

@@ -2,7 +2,8 @@
 differences from central and fdapt."""
 from __future__ import annotations
 
-from .collect import Collection, downstream_stats
+from .cell_stats import downstream_stats
+from .collect import Collection
 from .report_format import part_heading, seeds_text, signed
 from .tables import md_table
 from .verdicts import differences, pair_seeds

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import figures as figs
-from .collect import GENERAL, Collection, loss_curve, network_curve, target_loss
+from .cell_stats import loss_curve, network_curve, target_loss
+from .collect import GENERAL, Collection
 from .report_format import MB
 
 

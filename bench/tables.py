@@ -11,8 +11,8 @@ from fdapt_core.records import loop_wall_s, write_text_atomic
 
 from fdapt_core.network import summary
 
-from .collect import (contended, contention_note, network_of, other_threads, saved_pct,
-                      threads_note, usual_threads)
+from .record_timing import (contended, contention_note, network_of, other_threads, saved_pct,
+                            threads_note, usual_threads)
 
 # (csv column, header, format, in the terminal table) — csv names carry their units so that
 # pandas reads them as they are; the terminal keeps the columns a first look needs.

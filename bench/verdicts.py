@@ -42,7 +42,8 @@ from fdapt_core.stats import (EQUIVALENT, INCONCLUSIVE, NOT_EQUIVALENT, Interval
                               PairedDifference, crossed_difference, equivalent, holm,
                               paired_difference, replicate_variances, shared_test_variance)
 
-from .collect import Cell, Collection, Task, task_scores
+from .cell_stats import task_scores
+from .collect import Cell, Collection, Task
 from .efficiency import (NOT_REPRODUCED, efficiency_summary, efficiency_words, scope_of,
                          scope_words)
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.collect import collect, contended, time_saved_interval
+from bench.cell_stats import time_saved_interval
+from bench.collect import collect
 from bench.perf import summary_table
+from bench.record_timing import contended
 from bench.report import make_report
 from bench.tables import notes, rich_table, rows_of, write_tables
 from tests.test_missing_reference import compare_record

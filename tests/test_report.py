@@ -290,7 +290,8 @@ def test_time_saved_is_an_interval_over_seeds_and_stalls_are_named(tmp_path):
     """Rounds of one seed are not independent repeats: pooling (seed, round) pairs gave a
     5-df interval from 2 seeds. And a round that took twice its run's median, with no
     contention measured, went unnamed while it turned the method's saving negative."""
-    from bench.collect import collect, stalls, time_saved_by_seed, time_saved_interval
+    from bench.cell_stats import stalls, time_saved_by_seed, time_saved_interval
+    from bench.collect import collect
     from fdapt_core.stats import t_interval
 
     walls = {("fdapt", 0): [10, 10, 10], ("ffdapt-paper", 0): [9, 9, 9],
