@@ -1,7 +1,7 @@
 """The run's parts, built from what `prepare` read: the context every trainer shares (model,
 objective, data, held-out scorer, checkpoints, meters) and the trainer of the method (central
 on the union of the clients' text, else federated rounds with the method's freeze policy, its
-strategy and an executor). The runner, the distributed launcher and the Flower apps all build
+strategy and a transport). The runner, the distributed launcher and the Flower apps all build
 a run through here.
 """
 from __future__ import annotations
@@ -17,12 +17,15 @@ from .adapters import attach, exchanged_names
 from .checkpoint import Checkpoints
 from .config import RunConfig
 from .data.packing import pack, tokenize_corpus
+from .dist.data_parallel import group_dp
 from .dist.zero import ZeroTrainer
 from .errors import DataError
 from .fl.client import Client
 from .fl.codecs import Codec
 from .fl.context import Context, NoCallbacks
-from .fl.engine import CentralTrainer, FederatedTrainer, SequentialExecutor
+from .fl.engine import CentralTrainer
+from .fl.server import Server
+from .fl.transport import SequentialTransport
 from .fl.evaluate import HeldOut
 from .fl.schedule import client_round_batches, sample_clients
 from .fl.strategies import build_strategy
@@ -135,9 +138,10 @@ def union_blocks(prep: Prepared) -> torch.Tensor:
     return pack(prep.tokens, [i for p in prep.parts for i in p], prep.cfg.data.max_seq_length)
 
 
-def build_trainer(prep: Prepared, ctx: Context, executor):
+def build_trainer(prep: Prepared, ctx: Context, transport=None):
     """(the trainer, the freeze schedule or None): central on the union of the clients'
-    text, else federated rounds with the method's freeze policy and the strategy."""
+    text, else the federated `Server` with the method's freeze policy, its strategy and a
+    transport (this process's clients in turn, unless the launcher gave another)."""
     cfg = prep.cfg
     if prep.method == "central":
         union = union_blocks(prep)
@@ -145,9 +149,17 @@ def build_trainer(prep: Prepared, ctx: Context, executor):
             None
     # the budget policy counts its candidates as the run counts its steps (the same head)
     plans = method_freeze_schedule(prep, ctx.flops or FlopCache(prep.model, ctx.head))
-    zero = ZeroTrainer(prep.model, cfg, ctx.world) if cfg.dist.engine == "deepspeed" else None
-    return FederatedTrainer(ctx, plans, build_strategy(cfg.fl),
-                            executor or SequentialExecutor(), zero), plans
+    transport = transport or SequentialTransport()
+    codec = Codec(cfg.fl.upload_codec, cfg.fl.topk_fraction)
+    client = None
+    if transport.trains_here:
+        # the client half: data-parallel over this rank's group (None: one process a client),
+        # on a ZeRO engine under dist.engine: deepspeed
+        zero = ZeroTrainer(prep.model, cfg, ctx.world) if cfg.dist.engine == "deepspeed" \
+            else None
+        client = Client(ctx, codec, group_dp(ctx.world), zero)
+    transport.bind(ctx, client)
+    return Server(ctx, plans, build_strategy(cfg.fl), transport, codec), plans
 
 
 def method_freeze_schedule(prep: Prepared, flops: FlopCache):

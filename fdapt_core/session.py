@@ -34,7 +34,7 @@ from .runs import run_dir
 
 
 def run_session(cfg: RunConfig, method: str, resume: bool = False, callbacks=None,
-                world=None, executor=None) -> dict:
+                world=None, transport=None) -> dict:
     """One run in this process (every rank of a distributed run calls it; rank 0 alone
     evaluates and writes): prepare, open the run folder, build the trainer, start the
     record, train the rounds, total up and save the model."""
@@ -56,7 +56,7 @@ def run_session(cfg: RunConfig, method: str, resume: bool = False, callbacks=Non
         callbacks.round_end(r, row)
 
     ctx = build_context(prep, out, _RecordFirst(callbacks, round_end), world)
-    trainer, freeze_plans = build_trainer(prep, ctx, executor)
+    trainer, freeze_plans = build_trainer(prep, ctx, transport)
     dtype = amp_dtype(prep.cfg.train, prep.device)
     initial = ctx.heldout.evaluate(prep.model, prep.device, dtype) if main \
         else {"loss": None, "ppl": None}

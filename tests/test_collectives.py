@@ -16,7 +16,7 @@ from torch import nn
 
 from conftest import ROOT
 from fdapt_core.dist.data_parallel import group_dp
-from fdapt_core.dist.executor import merge_strategy
+from fdapt_core.dist.transport import merge_strategy
 from fdapt_core.dist.world import World
 from fdapt_core.fl.fedavg import FedAvg
 

@@ -110,7 +110,7 @@ def test_distributed_needs_a_launcher(tmp_path, cache_dir):
 
 
 def test_deal_is_balanced_and_deterministic():
-    from fdapt_core.dist.executor import deal
+    from fdapt_core.dist.transport import deal
 
     steps = {0: 5, 1: 1, 2: 3, 3: 3, 4: 2}
     assert deal(list(steps), steps, 2) == [[0, 4], [1, 2, 3]]  # loads 7 and 7

@@ -23,7 +23,7 @@ def test_draws_are_seeded_and_follow_the_rates():
 
 
 def screen(f: Faults, sent, g):
-    """The server's two halves in the order `FederatedTrainer.settle` runs them."""
+    """The server's two halves in the order `Server.settle` runs them."""
     reason, norm = f.check(sent, g)
     return (reason or f.judge(norm)), norm
 

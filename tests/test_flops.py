@@ -189,13 +189,14 @@ def test_the_steps_are_counted_before_the_rounds_not_inside_them(tiny, monkeypat
     frozen set a run will meet (the paper policy: one per client) is counted before round 0;
     the rounds only look their counts up, and the record keeps the time as `flop_count_s`."""
     import fdapt_core.fl.engine as engine
+    import fdapt_core.fl.server as server
     import fdapt_core.profiling.flops as flops
 
     events = []
     count = flops.count_step_flops
     monkeypatch.setattr(flops, "count_step_flops",
                         lambda *a, **k: events.append("count") or count(*a, **k))
-    for cls in (engine.FederatedTrainer, engine.CentralTrainer):
+    for cls in (server.Server, engine.CentralTrainer):
         train_round = cls.train_round
         monkeypatch.setattr(cls, "train_round", lambda self, r, _f=train_round:
                             events.append("round") or _f(self, r))

@@ -15,7 +15,7 @@ from conftest import silo_corpus  # noqa: E402
 from fdapt_core.errors import ConfigError, FdaptError  # noqa: E402
 from fdapt_core.fl.codecs import CODECS, Codec  # noqa: E402
 from fdapt_core.flower import client as flower_client  # noqa: E402
-from fdapt_core.flower.server import FlowerExecutor  # noqa: E402
+from fdapt_core.flower.server import FlowerTransport  # noqa: E402
 from fdapt_core.flower.wire import (encoded_record, from_array, record_encoded,  # noqa: E402
                                     to_array)
 from fdapt_core.session import run_session  # noqa: E402
@@ -125,7 +125,7 @@ class LocalGrid:
 
 def test_a_lost_node_is_a_dropped_client_and_the_round_goes_on(tiny):
     cfg = tiny("fl.clients=3", "name=lost", "dist.executor=flower")
-    rec = run_session(cfg, "fdapt", executor=FlowerExecutor(LocalGrid(3, dead={1}), "fdapt", 10))
+    rec = run_session(cfg, "fdapt", transport=FlowerTransport(LocalGrid(3, dead={1}), "fdapt", 10))
     for r in rec["rounds"]:
         lost = r["clients"][1]
         assert lost["dropped"] and lost["fault"] == "lost" and "Node Unavailable" in lost["error"]
@@ -135,7 +135,7 @@ def test_a_lost_node_is_a_dropped_client_and_the_round_goes_on(tiny):
     # a federation where no client can train is broken, not faulty: the run says so
     with pytest.raises(FdaptError, match="every client of round 1 failed"):
         run_session(tiny("fl.clients=2", "name=dead", "dist.executor=flower"), "fdapt",
-             executor=FlowerExecutor(LocalGrid(2, dead={0, 1}), "fdapt", 10))
+             transport=FlowerTransport(LocalGrid(2, dead={0, 1}), "fdapt", 10))
 
 
 @pytest.mark.parametrize("sets, method", [(["train.optimizer_reset=persist"], "fdapt"),
@@ -149,7 +149,7 @@ def test_client_state_lives_in_the_nodes_flower_state(tiny, tmp_path, sets, meth
     run(tiny(*sets, "name=seq"), method)
     grid = LocalGrid(2, fresh_process=True)
     rec = run_session(tiny(*sets, "name=fl", "dist.executor=flower"), method,
-                      executor=FlowerExecutor(grid, method, 10))
+                      transport=FlowerTransport(grid, method, 10))
     a = _weights(tmp_path / "results" / "seq" / method)
     b = _weights(tmp_path / "results" / "fl" / method)
     assert rec["status"] == "finished"
@@ -173,7 +173,7 @@ def test_nodes_holding_only_their_own_documents_train_the_sequential_run(tiny, t
     grid = LocalGrid(2, node_config={c: {"data-path": str(f)} for c, f in files.items()},
                      fresh_process=True)
     rec = run_session(tiny(*sets, "name=silo", "dist.executor=flower"), "ffdapt",
-                      executor=FlowerExecutor(grid, "ffdapt", 10))
+                      transport=FlowerTransport(grid, "ffdapt", 10))
     assert rec["status"] == "finished"
     a = _weights(tmp_path / "results" / "seq" / "ffdapt")
     b = _weights(tmp_path / "results" / "silo" / "ffdapt")
@@ -189,7 +189,7 @@ def test_a_node_missing_a_document_or_holding_other_text_refuses(tiny, tmp_path)
     grid = LocalGrid(2, node_config={c: {"data-path": str(f)} for c, f in files.items()})
     with pytest.raises(FdaptError, match="client 0's node refused.*missing"):
         run_session(tiny(*sets, "name=gone", "dist.executor=flower"), "fdapt",
-                    executor=FlowerExecutor(grid, "fdapt", 10))
+                    transport=FlowerTransport(grid, "fdapt", 10))
     rec = json.loads((tmp_path / "results" / "gone" / "fdapt" / "record.json").read_text())
     assert rec["status"] == "failed" and "missing" in rec["error"]
     first = json.loads(lines[0])
@@ -199,7 +199,7 @@ def test_a_node_missing_a_document_or_holding_other_text_refuses(tiny, tmp_path)
     grid = LocalGrid(2, node_config={c: {"data-path": str(f)} for c, f in files.items()})
     with pytest.raises(FdaptError, match="client 0's node refused.*other text"):
         run_session(tiny(*sets, "name=edited", "dist.executor=flower"), "fdapt",
-                    executor=FlowerExecutor(grid, "fdapt", 10))
+                    transport=FlowerTransport(grid, "fdapt", 10))
 
 
 def test_nodes_sharing_a_cache_do_not_undo_each_others_tokenizer_write(tiny, tmp_path):

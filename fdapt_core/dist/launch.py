@@ -18,7 +18,7 @@ import torch.distributed as dist
 from ..errors import FdaptError
 from ..records import write_json_atomic
 from ..runs import run_dir
-from .executor import DistributedExecutor
+from .transport import DistributedTransport
 from .world import close_world, init_world
 
 
@@ -47,10 +47,9 @@ def run_distributed(cfg, method: str, resume: bool, callbacks, run_fn) -> dict:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     world = init_world(cfg, cfg.train.device)
-    executor = DistributedExecutor(world)
     try:
         record = run_fn(cfg, method, resume, callbacks if world.is_main else None,
-                        world=world, executor=executor)
+                        world=world, transport=DistributedTransport(world))
     except Exception as exc:  # noqa: BLE001 (every failure is reported the same way)
         msg = f"rank {world.rank} failed {world.where}: {type(exc).__name__}: {exc}"
         info = {"rank": world.rank, "where": world.where, "error": f"{type(exc).__name__}: "

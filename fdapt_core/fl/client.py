@@ -4,7 +4,7 @@ Everything the client needs from the server arrives in the task (the global weig
 frozen set, the fault drawn for it, the proximal weight); the rest is its own: its blocks, the
 run's config, and what it keeps between rounds (AdamW moments under `optimizer_reset:
 persist`, the top-k codec's error feedback), per client id, so that one `Client` serves every
-client of a sequential run on one model object. The server half (`engine.FederatedTrainer`)
+client of a sequential run on one model object. The server half (`server.Server`)
 never reaches into it: it reads the update it is given, and checkpoints `state_dict()`.
 """
 from __future__ import annotations
@@ -37,12 +37,13 @@ class Client:
         """Load the global model, train the round, encode what goes back."""
         ctx, cfg, client = self.ctx, self.ctx.cfg, task.client
         model, blocks = ctx.model, ctx.client_blocks[client]
+        steps = steps_per_round(len(blocks), cfg)
+        ctx.callbacks.client_start(client, steps)
         flops = step_flops(ctx, blocks, task.frozen)
         if task.fault == "drop":  # gone before it downloaded anything
             return ClientUpdate(dropped_row(ctx, task, "drop"), None)
         load_params(model, task.global_params)
         apply_freeze(model, task.plan)
-        steps = steps_per_round(len(blocks), cfg)
         mask_gen = seed_client_round(cfg, client, task.round)
         batches = client_round_batches(cfg, client, len(blocks), task.round)  # its own epochs
         if self.zero is not None:  # a DeepSpeed ZeRO engine trains; the model takes its result

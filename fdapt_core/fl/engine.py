@@ -1,11 +1,10 @@
-"""The round engine: federated rounds (fdapt / ffdapt) and the central baseline.
+"""The round loop both trainers share, and the central baseline.
 
-Both trainers share one skeleton: for each round, train, evaluate the held-out MLM loss,
-checkpoint, append the round to the record. They differ only in what "train" means:
+`RoundLoop.run`: for each round, train, evaluate the held-out loss, checkpoint, append the
+round to the record. The trainers differ only in what "train" means:
 
-* `FederatedTrainer`, the server half: sample clients, write each one's `RoundTask`, let the
-  executor carry it to the client half (`fl/client.py`) and the `ClientUpdate` back, then
-  decode, screen and fold each upload into the strategy, and take the strategy's new model.
+* `server.Server` (fdapt / ffdapt): configure the round's tasks, let the transport carry them
+  to the clients and their answers back, screen and fold each one, aggregate.
 * `CentralTrainer`: one trainer on the union of the clients' text, with one optimizer and one
   schedule for the whole run; its round r trains as many sequences as fdapt's round r (the
   same tokens).
@@ -14,33 +13,25 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Iterator, Optional, Sequence
+from typing import Iterator
 
 import torch
 
 from ..dist.collectives import broadcast_object
 from ..dist.data_parallel import group_dp
 from ..errors import FdaptError
-from ..interrupt import StopRequested
-from ..freeze import FreezePlan, FreezeSchedule
-from .client import Client, dropped_row
-from .codecs import Codec
 from .context import Context
-from .fedavg import FedAvg
-from .faults import Faults
 from .local import amp_dtype, make_optimizer, train_steps
-from .messages import ClientUpdate, RoundTask
 from .params import load_params
 from .rows import client_row, step_flops
-from .schedule import (client_stream, round_plans, sample_clients, seed_client_round,
-                       steps_per_round)
+from .schedule import client_stream, seed_client_round
 
 
 class TrainingError(FdaptError):
     """Training cannot go on (e.g. the central loss became NaN)."""
 
 
-class _RoundLoop:
+class RoundLoop:
     """The shared skeleton: rounds, evaluation, checkpoints, record rows."""
 
     def __init__(self, ctx: Context):
@@ -120,177 +111,7 @@ class _RoundLoop:
         return step_flops(self.ctx, blocks, frozen)
 
 
-class FederatedTrainer(_RoundLoop):
-    """FedAvg rounds over K clients; `plans.plan(i, r)` is client i's frozen set in round r."""
-
-    def __init__(self, ctx: Context, plans: Optional[FreezeSchedule | list[FreezePlan]],
-                 strategy: FedAvg, executor, zero=None):
-        super().__init__(ctx)
-        # plans: a FreezeSchedule (per client and round) or a static list (one per client)
-        self.plans = FreezeSchedule.of(plans)
-        self.strategy, self.executor = strategy, executor
-        self.codec = Codec(ctx.cfg.fl.upload_codec, ctx.cfg.fl.topk_fraction)
-        self.faults = Faults(ctx.cfg.faults, ctx.cfg.seed, window=2 * ctx.cfg.fl.clients)
-        self.pending: Optional[dict] = None  # a partial-round checkpoint to continue from
-        # the client half, for executors that train here: data-parallel over this rank's group
-        # (None: one process a client), on a ZeRO engine under dist.engine: deepspeed
-        self.client = Client(ctx, self.codec, group_dp(ctx.world), zero)
-
-    def planned_counts(self, start_round):
-        if not self.executor.trains_here:  # the nodes count their own
-            return
-        for _, c, plan in round_plans(self.ctx.cfg, self.plans, start_round):
-            yield self.ctx.client_blocks[c], plan.names if plan else frozenset()
-
-    def train_round(self, r: int) -> dict:
-        ctx, cfg = self.ctx, self.ctx.cfg
-        clients = sample_clients(cfg, r)
-        ctx.callbacks.round_start(r, cfg.fl.rounds, clients)
-        global_params = ctx.global_params()
-        self.strategy.begin_round(global_params)
-        stats: list[dict] = []
-        if self.pending is not None and self.pending["round"] == r:  # resume inside a round
-            stats = list(self.pending["rows"])
-            self.strategy.load_partial_state(self.pending["strategy"])
-            self.load_state(self.pending["trainer"])
-            self.pending = None
-        done = {row["client"] for row in stats}
-        t0 = time.perf_counter()
-        try:  # rows arrive as clients finish, in client order; then the executor's summary
-            extra = drain(self.executor.run_round(self, r, [c for c in clients if c not in done],
-                                                  global_params), stats.append)
-        except StopRequested:
-            if ctx.world is not None:  # ranks stop at different steps: no partial round
-                raise
-            # keep the clients this round has finished; the interrupted one starts over
-            ctx.checkpoints.save_partial(r, {"round": r, "rows": stats,
-                                             "strategy": self.strategy.partial_state(),
-                                             "trainer": self.state()})
-            raise
-        t_agg = time.perf_counter()
-        accepted = list(self.strategy.accepted)
-        # too few valid updates: the round changes nothing rather than trusting one or two
-        aggregated = len(accepted) >= cfg.faults.min_clients
-        load_params(ctx.model, self.strategy.finish() if aggregated else global_params)
-        agg_s = time.perf_counter() - t_agg
-        return {"round": r, "clients": stats, "train_wall_s": t_agg - t0,
-                "aggregate_wall_s": agg_s, "accepted": accepted, "aggregated": aggregated,
-                "dropped": [s["client"] for s in stats if s.get("dropped")],
-                "rejected": {str(s["client"]): s["rejected"] for s in stats
-                             if s.get("rejected")}, **(extra or {})}
-
-    def task(self, r: int, client: int, global_params: dict[str, torch.Tensor]) -> RoundTask:
-        """The server's instructions to `client` for round r: the global model, its frozen
-        set, the fault drawn for it (faults.*: simulated), the strategy's proximal weight."""
-        plan = self.plans.plan(client, r) if self.plans is not None else None
-        return RoundTask(r, client, global_params, plan, self.faults.draw(r, client),
-                         self.strategy.prox_mu)
-
-    def train_client(self, r: int, client: int, global_params: dict[str, torch.Tensor]
-                     ) -> tuple[dict, Optional[dict[str, torch.Tensor]]]:
-        """One client's round in this process: (its row, its upload or None if it dropped).
-        The task goes to the client half, its update comes back to `receive`, as a Flower
-        federation carries them between two machines. The upload holds the model's own
-        tensors until the next client loads; the row's `rejected` is final after `settle`."""
-        self.ctx.callbacks.client_start(client, self.local_steps(client))
-        update = self.client.train(self.task(r, client, global_params))
-        upload = self.receive(update, global_params)
-        self.ctx.callbacks.client_end(client, update.row)
-        return update.row, upload
-
-    def dropped_row(self, task: RoundTask, fault: str, error: Optional[str] = None) -> dict:
-        """The row of a client that sent nothing back (a node of a real federation that
-        died, errored or timed out: `lost`)."""
-        return dropped_row(self.ctx, task, fault, error)
-
-    def receive(self, update: ClientUpdate, global_params: dict[str, torch.Tensor]
-                ) -> Optional[dict[str, torch.Tensor]]:
-        """What the server does with a client's update as it arrives: decode the upload,
-        (faults: corrupt it as the network or client would), and screen it on its own. The
-        row gets `rejected` and `update_norm`; `settle` judges the rest."""
-        if update.encoded is None:
-            return None
-        row = update.row
-        received = self.codec.decode(update.encoded, global_params)
-        fault = row.get("fault")
-        upload = self.faults.corrupt(fault, received, global_params) if fault else received
-        rejected, norm = self.faults.check(upload, global_params)
-        row.update(rejected=rejected, update_norm=norm if math.isfinite(norm) else None)
-        return upload
-
-    def local_steps(self, client: int) -> int:
-        return steps_per_round(len(self.ctx.client_blocks[client]), self.ctx.cfg)
-
-    def fold_now(self, row: dict, upload: dict[str, torch.Tensor]) -> bool:
-        """Fold a screened-so-far upload in at once if the screen judges each update on its
-        own (any order then folds the same); False: the caller holds it for `settle`."""
-        if self.faults.needs_history:
-            return False
-        self.strategy.accumulate(row["client"], upload, row["weight"])
-        return True
-
-    def settle(self, row: dict, upload: Optional[dict[str, torch.Tensor]]) -> None:
-        """The server's screen of one client's finished round; call it in client order.
-
-        Sets the row's final `rejected`, and records an accepted norm in the screen's history
-        before the next client is judged. An accepted upload, where this process holds it, is
-        folded into the strategy (a rank may judge clients another group trained: their uploads
-        arrive with the merge)."""
-        if row["dropped"] or row["rejected"]:
-            return
-        row["rejected"] = self.faults.judge(row["update_norm"])
-        if row["rejected"] is None:
-            self.faults.accept(row["update_norm"])
-            if upload is not None:
-                self.strategy.accumulate(row["client"], upload, row["weight"])
-
-    def resume(self) -> int:
-        start = super().resume()
-        # a distributed run never leaves a partial round: its ranks stop together
-        self.pending = self.ctx.checkpoints.load_partial(start) if self.ctx.world is None \
-            else None
-        return start
-
-    def state(self) -> dict:
-        return {"strategy": self.strategy.state_dict(), **self.client.state_dict(),
-                "accepted_norms": list(self.faults.accepted_norms)}
-
-    def load_state(self, state: dict) -> None:
-        self.strategy.load_state_dict(state["strategy"])
-        self.client.load_state_dict(state)
-        self.faults.accepted_norms = list(state.get("accepted_norms", []))
-
-
-class SequentialExecutor:
-    """All sampled clients one after another in this process, on one model object.
-
-    Memory stays flat in the number of clients: one model, one optimizer at a time, and the
-    strategy's running sum."""
-
-    name = "sequential"
-    trains_here = True  # the clients train in this process
-
-    def run_round(self, trainer: FederatedTrainer, r: int, clients: Sequence[int],
-                  global_params: dict[str, torch.Tensor]) -> Iterator[dict]:
-        """Train `clients` in turn (client order), screening and folding in each one's upload
-        and yielding its row as soon as it is done."""
-        for c in clients:
-            row, upload = trainer.train_client(r, c, global_params)
-            trainer.settle(row, upload)
-            yield row
-
-
-def drain(rows: Iterator[dict], sink) -> Optional[dict]:
-    """Pass every row of an executor's round to `sink`; return the round's summary (the
-    generator's return value: extra fields for the round's row, or None)."""
-    while True:
-        try:
-            sink(next(rows))
-        except StopIteration as done:
-            return done.value
-
-
-class CentralTrainer(_RoundLoop):
+class CentralTrainer(RoundLoop):
     """DAPT on the union of the clients' text: the upper reference.
 
     `plan[r]` is the number of sequences of round r (fdapt's that round, by default: the same

@@ -2,9 +2,14 @@
 
 One message each way: the server's `RoundTask` (the global weights, and everything else the
 client must be told: its frozen set, the fault the run's fault model drew for it, the
-strategy's proximal weight) and the client's `ClientUpdate` (its record row and the encoded
-upload). The sequential and torch.distributed executors hand them over in memory; the Flower
-executor carries them in Flower messages (`flower/wire.py`).
+strategy's proximal weight) and the client's answer. A transport (`fl/transport.py`) carries
+them: the sequential and torch.distributed ones in memory, Flower's in Flower messages
+(`flower/wire.py`). The answer is one of three:
+
+* `ClientUpdate`: the client's record row and its encoded upload (None: it dropped);
+* `Lost`: nothing came back (a node died, errored or timed out); the server writes its row;
+* `Relayed`: a row another process already screened, whose upload that process folds in
+  (torch.distributed: another group's client; the transport's reduce merges the sums).
 """
 from __future__ import annotations
 
@@ -52,7 +57,33 @@ class RoundTask:
 
 @dataclass
 class ClientUpdate:
-    """A client's answer: its record row, and its upload as it travels (None: it dropped)."""
+    """A client's answer: its record row, and its upload as it travels (None: it dropped).
+
+    The upload may hold the model's own tensors (a sequential transport trains every client
+    on one model object): the server takes it before it asks the transport for the next."""
 
     row: dict
     encoded: Optional[Encoded]
+
+    @property
+    def client(self) -> int:
+        return self.row["client"]
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Nothing came back from a client: `why` says what the transport saw."""
+
+    client: int
+    why: str
+
+
+@dataclass
+class Relayed:
+    """A client's row as another process screened it; its upload is folded there."""
+
+    row: dict
+
+    @property
+    def client(self) -> int:
+        return self.row["client"]

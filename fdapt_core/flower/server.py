@@ -1,12 +1,12 @@
 """The harness's server as a Flower `ServerApp`, and the executor it trains rounds with.
 
-`FlowerExecutor` is one more executor of the round engine: the round loop, the strategy, the
-freeze plans, the screen, held-out evaluation, checkpoints and the record are the harness's
-own; only where a client's round runs changes. Each sampled client is sent the global model
-and the run's config through the Flower `Grid`, to the node that holds its partition; its
-reply is decoded and screened in client order, as the sequential executor does. A node that
-dies, errors or does not answer within `dist.timeout_s` is a dropped client (`fault: lost`):
-the round is aggregated from the others, or kept if fewer than `faults.min_clients` remain.
+`FlowerTransport` is one more transport of the harness's `Server`: the round, the strategy,
+the freeze plans, the screen, held-out evaluation, checkpoints and the record are the
+harness's own; only where a client's round runs changes. Each sampled client is sent the
+global model and the run's config through the Flower `Grid`, to the node that holds its
+partition; its reply goes back to the server in client order. A node that dies, errors or
+does not answer within `dist.timeout_s` is `Lost` (a dropped client, `fault: lost`): the round
+is aggregated from the others, or kept if fewer than `faults.min_clients` remain.
 
 `app` (for `flwr run`) reads the run from the app's run config: `config` (a YAML path),
 `method`, `set` (space-separated `key=value` overrides) and `resume`.
@@ -20,14 +20,14 @@ from logging import INFO
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import torch
 from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from ..config import load_config
 from ..errors import FdaptError
-from ..fl.messages import ClientUpdate
+from ..fl.context import Context as FlContext
+from ..fl.messages import ClientUpdate, Lost, RoundTask
 from ..methods import parse_method
 from ..runs import run_dir
 from ..session import run_session
@@ -35,7 +35,7 @@ from .support import check_resume
 from .wire import json_record, message_bytes, record_encoded, tensors_record
 
 
-class FlowerExecutor:
+class FlowerTransport:
     """Clients' rounds on the nodes of a Flower federation (simulated or deployed).
 
     Parameters:
@@ -46,14 +46,13 @@ class FlowerExecutor:
             (dist.timeout_s, 300 s by default).
     """
 
-    name = "flower"
     trains_here = False  # on the nodes
 
     def __init__(self, grid: Grid, method: str, timeout_s: float):
         self.grid, self.method, self.timeout_s = grid, method, timeout_s
         self.nodes: dict[int, int] = {}  # partition (client) -> node id
 
-    def exchange(self, msgs: dict, timeout: float) -> dict:
+    def exchange_messages(self, msgs: dict, timeout: float) -> dict:
         """Send {key: message}; return {key: reply} for those answered within `timeout`
         (an error reply too: the node failed, or the SuperLink found it gone)."""
         keys = dict(zip(self.grid.push_messages(list(msgs.values())), msgs))
@@ -74,7 +73,7 @@ class FlowerExecutor:
         while True:
             asked = {n: Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY)
                      for n in self.grid.get_node_ids() if n not in self.nodes.values()}
-            for node, reply in self.exchange(asked, min(30.0, self.timeout_s)).items():
+            for node, reply in self.exchange_messages(asked, min(30.0, self.timeout_s)).items():
                 if not reply.has_error():
                     self.nodes.setdefault(int(reply.content["node"]["partition-id"]), node)
             if all(c in self.nodes for c in range(n_clients)):
@@ -88,51 +87,66 @@ class FlowerExecutor:
                                  "reconnect)")
             time.sleep(0.5)
 
-    def run_round(self, trainer, r: int, clients: Sequence[int],
-                  global_params: dict[str, torch.Tensor]) -> Iterator[dict]:
-        ctx = trainer.ctx
+    def bind(self, ctx: FlContext, client=None) -> None:
+        """The run's config, codec and what each node needs from the server (its client's
+        documents' ids and the tokenizer: `ctx.node_share`). The clients train on the nodes:
+        no client half here."""
+        self.ctx = ctx
+        self.codec_name = ctx.cfg.fl.upload_codec
+        self.config = json.dumps(ctx.cfg.to_dict())
+
+    def exchange(self, tasks: Sequence[RoundTask]) -> Iterator[ClientUpdate | Lost]:
+        """Each task to its client's node; the answers back in client order, a node that
+        failed or did not answer as `Lost`."""
+        ctx = self.ctx
         if not self.nodes:
             self.connect(ctx.cfg.fl.clients)
-        down = tensors_record(global_params)
-        config = json.dumps(ctx.cfg.to_dict())
-        msgs, tasks = {}, {c: trainer.task(r, c, global_params) for c in clients}
-        share = ctx.node_share
-        for c in clients:
+        if not tasks:
+            return
+        down = tensors_record(tasks[0].global_params)
+        share, msgs = ctx.node_share, {}
+        for t in tasks:
             # what a node holding only its own documents needs: the tokenizer, the ids
             content = RecordDict({"global": down, "run": json_record(
-                config=config, method=self.method, task=tasks[c].describe(),
+                config=self.config, method=self.method, task=t.describe(),
                 share={"tokenizer": share["tokenizer"],
                        "tokenizer_sha256": share["tokenizer_sha256"],
-                       **share["clients"][c]})})
-            msgs[c] = Message(content, dst_node_id=self.nodes[c],
-                              message_type=MessageType.TRAIN, group_id=f"round-{r}")
-        bytes_down = message_bytes(next(iter(msgs.values())).content) if msgs else 0
-        replies = self.exchange(msgs, self.timeout_s)
+                       **share["clients"][t.client]})})
+            msgs[t.client] = Message(content, dst_node_id=self.nodes[t.client],
+                                     message_type=MessageType.TRAIN,
+                                     group_id=f"round-{t.round}")
+        bytes_down = message_bytes(next(iter(msgs.values())).content)
+        replies = self.exchange_messages(msgs, self.timeout_s)
         for c, m in sorted(replies.items()):
             if not m.has_error() and "refused" in m.content:  # the node cannot train this run
                 raise FdaptError(f"Flower: client {c}'s node refused the run: "
                                  f"{m.content['refused']['reason']}")
         failed = [m for m in replies.values() if m.has_error()]
-        if clients and len(failed) == len(clients):  # not a fault: the clients cannot train
-            raise FdaptError(f"Flower: every client of round {r + 1} failed; the first: "
-                             f"{failed[0].error.reason}")
-        for c in clients:  # in client order, as the sequential executor screens
-            ctx.callbacks.client_start(c, trainer.local_steps(c))
-            reply = replies.get(c)
+        if len(failed) == len(tasks):  # not a fault: the clients cannot train
+            raise FdaptError(f"Flower: every client of round {tasks[0].round + 1} failed; the "
+                             f"first: {failed[0].error.reason}")
+        for t in tasks:
+            reply = replies.get(t.client)
             if reply is None or reply.has_error():
-                why = f"no reply within dist.timeout_s ({self.timeout_s:g} s)" \
-                    if reply is None else f"the node failed: {reply.error.reason}"
-                row, upload = trainer.dropped_row(tasks[c], "lost", why), None
-            else:
-                row = json.loads(reply.content["row"]["row"])
-                enc = record_encoded(trainer.codec.name, reply.content["upload"]) \
-                    if "upload" in reply.content else None
-                upload = trainer.receive(ClientUpdate(row, enc), global_params)
-                row.update(flower_bytes_down=bytes_down,
-                           flower_bytes_up=message_bytes(reply.content))
-            trainer.settle(row, upload)
-            ctx.callbacks.client_end(c, row)
-            yield row
+                yield Lost(t.client, f"no reply within dist.timeout_s ({self.timeout_s:g} s)"
+                           if reply is None else f"the node failed: {reply.error.reason}")
+                continue
+            row = json.loads(reply.content["row"]["row"])
+            row.update(flower_bytes_down=bytes_down,
+                       flower_bytes_up=message_bytes(reply.content))
+            enc = record_encoded(self.codec_name, reply.content["upload"]) \
+                if "upload" in reply.content else None
+            yield ClientUpdate(row, enc)
+
+    def reduce(self, strategy) -> None:
+        return None
+
+    def state_dict(self) -> dict:
+        # what clients keep between rounds lives in the nodes' Flower state
+        return {"client_opt": {}, "client_residual": {}}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class Progress:
@@ -180,7 +194,7 @@ def main(grid: Grid, context: Context) -> None:
         check_resume(parse_method(method, cfg)[1], bool(rc.get("resume", False)))
         rec = run_session(cfg, method, bool(rc.get("resume", False)),
                           callbacks=Progress(method, record),
-                          executor=FlowerExecutor(grid, method, cfg.dist.timeout_s))
+                          transport=FlowerTransport(grid, method, cfg.dist.timeout_s))
     except FdaptError as exc:  # one line first; Flower then marks the run failed
         _say(f"fdapt {method}: error: {exc}")
         raise
