@@ -30,7 +30,7 @@ def test_the_client_half_freezes_what_the_task_says(tiny):
     plan = PlanMaker(model)([0], True)
     start = client.ctx.global_params()
     update = client.train(RoundTask(0, 1, start, plan, None, 0.0))
-    assert update.row["frozen_blocks"] == [0] and update.row["frozen_embeddings"]
+    assert update.row.frozen_blocks == [0] and update.row.frozen_embeddings
     after = dict(model.named_parameters())
     assert all(torch.equal(after[n], start[n]) for n in plan.names)
     assert any(not torch.equal(after[n], start[n]) for n in start if n not in plan.names)
@@ -41,7 +41,7 @@ def test_a_dropped_task_trains_nothing(tiny):
     client = _client(tiny("fl.rounds=1"))
     start = client.ctx.global_params()
     update = client.train(RoundTask(0, 0, start, None, "drop", 0.0))
-    assert update.encoded is None and update.row["dropped"] and update.row["steps"] == 0
+    assert update.encoded is None and update.row.dropped and update.row.steps == 0
     assert all(torch.equal(p, start[n]) for n, p in client.ctx.model.named_parameters())
 
 

@@ -91,7 +91,7 @@ class DistributedTransport:
             if _injected(world, task.round):
                 raise InjectedFailure(f"injected failure ({FAIL_ENV})")
             update = client.train(task)
-            update.row.update(rank=world.rank, group=world.group_index)
+            update.row.rank, update.row.group = world.rank, world.group_index
             my_rows.append(update.row)
             if lead:  # the server screens it (the row gains its verdict) and folds or holds it
                 yield update
@@ -105,12 +105,12 @@ class DistributedTransport:
             client.adopt_states(s["states"])
         for s in shared:
             for row in s["rows"]:
-                if not (lead and row["client"] in mine):
+                if not (lead and row.client in mine):
                     yield Relayed(row)
         self.summary = {"rank": world.rank, "group": world.group_index, "clients": mine,
-                        "local_train_s": sum(x["wall_s"] for x in my_rows),
+                        "local_train_s": sum(x.wall_s for x in my_rows),
                         "round_train_s": train_s,
-                        "tokens": sum(x["tokens"] for x in my_rows) // world.group_size,
+                        "tokens": sum(x.tokens for x in my_rows) // world.group_size,
                         "moved_before": moved_before}
 
     def reduce(self, strategy) -> dict:

@@ -20,7 +20,7 @@ from .context import Context
 from .local import LocalStats, make_optimizer, train_steps
 from .messages import ClientUpdate, RoundTask
 from .params import load_moments, load_params, nbytes, save_moments
-from .rows import client_row, step_flops
+from .rows import ClientRow, client_row, step_flops
 from .schedule import client_round_batches, client_weight, seed_client_round, steps_per_round
 
 
@@ -66,11 +66,11 @@ class Client:
             self.residual[client] = residual
         row = client_row(ctx, client, st, task.plan, flops,
                          nbytes(task.global_params.values()), encoded.nbytes)
-        row.update(weight=client_weight(cfg, len(blocks)), dropped=False, rejected=None,
-                   fault=task.fault, bytes_up_dense=nbytes(sent.values()),
-                   codec_error=None if self.codec.name == "none" else relative_error(
-                       self.codec.decode(encoded, task.global_params), sent,
-                       task.global_params))
+        row.weight, row.fault = client_weight(cfg, len(blocks)), task.fault
+        row.bytes_up_dense = nbytes(sent.values())
+        if self.codec.name != "none":
+            row.codec_error = relative_error(self.codec.decode(encoded, task.global_params),
+                                             sent, task.global_params)
         apply_freeze(model, None)
         return ClientUpdate(row, encoded)
 
@@ -128,14 +128,12 @@ class Client:
 
 
 def dropped_row(ctx: Context, task: RoundTask, fault: str,
-                error: Optional[str] = None) -> dict:
+                error: Optional[str] = None) -> ClientRow:
     """The row of a client that sent nothing back this round: a drawn `drop`, or (`lost`) a
     node of a real federation that died, errored or timed out."""
     blocks = ctx.client_blocks[task.client]
     row = client_row(ctx, task.client, LocalStats(), task.plan,
                      step_flops(ctx, blocks, task.frozen), 0, 0)
-    row.update(weight=client_weight(ctx.cfg, len(blocks)), dropped=True, rejected=None,
-               fault=fault)
-    if error is not None:
-        row["error"] = error
+    row.weight, row.dropped, row.fault, row.error = \
+        client_weight(ctx.cfg, len(blocks)), True, fault, error
     return row

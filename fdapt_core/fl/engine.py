@@ -23,7 +23,7 @@ from ..errors import FdaptError
 from .context import Context
 from .local import amp_dtype, make_optimizer, train_steps
 from .params import load_params
-from .rows import client_row, step_flops
+from .rows import RoundRow, client_row, step_flops
 from .schedule import client_stream, seed_client_round
 
 
@@ -54,7 +54,7 @@ class RoundLoop:
                 self.count_flops(blocks, frozen)
         self.flop_count_s = time.perf_counter() - t0
 
-    # subclasses: train_round(r) -> dict (round row, without eval), state(), load_state()
+    # subclasses: train_round(r) -> RoundRow (without the evaluation), state(), load_state()
     def run(self, start_round: int = 0) -> list[dict]:
         cfg, ctx = self.ctx.cfg, self.ctx
         dtype = amp_dtype(cfg.train, ctx.device)
@@ -66,20 +66,20 @@ class RoundLoop:
             ev = ctx.heldout.evaluate(ctx.model, ctx.device, dtype) if ctx.is_main \
                 else {"loss": None, "ppl": None, "wall_s": 0.0}
             ctx.memory.sample()
-            row["mem_mb"] = ctx.memory.current_mb()
-            row.update(eval_loss=ev["loss"], eval_ppl=ev["ppl"], eval_wall_s=ev["wall_s"],
-                       wall_s=time.perf_counter() - t0, checkpoint_wall_s=None,
-                       local_train_s=sum(c["wall_s"] for c in row["clients"]))
+            row.mem_mb = ctx.memory.current_mb()
+            row.eval_loss, row.eval_ppl, row.eval_wall_s = ev["loss"], ev["ppl"], ev["wall_s"]
+            row.wall_s = time.perf_counter() - t0
+            row.local_train_s = sum(c.wall_s for c in row.clients)
+            row.torch_threads = torch.get_num_threads()  # a count changed mid-run shows
             # The checkpoint's copy of this row cannot know its own checkpoint time.
             t_ck = time.perf_counter()
-            row["torch_threads"] = torch.get_num_threads()  # a count changed mid-run shows
-            state = {"rounds": self.rounds + [dict(row)], "trainer": self.state(),
-                     "torch_rng": torch.get_rng_state(), "torch_threads": row["torch_threads"]}
+            state = {"rounds": self.rounds + [row.to_dict()], "trainer": self.state(),
+                     "torch_rng": torch.get_rng_state(), "torch_threads": row.torch_threads}
             if ctx.is_main:
                 ctx.checkpoints.save(r, ctx.global_params(), state)
-            row["checkpoint_wall_s"] = time.perf_counter() - t_ck
-            self.rounds.append(row)
-            ctx.callbacks.round_end(r, row)
+            row.checkpoint_wall_s = time.perf_counter() - t_ck
+            self.rounds.append(row.to_dict())  # the record's rows: JSON as they are written
+            ctx.callbacks.round_end(r, self.rounds[-1])
         return self.rounds
 
     def resume(self) -> int:
@@ -151,10 +151,9 @@ class CentralTrainer(RoundLoop):
                                 f"training loss is {st.loss}; lower train.lr (now "
                                 f"{cfg.train.lr:g}) or set train.max_grad_norm")
         row = client_row(ctx, "central", st, None, flops, 0, 0)
-        row["weight"] = 1.0
+        row.weight = 1.0
         ctx.callbacks.client_end(0, row)
-        return {"round": r, "clients": [row], "train_wall_s": time.perf_counter() - t0,
-                "aggregate_wall_s": 0.0}
+        return RoundRow(r, [row], train_wall_s=time.perf_counter() - t0, aggregate_wall_s=0.0)
 
     def state(self) -> dict:
         return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}

@@ -20,6 +20,7 @@ import torch
 
 from ..freeze import FreezePlan
 from .codecs import Encoded
+from .rows import ClientRow
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,12 @@ class ClientUpdate:
     The upload may hold the model's own tensors (a sequential transport trains every client
     on one model object): the server takes it before it asks the transport for the next."""
 
-    row: dict
+    row: ClientRow
     encoded: Optional[Encoded]
 
     @property
     def client(self) -> int:
-        return self.row["client"]
+        return self.row.client
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ class Lost:
 class Relayed:
     """A client's row as another process screened it; its upload is folded there."""
 
-    row: dict
+    row: ClientRow
 
     @property
     def client(self) -> int:
-        return self.row["client"]
+        return self.row.client

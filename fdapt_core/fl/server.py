@@ -35,6 +35,7 @@ from .faults import Faults
 from .fedavg import FedAvg
 from .messages import ClientUpdate, Lost, Relayed, RoundTask
 from .params import load_params, to_cpu
+from .rows import ClientRow, RoundRow
 from .schedule import round_plans, sample_clients
 
 Answer = Union[ClientUpdate, Lost, Relayed]
@@ -62,12 +63,12 @@ class Server(RoundLoop):
         # this round's book-keeping: set by configure, emptied by finish
         self.tasks: dict[int, RoundTask] = {}
         self.order: list[int] = []  # clients still to settle, in client order
-        self.waiting: dict[int, tuple[dict, Optional[dict[str, torch.Tensor]]]] = {}
-        self.rows: list[dict] = []  # settled rows, in client order
+        self.waiting: dict[int, tuple[ClientRow, Optional[dict[str, torch.Tensor]]]] = {}
+        self.rows: list[ClientRow] = []  # settled rows, in client order
         self.global_params: dict[str, torch.Tensor] = {}
 
     # --- the round ---------------------------------------------------------------------
-    def train_round(self, r: int) -> dict:
+    def train_round(self, r: int) -> RoundRow:
         tasks = self.configure(r)
         t0 = time.perf_counter()
         try:
@@ -90,11 +91,11 @@ class Server(RoundLoop):
         self.strategy.begin_round(self.global_params)
         self.rows, self.waiting = [], {}
         if self.pending is not None and self.pending["round"] == r:  # resume inside a round
-            self.rows = list(self.pending["rows"])
+            self.rows = [ClientRow.from_dict(d) for d in self.pending["rows"]]
             self.strategy.load_partial_state(self.pending["strategy"])
             self.load_state(self.pending["trainer"])
             self.pending = None
-        done = {row["client"] for row in self.rows}
+        done = {row.client for row in self.rows}
         self.order = [c for c in clients if c not in done]
         self.tasks = {c: self.task(r, c) for c in self.order}
         return [self.tasks[c] for c in self.order]
@@ -116,9 +117,9 @@ class Server(RoundLoop):
             row, upload = answer.row, None
         else:
             row, upload = answer.row, self.receive(answer)
-            if upload is not None and row["rejected"] is None and not self.faults.needs_history:
+            if upload is not None and row.rejected is None and not self.faults.needs_history:
                 # judged on its own: any order folds the same, and nothing is held
-                self.strategy.accumulate(c, upload, row["weight"])
+                self.strategy.accumulate(c, upload, row.weight)
                 upload = None
         if upload is not None and self.order and self.order[0] != c:
             upload = to_cpu(upload)  # it waits for its turn; the next client reuses the model
@@ -133,27 +134,26 @@ class Server(RoundLoop):
             return None
         row = update.row
         received = self.codec.decode(update.encoded, self.global_params)
-        fault = row.get("fault")
-        upload = self.faults.corrupt(fault, received, self.global_params) if fault \
+        upload = self.faults.corrupt(row.fault, received, self.global_params) if row.fault \
             else received
-        rejected, norm = self.faults.check(upload, self.global_params)
-        row.update(rejected=rejected, update_norm=norm if math.isfinite(norm) else None)
+        row.rejected, norm = self.faults.check(upload, self.global_params)
+        row.update_norm = norm if math.isfinite(norm) else None
         return upload
 
-    def settle(self, row: dict, upload: Optional[dict[str, torch.Tensor]]) -> None:
+    def settle(self, row: ClientRow, upload: Optional[dict[str, torch.Tensor]]) -> None:
         """The screen's verdict on one client, in client order: the row's final `rejected`;
         an accepted norm joins the screen's history before the next client is judged, and an
         accepted upload held here is folded into the strategy."""
-        if not (row["dropped"] or row["rejected"]):
-            row["rejected"] = self.faults.judge(row["update_norm"])
-            if row["rejected"] is None:
-                self.faults.accept(row["update_norm"])
+        if not (row.dropped or row.rejected):
+            row.rejected = self.faults.judge(row.update_norm)
+            if row.rejected is None:
+                self.faults.accept(row.update_norm)
                 if upload is not None:
-                    self.strategy.accumulate(row["client"], upload, row["weight"])
+                    self.strategy.accumulate(row.client, upload, row.weight)
         self.rows.append(row)
-        self.ctx.callbacks.client_end(row["client"], row)
+        self.ctx.callbacks.client_end(row.client, row)
 
-    def finish(self, r: int, train_s: float, extra: Optional[dict]) -> dict:
+    def finish(self, r: int, train_s: float, extra: Optional[dict]) -> RoundRow:
         """The new global model from the accepted uploads (or the old one, when fewer than
         `faults.min_clients` were accepted: the round changes nothing rather than trusting
         one or two), and the round's row."""
@@ -165,19 +165,19 @@ class Server(RoundLoop):
         load_params(self.ctx.model,
                     self.strategy.finish() if aggregated else self.global_params)
         rows = self.rows
-        return {"round": r, "clients": rows, "train_wall_s": train_s,
-                "aggregate_wall_s": time.perf_counter() - t_agg, "accepted": accepted,
-                "aggregated": aggregated,
-                "dropped": [s["client"] for s in rows if s.get("dropped")],
-                "rejected": {str(s["client"]): s["rejected"] for s in rows
-                             if s.get("rejected")}, **(extra or {})}
+        return RoundRow(r, rows, train_wall_s=train_s,
+                        aggregate_wall_s=time.perf_counter() - t_agg, accepted=accepted,
+                        aggregated=aggregated, dropped=[s.client for s in rows if s.dropped],
+                        rejected={str(s.client): s.rejected for s in rows if s.rejected},
+                        **(extra or {}))
 
     def save_partial(self, r: int) -> None:
         """Keep the clients this round has settled; the interrupted one starts over (a
         distributed run never leaves a partial round: its ranks stop at different steps)."""
         if self.ctx.world is not None:
             return
-        self.ctx.checkpoints.save_partial(r, {"round": r, "rows": self.rows,
+        self.ctx.checkpoints.save_partial(r, {"round": r,
+                                              "rows": [row.to_dict() for row in self.rows],
                                               "strategy": self.strategy.partial_state(),
                                               "trainer": self.state()})
 

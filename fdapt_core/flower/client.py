@@ -128,7 +128,7 @@ def train(msg: Message, context: Context) -> Message:
     client.adopt_states(load_client_state(context.state, c))
     update = client.train(RoundTask.from_description(described, global_params))
     save_client_state(context.state, c, client.states([c]))
-    content = RecordDict({"row": json_record(row=update.row)})
+    content = RecordDict({"row": json_record(row=update.row.to_dict())})
     if update.encoded is not None:
         content["upload"] = encoded_record(update.encoded)
     return Message(content, reply_to=msg)

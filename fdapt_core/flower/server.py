@@ -28,6 +28,7 @@ from ..config import load_config
 from ..errors import FdaptError
 from ..fl.context import Context as FlContext
 from ..fl.messages import ClientUpdate, Lost, RoundTask
+from ..fl.rows import ClientRow
 from ..methods import parse_method
 from ..runs import run_dir
 from ..session import run_session
@@ -131,9 +132,9 @@ class FlowerTransport:
                 yield Lost(t.client, f"no reply within dist.timeout_s ({self.timeout_s:g} s)"
                            if reply is None else f"the node failed: {reply.error.reason}")
                 continue
-            row = json.loads(reply.content["row"]["row"])
-            row.update(flower_bytes_down=bytes_down,
-                       flower_bytes_up=message_bytes(reply.content))
+            row = ClientRow.from_dict(json.loads(reply.content["row"]["row"]))
+            row.flower_bytes_down = bytes_down
+            row.flower_bytes_up = message_bytes(reply.content)
             enc = record_encoded(self.codec_name, reply.content["upload"]) \
                 if "upload" in reply.content else None
             yield ClientUpdate(row, enc)
