@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -24,8 +23,6 @@ from fdapt_core.freeze_allocation import POLICIES as FREEZE_POLICIES
 
 from .progress import RichCallbacks
 from .tables import add_downstream, downstream_columns, notes, rich_table, rows_of, write_tables
-from .study_records import scored, study_hours, test_sizes
-from .warmup import check_warmup_again, record_loss, record_sha, warmup_setup
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fdapt-bench: federated domain-adaptive pre-training, measured.")
@@ -267,17 +264,9 @@ def study_cmd(
     """Run a whole study: train every cell (finished runs are reused, a killed one resumes),
     score every model downstream, and write the study's report. Stop it at any point and run
     it again: it goes on where it stopped."""
-    from fdapt_core.downstream.runs import ensure_general, finished_runs, reuse_general
-    from fdapt_core.prepare import resolve_device
-    from fdapt_core.downstream.tasks import named_task
-    from fdapt_core.records import read_json
-    from fdapt_core.methods import check
-    from fdapt_core.runs import run_state
-    from fdapt_core.study import (REQUIRED, WARMUP_METHOD, StudyConfig, cells, head_warmup,
-                                  load_study, method_order, report_folder, study_task)
+    from fdapt_core.study import REQUIRED, StudyConfig
 
-    from .downstream import run_downstream
-    from .report import make_report
+    from .study_flow import load_grid, print_plan, run_study
 
     if keys:
         _print_keys(describe(StudyConfig), required=REQUIRED)
@@ -285,99 +274,12 @@ def study_cmd(
     if config is None:
         raise FdaptError("--config: name a study file (bench study --keys lists its keys)")
     _quiet_libraries()
-    study, base = load_study(config)
-    grid = cells(study, base, tuple(set_))
-    tasks = [study_task(named_task(n, _tasks_dir()), study) for n in study.tasks]
+    study, base, grid, tasks = load_grid(config, set_, _tasks_dir())
     if plan:
-        return _print_plan(study, grid, tasks)
+        return print_plan(out, study, grid, tasks)
     _how_to_continue[:] = [f"run `bench study --config {config}` again: it goes on where it "
                            "stopped"]
-    warmup = head_warmup(study, base, tuple(set_))
-    if report:
-        grid = [c for c in grid if c.folder.is_dir()]
-        if not grid:
-            raise FdaptError(f"--report: {config}: no cell of this study has records yet")
-    elif warmup is not None:  # the start of every cell: trained first (its cost kept apart)
-        check(warmup.cfg, WARMUP_METHOD)
-        state, _ = run_state(warmup.cfg, WARMUP_METHOD)
-        if state == "finished" and (warmup.folder / WARMUP_METHOD / "model").is_dir():
-            err.print(f"{warmup.cfg.name}: finished, reused", highlight=False)
-        else:  # weights are not committed: a fresh checkout trains it again (seeded)
-            if state == "finished":
-                err.print(f"{warmup.cfg.name}: its weights are not here (they are not "
-                          "committed): training it again, seeded; its weights' sha256 and "
-                          "held-out loss are checked against its record's", highlight=False)
-            before_sha = record_sha(warmup.folder / WARMUP_METHOD)
-            before = record_loss(warmup.folder / WARMUP_METHOD) if state == "finished" \
-                else None
-            _train(warmup.cfg, WARMUP_METHOD, resume=state == "resumable")
-            check_warmup_again(warmup.folder / WARMUP_METHOD, before, before_sha)
-    for cell in [] if report else grid:  # every method's settings checked first
-        for m in study.methods:
-            check(cell.cfg, m)
-    # Cell by cell, trained then scored: a scored cell needs no weights any more, so the
-    # study goes on from its committed records on another machine (weights are not kept).
-    generals: list[Path] = []  # the starting model, scored once per seed, reused across cells
-    for cell in [] if report else grid:
-        for m in method_order(study.methods, cell.seed):  # alternating: see its docstring
-            state, rec = run_state(cell.cfg, m)
-            rec = rec if state == "finished" else None
-            folder = cell.folder / m
-            if rec is not None and (scored(rec, tasks, study.quick)
-                                    or (folder / "model").is_dir()):
-                err.print(f"{cell.cfg.name}/{m}: finished, reused", highlight=False)
-                continue
-            # a finished run whose weights are gone and that was never scored trains anew
-            _train(cell.cfg, m, resume=state == "resumable")
-        if not tasks:  # no downstream stage: the report compares held-out MLM loss
-            continue
-        general = cell.folder / "general"
-        records = [read_json(cell.folder / m / "record.json") for m in study.methods]
-        if not (general / "record.json").is_file() or not scored(
-                read_json(general / "record.json"), tasks, study.quick):
-            if any((cell.folder / m / "model").is_dir() for m in study.methods):
-                ensure_general(cell.folder, finished_runs(cell.folder),
-                               str(resolve_device(device)))
-                reuse_general(general, generals, tasks, study.quick)
-        if not all(scored(r, tasks, study.quick) for r in records) or not (
-                (general / "record.json").is_file()
-                and scored(read_json(general / "record.json"), tasks, study.quick)):
-            run_downstream(out, err, [cell.folder], tasks, study.quick, device, False)
-        generals.append(general)
-    folders = [c.folder for c in grid]
-    rep = make_report([str(f) for f in folders], report_folder(study),
-                      f"python -m bench study --config {config}" + (" --report" if report
-                                                                    else ""), study.margin_pts,
-                      study.finetune_seeds, test_sizes(tasks, study),
-                      warmup_setup(warmup.folder / WARMUP_METHOD) if warmup else [])
-    out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
-              f"{study_hours(folders):.2f} h (training + downstream fine-tuning)",
-              highlight=False)
-
-
-def _print_plan(study, grid, tasks) -> None:
-    """`bench study --plan`: the power plan from the records at hand, printed."""
-    from .report import study_plan
-
-    folders = [str(c.folder) for c in grid if c.folder.is_dir()]
-    if not folders:
-        raise FdaptError(f"--plan: no records of study {study.name} yet under {study.out}/runs "
-                         "(a plan reads a pilot: run a few seeds first)")
-    from fdapt_core.study import study_task
-
-    ft = study.finetune_seeds or "the tasks' own"
-    sets = "whole" if study.full_test else "quick subset"
-    designs = [(f"this study file's design: {ft} fine-tuning seed(s), {sets} test sets",
-                study, tasks)]
-    default = replace(study, finetune_seeds=3, full_test=True)
-    if (study.finetune_seeds, study.full_test) != (3, True):
-        designs.append(("the default design: 3 fine-tuning seeds, whole test sets", default,
-                        [study_task(t, default) for t in tasks]))
-    for title, design, ts in designs:
-        lines = study_plan(folders, study.margin_pts, design.finetune_seeds or 1,
-                           test_sizes(ts, design))
-        out.print(f"## Plan for {title}\n\n" + "\n".join(lines), highlight=False,
-                  markup=False)
+    run_study(out, err, _train, study, base, grid, tasks, config, set_, device, report)
 
 
 @command("report")
