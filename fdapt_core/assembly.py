@@ -20,6 +20,7 @@ from .data.packing import pack, tokenize_corpus
 from .dist.data_parallel import group_dp
 from .dist.zero import ZeroTrainer
 from .errors import DataError
+from .executors import executor_of
 from .fl.client import Client
 from .fl.codecs import Codec
 from .fl.context import Context, NoCallbacks
@@ -78,7 +79,7 @@ def build_context(prep: Prepared, out: Path, callbacks, world) -> Context:
     return Context(cfg, model, objective, prep.client_blocks, heldout, prep.device,
                    Checkpoints(out / "checkpoints"), callbacks, PeakMemory(prep.device),
                    flops, world, exchanged_names(model), head,
-                   node_share(prep) if cfg.dist.executor == "flower" else None)
+                   node_share(prep) if executor_of(cfg).remote else None)
 
 
 def build_node_client(cfg: RunConfig, method: str, client: int, ids: list[str],

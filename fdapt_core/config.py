@@ -23,6 +23,7 @@ from .config_sections import (CentralConfig, DataConfig, DistConfig, EvalConfig,
                               FLConfig, FreezeConfig, ModelConfig, NetworkConfig, PartitionConfig,
                               PeftConfig, ProfileConfig, ReportConfig, TrainConfig)
 from .errors import ConfigError
+from .executors import executor_of
 
 
 @dataclass
@@ -119,10 +120,10 @@ def validate(cfg: RunConfig) -> None:
     if cfg.dist.engine == "deepspeed" and not _importable("deepspeed"):
         raise ConfigError("dist.engine: deepspeed needs the deepspeed extra: "
                           "pip install 'fdapt-bench[deepspeed]'")
-    if cfg.dist.executor == "flower":
-        if not _importable("flwr"):
-            raise ConfigError("dist.executor: flower needs the flower extra: "
-                              "pip install 'fdapt-bench[flower]'")
+    ex = executor_of(cfg)
+    if ex.extra_module is not None and not _importable(ex.extra_module):
+        raise ConfigError(f"dist.executor: {ex.name} needs the {ex.extra} extra: "
+                          f"pip install 'fdapt-bench[{ex.extra}]'")
     if not cfg.name or "/" in cfg.name or "\\" in cfg.name or cfg.name.startswith("."):
         raise ConfigError(f"name: {cfg.name!r} must be a plain folder name (no '/', not hidden)")
     if d.synthetic.n_docs < cfg.fl.clients and d.source == "synthetic":

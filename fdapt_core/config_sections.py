@@ -7,6 +7,7 @@ from typing import Optional
 
 from .config_build import opt
 from .data.partition import PARTITIONERS
+from .executors import EXECUTORS
 from .fl.codecs import CODECS
 from .fl.strategies import STRATEGIES, FedAdam, FedAvgM, FedProx
 from .freeze_allocation import POLICIES
@@ -286,12 +287,9 @@ class DistConfig:
     """How the run is spread over processes (torch.distributed); results do not depend on it
     (up to float summation order), except dropout masks when ranks_per_client > 1."""
 
-    executor: str = opt("sequential", "sequential = every client in this process; "
-                        "distributed = over the torch.distributed world (launch with torchrun "
-                        "or `bench run --nproc N`); flower = Flower's simulation runtime "
-                        "(`flwr run` against a local SuperLink), one virtual SuperNode per "
-                        "client (the flower extra)",
-                        choices=("sequential", "distributed", "flower"))
+    executor: str = opt("sequential", "; ".join(
+        f"{e.name} = {e.help}" + (f" (the {e.extra} extra)" if e.extra else "")
+        for e in EXECUTORS.values()), choices=tuple(EXECUTORS))
     ranks_per_client: int = opt(1, "G: ranks that train one client together, data-parallel; "
                                 "the world is cut into world/G groups (G = world: every rank "
                                 "on one client at a time)", min=1)

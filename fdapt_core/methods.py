@@ -10,6 +10,7 @@ from dataclasses import replace
 from .config import RunConfig
 from .dist.zero import check_supported as zero_supported
 from .errors import ConfigError
+from .executors import executor_of
 from .fl.codecs import CODECS
 from .fl.strategies import STRATEGIES
 from .flower.support import check_supported as flower_supported
@@ -67,6 +68,6 @@ def check(cfg: RunConfig, method: str) -> tuple[str, RunConfig, str]:
             check_freeze(cfg.freeze.policy, cfg.freeze, n_blocks)
     if cfg.dist.engine == "deepspeed":
         zero_supported(cfg, base)
-    if cfg.dist.executor == "flower":
+    if executor_of(cfg).remote:  # a node trains the plain loop alone
         flower_supported(cfg)
     return base, cfg, objective

@@ -25,6 +25,7 @@ from .config import RunConfig
 from .data.corpus import read_hf, read_jsonl, read_text
 from .data.document import Document
 from .data.heldout import ScoredHeldOut, select_heldout
+from .executors import executor_of
 from .data.packing import TokenizedCorpus, pack, tokenize_corpus
 from .data.partition import manifest as make_manifest
 from .data.partition import partition
@@ -116,7 +117,7 @@ class Prepared:
 
 def ranks_here(cfg: RunConfig) -> int:
     """This run's processes on this host: a distributed run's local ranks, else one."""
-    if cfg.dist.executor != "distributed":
+    if not executor_of(cfg).ranks:
         return 1
     return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from .config import RunConfig
 from .dist.launch import run_distributed
+from .executors import executor_of
 from .profiling.host import RunRegistry
 from .session import run_session
 
 
 def run(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> dict:
-    """Train one method; return its record (also written to <run dir>/record.json).
+    """Train one method under the executor `dist.executor` names (`executors.EXECUTORS`);
+    return its record (also written to <run dir>/record.json).
 
-    With `dist.executor: distributed` every rank of the torch.distributed world calls this;
+    Under the distributed executor every rank of the torch.distributed world calls this;
     rank 0 alone evaluates and writes, and a rank that fails names itself and its client."""
     with RunRegistry():  # other runs on this host see this one when they pick threads
-        if cfg.dist.executor == "distributed":
-            return run_distributed(cfg, method, resume, callbacks, run_session)
-        if cfg.dist.executor == "flower":
-            from .flower.simulation import run_flower  # flwr and Ray: the optional extra
+        return executor_of(cfg).launcher()(cfg, method, resume, callbacks)
 
-            return run_flower(cfg, method, resume, callbacks)
-        return run_session(cfg, method, resume, callbacks)
+
+def run_ranks(cfg: RunConfig, method: str, resume: bool = False, callbacks=None) -> dict:
+    """This rank's part of a distributed run: join the world, then the same session."""
+    return run_distributed(cfg, method, resume, callbacks, run_session)

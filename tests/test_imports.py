@@ -12,9 +12,9 @@ from pathlib import Path
 from conftest import ROOT
 
 # (module, function) → the own module it imports inside the function, and why it may
-LAZY_OWN = {
-    ("fdapt_core.runner", "run"): "fdapt_core.flower.simulation",  # flwr and Ray: an extra
-}
+# (the Flower launcher, which needs flwr and Ray, is named in executors.EXECUTORS and imported
+# when a run under it starts, as an entry point is)
+LAZY_OWN: dict = {}
 
 
 def modules(package: str) -> dict[str, Path]:
@@ -146,3 +146,17 @@ def test_third_party_imports_inside_functions_are_only_heavy_optional_ones_and_s
             elif "#" not in src and not lines[at - 1].strip().startswith("#"):
                 found.append(f"{m}.{fn}: {src.strip()} (no comment saying why)")
     assert found == []
+
+
+def test_only_the_executor_table_compares_executor_names():
+    """`executors.EXECUTORS` is the one table of executors: every other file asks its row
+    (ranks, remote, extra), so adding an executor touches one table, not seven files."""
+    import re
+
+    pattern = re.compile(r"dist\.executor\s*(==|!=|\bin\b|\bnot in\b)|\bexecutor\s*(==|!=)\s*[\"']")
+    offenders = []
+    for path in sorted(ROOT.glob("fdapt_core/**/*.py")) + sorted(ROOT.glob("bench/**/*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line.split("#")[0]):
+                offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

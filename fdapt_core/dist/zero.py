@@ -30,6 +30,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..executors import executor_of
 from ..fl.local import LocalStats, amp_dtype, lr_factor, run_steps
 from ..adapters import exchanged_names
 from ..model import embedding_prefix, transformer_blocks
@@ -57,7 +58,7 @@ def load_deepspeed_config(cfg: RunConfig) -> dict:
 
 def check_supported(cfg: RunConfig, method: str) -> None:
     """What the ZeRO path does not cover, refused up front with the key to change."""
-    if cfg.dist.executor != "distributed":
+    if not executor_of(cfg).ranks:
         raise ConfigError("dist.engine: deepspeed needs dist.executor=distributed (launch with "
                           "torchrun or bench run --nproc N)")
     if method == "central":
