@@ -19,6 +19,7 @@ from rich.console import Console
 
 from fdapt_core.config import RunConfig, describe, load_config
 from fdapt_core.errors import FdaptError
+from fdapt_core.executors import EXECUTORS, executor_of
 from fdapt_core.freeze_allocation import POLICIES as FREEZE_POLICIES
 
 from .progress import RichCallbacks
@@ -76,7 +77,7 @@ def _train(cfg: RunConfig, method: str, resume: bool) -> Optional[dict]:
     """Train with a progress display; None on a distributed rank other than 0."""
     from fdapt_core.runner import run
 
-    if cfg.dist.executor == "distributed" and os.environ.get("RANK", "0") != "0":
+    if executor_of(cfg).ranks and os.environ.get("RANK", "0") != "0":
         run(cfg, method, resume=resume)
         return None
     with RichCallbacks(method, err) as cb:
@@ -93,8 +94,8 @@ def run_cmd(
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="continue the run of this name and "
                                 "method from its last checkpoint"),
-    executor: Optional[str] = typer.Option(None, "--executor", help="sequential or "
-                                           "distributed (under torchrun); sets dist.executor"),
+    executor: Optional[str] = typer.Option(None, "--executor", help=" | ".join(EXECUTORS)
+                                           + "; sets dist.executor"),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="start N local ranks "
                                         "through torch.distributed.run (distributed executor)"),
 ) -> None:
