@@ -180,42 +180,77 @@ def freeze_schedule(model: nn.Module, policy: str, cfg: FreezeConfig, n_batches:
     candidates' savings are counted at this shape; a cache is made if none is given).
     """
     make = PlanMaker(model)
-    n = len(make.blocks)
-    check_freeze(policy, cfg, n)
-    if policy in ("paper", "bottom", "none"):
-        settings = {"paper": {"min_blocks": cfg.min_blocks, "max_blocks": cfg.max_blocks},
-                    "bottom": {"k": cfg.k, "embeddings": cfg.embeddings},
-                    "none": {}}[policy]
-        return FreezeSchedule(policy, plans=plan_freezing(model, policy, cfg, n_batches),
-                              settings=settings, sizes=make.sizes)
-    if policy == "progressive":
-        def progressive(client: int, round_index: int) -> FreezePlan:
-            frozen = progressive_allocation(round_index, n, cfg.window, cfg.wrap)
-            return make(frozen, cfg.embeddings and 0 in frozen)
+    check_freeze(policy, cfg, len(make.blocks))
+    if policy not in SCHEDULES:
+        raise ConfigError(f"freeze.policy: unknown policy {policy!r}")
+    return SCHEDULES[policy](FreezeRequest(model, cfg, n_batches, seed, shape, flops, make))
 
-        return FreezeSchedule(policy, rule=progressive, sizes=make.sizes,
-                              settings={"window": cfg.window, "wrap": cfg.wrap,
-                                        "embeddings": cfg.embeddings})
-    if policy == "random":
-        def random_(client: int, round_index: int) -> FreezePlan:
-            return make(random_allocation(seed, client, round_index, n, cfg.k), False)
 
-        return FreezeSchedule(policy, rule=random_, sizes=make.sizes,
-                              settings={"k": cfg.k, "seed": seed})
-    if policy == "budget":
-        if shape is None:
-            raise ValueError("the budget policy needs the training step shape")
-        candidates = budget_candidates(model, cfg.embeddings, shape, flops, make)
-        choices: list[BudgetChoice] = budget_allocation(n_batches, candidates,
-                                                        cfg.target_saving)
-        plans = [make(ch.choice.blocks, ch.choice.embeddings) for ch in choices]
-        details = [{"target_saving": ch.target, "clamped_target_saving": ch.clamped_target,
-                    "flops_saving": ch.choice.saving} for ch in choices]
-        return FreezeSchedule(policy, plans=plans, details=details, sizes=make.sizes,
-                              settings={"target_saving": cfg.target_saving,
-                                        "embeddings": cfg.embeddings,
-                                        "step_shape": list(shape)})
-    raise ConfigError(f"freeze.policy: unknown policy {policy!r}")
+@dataclass(frozen=True)
+class FreezeRequest:
+    """What a freeze policy may look at to make the run's schedule."""
+
+    model: nn.Module
+    cfg: FreezeConfig
+    n_batches: Sequence[int]  # each client's training batches per round
+    seed: int
+    shape: Optional[tuple[int, int]]  # (batch size, sequence length) of a training step
+    flops: object  # a FlopCache of this model, or None
+    make: "PlanMaker"
+
+
+def _fixed(policy: str, settings):
+    def build(q: FreezeRequest) -> FreezeSchedule:
+        return FreezeSchedule(policy, plans=plan_freezing(q.model, policy, q.cfg, q.n_batches),
+                              settings=settings(q.cfg), sizes=q.make.sizes)
+    return build
+
+
+def _progressive(q: FreezeRequest) -> FreezeSchedule:
+    cfg, make, n = q.cfg, q.make, len(q.make.blocks)
+
+    def progressive(client: int, round_index: int) -> FreezePlan:
+        frozen = progressive_allocation(round_index, n, cfg.window, cfg.wrap)
+        return make(frozen, cfg.embeddings and 0 in frozen)
+
+    return FreezeSchedule("progressive", rule=progressive, sizes=make.sizes,
+                          settings={"window": cfg.window, "wrap": cfg.wrap,
+                                    "embeddings": cfg.embeddings})
+
+
+def _random(q: FreezeRequest) -> FreezeSchedule:
+    cfg, make, n, seed = q.cfg, q.make, len(q.make.blocks), q.seed
+
+    def random_(client: int, round_index: int) -> FreezePlan:
+        return make(random_allocation(seed, client, round_index, n, cfg.k), False)
+
+    return FreezeSchedule("random", rule=random_, sizes=make.sizes,
+                          settings={"k": cfg.k, "seed": seed})
+
+
+def _budget(q: FreezeRequest) -> FreezeSchedule:
+    cfg, make = q.cfg, q.make
+    if q.shape is None:
+        raise ValueError("the budget policy needs the training step shape")
+    candidates = budget_candidates(q.model, cfg.embeddings, q.shape, q.flops, make)
+    choices: list[BudgetChoice] = budget_allocation(q.n_batches, candidates, cfg.target_saving)
+    plans = [make(ch.choice.blocks, ch.choice.embeddings) for ch in choices]
+    details = [{"target_saving": ch.target, "clamped_target_saving": ch.clamped_target,
+                "flops_saving": ch.choice.saving} for ch in choices]
+    return FreezeSchedule("budget", plans=plans, details=details, sizes=make.sizes,
+                          settings={"target_saving": cfg.target_saving,
+                                    "embeddings": cfg.embeddings, "step_shape": list(q.shape)})
+
+
+# The freeze policies, registered by name (their names and allocations: freeze_allocation.py)
+SCHEDULES: dict[str, Callable[[FreezeRequest], FreezeSchedule]] = {
+    "paper": _fixed("paper", lambda c: {"min_blocks": c.min_blocks, "max_blocks": c.max_blocks}),
+    "bottom": _fixed("bottom", lambda c: {"k": c.k, "embeddings": c.embeddings}),
+    "none": _fixed("none", lambda c: {}),
+    "progressive": _progressive,
+    "random": _random,
+    "budget": _budget,
+}
 
 
 def budget_candidates(model: nn.Module, embeddings: bool, shape: tuple[int, int],

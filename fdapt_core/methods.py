@@ -5,7 +5,8 @@ from the registries of freeze policies, upload codecs and server strategies.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Optional
 
 from .config import RunConfig
 from .dist.zero import check_supported as zero_supported
@@ -22,34 +23,60 @@ METHODS = ("central", "fdapt", "ffdapt")
 UPLOAD_CODECS = tuple(c for c in CODECS if c != "none")  # method-name suffixes
 
 
+@dataclass(frozen=True)
+class Method:
+    """A method name, parsed once: `<base>[-<policy>][-lora][-<codec>][-<strategy>]`.
+
+    base `central`, `fdapt` or `ffdapt`; a freeze policy only after ffdapt (without one,
+    freeze.policy's); `-lora`: LoRA clients (or a LoRA central baseline); a federated method
+    may go on with an upload codec (`fdapt-int8`) and end in a server strategy
+    (`fdapt-fedadam`, `ffdapt-paper-lora-fedprox`). The suffixes come from the registries of
+    freeze policies, upload codecs and strategies."""
+
+    name: str
+    base: str
+    policy: Optional[str] = None
+    lora: bool = False
+    codec: Optional[str] = None
+    strategy: Optional[str] = None
+
+    @classmethod
+    def parse(cls, method: str) -> "Method":
+        base, *rest = method.split("-")
+        policy = rest.pop(0) if rest and base == "ffdapt" and rest[0] in FREEZE_POLICIES \
+            else None
+        lora = bool(rest) and rest[0] == "lora"
+        if lora:
+            rest.pop(0)
+        codec = rest.pop(0) if rest and base != "central" and rest[0] in UPLOAD_CODECS \
+            else None
+        strategy = rest.pop(0) if rest and base != "central" and rest[0] in STRATEGIES \
+            else None
+        if base not in METHODS or rest:
+            raise ConfigError(f"method {method!r}: expected one of central, fdapt, ffdapt, "
+                              f"ffdapt-<policy> with policy in {', '.join(FREEZE_POLICIES)}, "
+                              f"optionally followed by -lora (LoRA adapters), the federated "
+                              f"ones then by -<codec> with codec in {', '.join(UPLOAD_CODECS)} "
+                              f"and -<strategy> with strategy in {', '.join(STRATEGIES)}")
+        return cls(method, base, policy, lora, codec, strategy)
+
+    def apply(self, cfg: RunConfig) -> RunConfig:
+        """The config this method runs with: the keys its suffixes set."""
+        if self.policy:
+            cfg = replace(cfg, freeze=replace(cfg.freeze, policy=self.policy))
+        if self.lora:
+            cfg = replace(cfg, peft=replace(cfg.peft, method="lora"))
+        if self.codec:
+            cfg = replace(cfg, fl=replace(cfg.fl, upload_codec=self.codec))
+        if self.strategy:
+            cfg = replace(cfg, fl=replace(cfg.fl, strategy=self.strategy))
+        return cfg
+
+
 def parse_method(method: str, cfg: RunConfig) -> tuple[str, RunConfig]:
-    """`<base>[-<policy>][-lora][-<codec>][-<strategy>]`: base `central`, `fdapt` or `ffdapt`;
-    a freeze policy only after ffdapt (without one, freeze.policy's); `-lora` sets
-    peft.method: lora (LoRA clients, or a LoRA central baseline); a federated method may go on
-    with an upload codec (`fdapt-int8`), which sets fl.upload_codec, and end in a server
-    strategy (`fdapt-fedadam`, `ffdapt-paper-lora-fedprox`), which sets fl.strategy."""
-    base, *rest = method.split("-")
-    policy = rest.pop(0) if rest and base == "ffdapt" and rest[0] in FREEZE_POLICIES else None
-    lora = bool(rest) and rest[0] == "lora"
-    if lora:
-        rest.pop(0)
-    codec = rest.pop(0) if rest and base != "central" and rest[0] in UPLOAD_CODECS else None
-    strategy = rest.pop(0) if rest and base != "central" and rest[0] in STRATEGIES else None
-    if base not in METHODS or rest:
-        raise ConfigError(f"method {method!r}: expected one of central, fdapt, ffdapt, "
-                          f"ffdapt-<policy> with policy in {', '.join(FREEZE_POLICIES)}, "
-                          f"optionally followed by -lora (LoRA adapters), the federated ones "
-                          f"then by -<codec> with codec in {', '.join(UPLOAD_CODECS)} and "
-                          f"-<strategy> with strategy in {', '.join(STRATEGIES)}")
-    if policy:
-        cfg = replace(cfg, freeze=replace(cfg.freeze, policy=policy))
-    if lora:
-        cfg = replace(cfg, peft=replace(cfg.peft, method="lora"))
-    if codec:
-        cfg = replace(cfg, fl=replace(cfg.fl, upload_codec=codec))
-    if strategy:
-        cfg = replace(cfg, fl=replace(cfg.fl, strategy=strategy))
-    return base, cfg
+    """(base method, the config it runs with): `Method.parse(method)` applied to `cfg`."""
+    m = Method.parse(method)
+    return m.base, m.apply(cfg)
 
 
 def check(cfg: RunConfig, method: str) -> tuple[str, RunConfig, str]:

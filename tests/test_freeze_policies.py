@@ -361,3 +361,12 @@ def test_cli_progressive_run_resumed_after_round_1_is_exact(tmp_path, cache_dir)
         [[[2, 3, 4, 5]] * 2, [[0, 3, 4, 5]] * 2]  # the resumed round has another plan
     assert ra["totals"]["train_flops"] == rb["totals"]["train_flops"]
     assert ra["totals"]["bytes_up"] == rb["totals"]["bytes_up"]
+
+
+def test_every_named_policy_has_a_schedule_and_no_other():
+    """The policy names (config choices, method names) and the schedules that build them are
+    one registry: a name without a builder, or a builder without a name, fails here."""
+    from fdapt_core.freeze import SCHEDULES
+    from fdapt_core.freeze_allocation import POLICIES
+
+    assert tuple(SCHEDULES) == POLICIES

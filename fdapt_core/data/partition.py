@@ -57,8 +57,6 @@ import numpy as np
 from fdapt_core.data.document import Document
 from fdapt_core.errors import ConfigError, DataError
 
-PARTITIONERS: tuple[str, ...] = ("iid", "quantity", "voc", "len", "by_key", "dirichlet")
-"""Method names accepted by `partition`."""
 
 DIRICHLET_MAX_REDRAWS = 100
 """How many times `dirichlet` redraws after a draw that leaves a client empty."""
@@ -86,18 +84,8 @@ def partition(
     _check_arguments(docs, n_clients, method)
     if method == "dirichlet" and not alpha > 0:
         raise ConfigError(f"partition alpha must be > 0 for method 'dirichlet', got {alpha}")
-    n_docs = len(docs)
-    if method == "iid":
-        parts = _iid(n_docs, n_clients, seed, shuffle)
-    elif method == "quantity":
-        parts = _quantity(n_docs, n_clients)
-    elif method in ("voc", "len"):
-        parts = _sorted_by_key(docs, n_clients, _KEY_FUNCTIONS[method])
-    elif method == "by_key":
-        parts = _by_key(docs, n_clients, seed)
-    else:
-        parts = _dirichlet(docs, n_clients, seed, alpha)
-    _check_result(parts, n_docs, method)
+    parts = SPLITTERS[method](docs, n_clients, seed, alpha, shuffle)
+    _check_result(parts, len(docs), method)
     return parts
 
 
@@ -294,3 +282,17 @@ def _dirichlet_draw(
 def _sha256_of(clients: list[list[str]]) -> str:
     canonical = json.dumps(clients, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# The partitioners, registered by name: (docs, n_clients, seed, alpha, shuffle) -> parts.
+# `partition.method`'s choices and `partition` both read this table.
+SPLITTERS: dict[str, Callable[..., list[list[int]]]] = {
+    "iid": lambda docs, n, seed, alpha, shuffle: _iid(len(docs), n, seed, shuffle),
+    "quantity": lambda docs, n, seed, alpha, shuffle: _quantity(len(docs), n),
+    "voc": lambda docs, n, seed, alpha, shuffle: _sorted_by_key(docs, n, _KEY_FUNCTIONS["voc"]),
+    "len": lambda docs, n, seed, alpha, shuffle: _sorted_by_key(docs, n, _KEY_FUNCTIONS["len"]),
+    "by_key": lambda docs, n, seed, alpha, shuffle: _by_key(docs, n, seed),
+    "dirichlet": lambda docs, n, seed, alpha, shuffle: _dirichlet(docs, n, seed, alpha),
+}
+PARTITIONERS: tuple[str, ...] = tuple(SPLITTERS)
+"""Method names accepted by `partition`."""
