@@ -144,6 +144,8 @@ def notes(records: list[dict], network=None, target_loss: float | None = None) -
     """Footnotes a reader needs to read the numbers right."""
     first = records[0]
     cfg, data = first["config"], first["data"]
+    degraded = [f"{r['method']} DEGRADED: {r['degraded']}" for r in records
+                if r.get("status") == "degraded"]
     corpus = "SYNTHETIC corpus (generated in code, not real text)" if data["synthetic"] \
         else f"corpus {cfg['data']['path']}"
     out = [f"{corpus}: {data['train_documents']} training / {data['validation_documents']} "
@@ -189,7 +191,7 @@ def notes(records: list[dict], network=None, target_loss: float | None = None) -
     out += [contention_note(r["method"], r) for r in records if contended(r)]
     usual = usual_threads(records)
     out += [threads_note(r["method"], r, usual) for r in records if other_threads(r, usual)]
-    return out
+    return degraded + out  # first: a run that went on without a client
 
 
 def downstream_columns(records: list[dict]) -> dict[str, tuple[str, str]]:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import safe_open
 from torch import nn
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
@@ -272,14 +274,34 @@ def load_pretrained(path: str, objective: str = "auto",
         if objective == "auto":
             objective = objective_of(load_model_config(path, trust_remote_code))
         auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
-        return auto.from_pretrained(path, use_safetensors=True,
-                                    trust_remote_code=trust_remote_code)
+        model = auto.from_pretrained(path, use_safetensors=True,
+                                     trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         kind = "causal-LM" if objective == "clm" else "masked-LM"
         raise ModelError(f"model.name_or_path: cannot load a {kind} model from {path!r} "
                          f"({str(exc).splitlines()[0]})") from None
     finally:
         hf_logging.set_verbosity(level)
+    stored = checkpoint_dtypes(Path(path))
+    held = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if len(stored) > 1:  # transformers upcasts them all without a word
+        warnings.warn(f"model.name_or_path: {path} stores its weights in {' and '.join(stored)}; "
+                      f"all are loaded as {held} (half-precision ones keep their rounding)",
+                      stacklevel=2)
+    return model
+
+
+def checkpoint_dtypes(folder: Path) -> list[str]:
+    """The floating dtypes a folder's safetensors files store (read from their headers)."""
+    found: set[str] = set()
+    for f in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        with safe_open(str(f), "pt") as st:
+            for key in st.keys():
+                dtype = st.get_slice(key).get_dtype()  # "F16", "BF16", "F32", "I64", ...
+                if dtype.startswith(("F", "BF")):
+                    found.add({"F16": "float16", "BF16": "bfloat16", "F32": "float32",
+                               "F64": "float64"}.get(dtype, dtype))
+    return sorted(found)
 
 
 def build_tokenizer(cfg: ModelConfig, train_texts: Sequence[str], cache_dir: Path):

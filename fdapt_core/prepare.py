@@ -148,9 +148,26 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_writable(key: str, folder: Path) -> None:
+    """Refuse a folder this process cannot write into (it, or the nearest part of its path
+    that exists), naming the config key."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}: {folder} cannot be made: {probe} is not a folder")
+    try:
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as exc:
+        raise ConfigError(f"{key}: {folder} is not writable ({exc.strerror or exc}); "
+                          f"point {key} at a folder you can write") from None
+
+
 def prepare(cfg: RunConfig, method: str, device: Optional[torch.device] = None) -> Prepared:
     t0 = time.perf_counter()
     method, cfg, objective = check(cfg, method)  # before any tokenizer or cache is written
+    for key in ("output_dir", "cache_dir"):  # a read-only folder found before anything is built
+        check_writable(key, Path(getattr(cfg, key)))
     device = device or resolve_device(cfg.train.device)
     torch.set_num_threads(run_threads(cfg))
     docs = load_documents(cfg)

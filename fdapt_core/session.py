@@ -83,6 +83,12 @@ def run_session(cfg: RunConfig, method: str, resume: bool = False, callbacks=Non
     record["totals"]["flop_count_s"] = trainer.flop_count_s  # before the rounds, off their clock
     record.update(_save_final_model(prep, out) if main else {"model_dir": "model"})
     record["status"] = "finished"
+    lost = always_lost(trainer.rounds)
+    if lost:  # the run went on without them: say so rather than "finished"
+        record["status"] = "degraded"
+        record["degraded"] = (f"client(s) {sorted(lost)} lost in every round they were sent "
+                              f"(first: {next(iter(lost.values()))}); the rounds were "
+                              "aggregated without them")
     write(out / "record.json", record)
     return record
 
@@ -197,6 +203,18 @@ def peft_summary(cfg: RunConfig, model: nn.Module) -> Optional[dict]:
             "dropout": cfg.peft.dropout, "target_modules": target_modules(cfg.peft, model),
             "adapter_parameters": sum(p.numel() for n, p in model.named_parameters()
                                       if n in names)}
+
+
+def always_lost(rounds: list[dict]) -> dict[int, str]:
+    """{client: the first error} of the clients a real federation lost in every round they
+    were sent (a node that cannot train this run, whatever its reason)."""
+    seen: dict = {}
+    for r in rounds:
+        for c in r["clients"]:
+            if c["client"] != "central":
+                seen.setdefault(c["client"], []).append(c)
+    return {k: rows[0].get("error") or "no reason given" for k, rows in seen.items()
+            if all(row.get("fault") == "lost" for row in rows)}
 
 
 def totals(rounds: list[dict], n_params: int) -> dict:

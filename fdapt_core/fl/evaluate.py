@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..data.masking import IGNORE
+from ..errors import DataError
 from ..heads import scoring_head
 from ..objective import Objective
 from ..seeding import derive
@@ -25,6 +26,13 @@ class HeldOut:
         self.n_blocks = len(blocks)
         self.objective = objective.name
         self.n_masked = int((labels != IGNORE).sum())
+        if self.n_masked == 0 and len(blocks):
+            # a loss over no tokens reads 0.0 (perplexity 1.00): a run scored so would look
+            # perfect while it learned nothing
+            raise DataError(f"the held-out set scores no tokens ({len(blocks)} blocks, "
+                            f"objective {objective.name}): the tokenizer turns the text into "
+                            "special tokens only, or the held-out documents are empty; check "
+                            "model.tokenizer (or data.val_fraction)")
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device,

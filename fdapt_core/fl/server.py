@@ -30,7 +30,7 @@ from ..interrupt import StopRequested
 from .client import dropped_row
 from .codecs import Codec
 from .context import Context
-from .engine import RoundLoop
+from .engine import RoundLoop, TrainingError
 from .faults import Faults
 from .fedavg import FedAvg
 from .messages import ClientUpdate, Lost, Relayed, RoundTask
@@ -138,6 +138,8 @@ class Server(RoundLoop):
             else received
         row.rejected, norm = self.faults.check(upload, self.global_params)
         row.update_norm = norm if math.isfinite(norm) else None
+        if row.rejected is None and row.steps > 0 and not math.isfinite(row.loss):
+            row.rejected = f"the training loss is {row.loss}: nothing was learned"
         return upload
 
     def settle(self, row: ClientRow, upload: Optional[dict[str, torch.Tensor]]) -> None:
@@ -159,6 +161,14 @@ class Server(RoundLoop):
         one or two), and the round's row."""
         if self.order:
             raise RuntimeError(f"round {r + 1}: no answer from clients {self.order}")
+        trained = [row for row in self.rows if not row.dropped and row.steps > 0]
+        if trained and not any(math.isfinite(row.loss) for row in trained):
+            # not a client's fault the screen can reject: nothing can train (a tokenizer of
+            # special tokens only masks nothing; a learning rate that diverges everywhere)
+            raise TrainingError(f"round {r + 1}: every client's training loss is "
+                                f"{trained[0].loss} (clients {[x.client for x in trained]}); "
+                                "check the tokenizer (model.tokenizer), lower train.lr (now "
+                                f"{self.ctx.cfg.train.lr:g}) or set train.max_grad_norm")
         t_agg = time.perf_counter()
         accepted = list(self.strategy.accepted)
         aggregated = len(accepted) >= self.ctx.cfg.faults.min_clients

@@ -56,25 +56,53 @@ def node_overrides(context: Context) -> list[str]:
 
 
 def node_tokenizer(files: dict[str, str], sha256: str, cache_dir: str):
-    """The server's tokenizer, written once under this node's cache and loaded from there."""
+    """The server's tokenizer, written once under this node's cache and loaded from there.
+
+    A cached folder whose tokenizer is not the server's (edited, damaged, or left by another
+    version) is rebuilt from the bytes the server sent; only a tokenizer that still loads
+    otherwise from those very bytes is refused, and that is the transformers version."""
     folder = Path(cache_dir) / f"node-tokenizer-{sha256[:16]}"
-    if not folder.is_dir():
-        # Several nodes on one host (a simulation's workers, a loopback deployment) may share
-        # the cache and write at once: each fills a folder of its own, and the first rename
-        # wins (the folder is named by its content's hash, so the others drop theirs).
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
-        for name, data in files.items():
-            (tmp / name).write_bytes(base64.b64decode(data))
+    if folder.is_dir():
+        tokenizer = _load_checked(folder, sha256)
+        if tokenizer is not None:
+            return tokenizer
+        # not the server's: set it aside (another node may be reading it) and write afresh
+        stale = folder.with_name(f"{folder.name}.stale-{os.getpid()}")
         try:
-            os.rename(tmp, folder)
+            os.rename(folder, stale)
+            shutil.rmtree(stale, ignore_errors=True)
         except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = load_tokenizer(str(folder), own=True)  # the server's, checked there
-    if tokenizer_sha256(tokenizer) != sha256:
-        raise FdaptError("the server's tokenizer did not load the same on this node "
-                         "(transformers versions differ?)")
+            pass
+    _write_tokenizer(folder, files)
+    tokenizer = _load_checked(folder, sha256)
+    if tokenizer is None:
+        raise FdaptError("the server's tokenizer, written from the bytes it sent, loads "
+                         "otherwise on this node: the transformers or tokenizers versions "
+                         "of node and server differ; install the server's")
     return tokenizer
+
+
+def _write_tokenizer(folder: Path, files: dict[str, str]) -> None:
+    """Several nodes on one host (a simulation's workers, a loopback deployment) may share the
+    cache and write at once: each fills a folder of its own, and the first rename wins (the
+    folder is named by its content's hash, so the others drop theirs)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
+    for name, data in files.items():
+        (tmp / name).write_bytes(base64.b64decode(data))
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_checked(folder: Path, sha256: str):
+    """The tokenizer in `folder` if it is the server's (by its hash), else None."""
+    try:
+        tokenizer = load_tokenizer(str(folder), own=True)
+    except FdaptError:
+        return None
+    return tokenizer if tokenizer_sha256(tokenizer) == sha256 else None
 
 
 def client_for(cfg_dict: dict, method: str, overrides: list[str], client: int,

@@ -25,7 +25,6 @@ import yaml
 
 from ..errors import FdaptError
 from ..methods import check
-from ..runs import run_dir
 from .local_deployment import BIN, stop, superlink, wait_up
 from .support import check_resume
 
@@ -44,12 +43,11 @@ def run_flower(cfg, method: str, resume: bool = False, callbacks=None) -> dict:
         raise FdaptError(f"dist.executor: flower runs the Flower app in {APP.name}/ of the "
                          "harness's checkout, which this installation lacks (install it "
                          "from a checkout: pip install -e '.[flower]')")
-    record = run_dir(cfg, method).resolve() / "record.json"
-    before = record.stat().st_mtime_ns if record.exists() else None
     workers = max(1, min(cfg.fl.clients, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory(prefix="fdapt-flower-") as tmp:
         home = Path(tmp)
         run_yaml = home / "run.yaml"  # the resolved config the ServerApp loads
+        result = home / "result.json"  # where the ServerApp hands back the record (or error)
         run_yaml.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         link, port, env = superlink(home / "flwr", ROOT, home / "superlink.log",
                                     simulation=True)
@@ -58,6 +56,7 @@ def run_flower(cfg, method: str, resume: bool = False, callbacks=None) -> dict:
             wait_up(port, link)
             run_config = " ".join([f"config={json.dumps(str(run_yaml))}",
                                    f"method={json.dumps(method)}",
+                                   f"result={json.dumps(str(result))}",
                                    f"resume={str(bool(resume)).lower()}"])
             # one CPU a worker, so as many clients train at once as there are cores
             federation = " ".join([f"num-supernodes={cfg.fl.clients}",
@@ -80,21 +79,19 @@ def run_flower(cfg, method: str, resume: bool = False, callbacks=None) -> dict:
                              + (home / "superlink.log").read_text()[-4000:]) from None
         finally:
             stop(link)
-        rec = _fresh_record(record, before)
+        rec = _read_result(result)
         if rec is None:
             raise FdaptError("dist.executor: flower: the simulation ended without a record; "
                              "the end of Flower's log:\n" + "\n".join(tail))
-    if rec.get("status") != "finished":
+    if rec.get("status") not in ("finished", "degraded"):  # degraded: its record says why
         raise FdaptError(f"dist.executor: flower: the run {rec.get('status')}: "
                          f"{rec.get('error', 'no error recorded')}")
     return rec
 
 
-def _fresh_record(path: Path, before: int | None) -> dict | None:
-    """The record this run wrote (not one left by an earlier run), or None."""
+def _read_result(path: Path) -> dict | None:
+    """What the ServerApp handed back: the run's record, or its error (None: nothing)."""
     try:
-        if before is not None and path.stat().st_mtime_ns == before:
-            return None
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
