@@ -30,6 +30,7 @@ from ..fl.context import Context as FlContext
 from ..fl.messages import ClientUpdate, Lost, RoundTask
 from ..fl.rows import ClientRow
 from ..methods import parse_method
+from ..records import write_json_atomic
 from ..runs import run_dir
 from ..session import run_session
 from .support import check_resume
@@ -191,6 +192,9 @@ def main(grid: Grid, context: Context) -> None:
                       [*shlex.split(str(rc.get("set", ""))), "dist.executor=flower"])
     method = str(rc.get("method", "fdapt"))
     record = run_dir(cfg, method).resolve() / "record.json"
+    # where the caller that submitted this run (`simulation.run_flower`) wants the outcome:
+    # the record itself, or the error, handed back rather than found by the file's age
+    result = Path(str(rc["result"])) if rc.get("result") else None
     try:
         check_resume(parse_method(method, cfg)[1], bool(rc.get("resume", False)))
         rec = run_session(cfg, method, bool(rc.get("resume", False)),
@@ -198,6 +202,10 @@ def main(grid: Grid, context: Context) -> None:
                           transport=FlowerTransport(grid, method, cfg.dist.timeout_s))
     except FdaptError as exc:  # one line first; Flower then marks the run failed
         _say(f"fdapt {method}: error: {exc}")
+        if result is not None:
+            write_json_atomic(result, {"status": "failed", "error": str(exc)})
         raise
+    if result is not None:
+        write_json_atomic(result, rec)
     _say(f"fdapt {method}: {rec['status']}, final held-out loss "
          f"{rec['final_eval']['loss']:.4f}; record: {record}")
