@@ -99,6 +99,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_one_clear_line(tmp_path, case):
     make, needles = CASES[case]

@@ -16,6 +16,7 @@ def bench(*args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_compare_trains_three_methods_and_writes_tables(tmp_path, cache_dir):
     sets = [a for s in [*TINY, f"output_dir={tmp_path}", f"cache_dir={cache_dir}",
                         "name=e2e"] for a in ("--set", s)]
@@ -49,6 +50,7 @@ def test_compare_trains_three_methods_and_writes_tables(tmp_path, cache_dir):
     assert p.returncode == 0 and rows[0]["reused"] == "False"
 
 
+@pytest.mark.slow
 def test_run_then_resume_a_finished_run(tmp_path, cache_dir):
     sets = [a for s in [*TINY, f"output_dir={tmp_path}", f"cache_dir={cache_dir}"]
             for a in ("--set", s)]
@@ -103,6 +105,7 @@ def straight(tmp_path_factory, cache_dir):
     return out / "straight" / "fdapt"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM", "SIGINT"])
 def test_signal_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir, straight,
                                                          signame):
@@ -155,6 +158,7 @@ def test_signal_then_resume_matches_an_uninterrupted_run(tmp_path, cache_dir, st
     assert [r["eval_loss"] for r in ra["rounds"]] == [r["eval_loss"] for r in rb["rounds"]]
 
 
+@pytest.mark.slow
 def test_perf_quick_writes_a_record_and_gates_on_a_baseline(tmp_path):
     baseline = tmp_path / "baseline.json"
     # a baseline no run can meet: the gate must fail, after writing the record
@@ -175,6 +179,7 @@ def test_perf_quick_writes_a_record_and_gates_on_a_baseline(tmp_path):
     assert p.returncode == 2 and "none.json" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_kill_loop_resumes_exactly(tmp_path):
     """Three seeded random kills (the full 20-kill loop: scripts/kill_loop.py --kills 20)."""
     out = tmp_path / "kills.json"

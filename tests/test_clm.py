@@ -84,6 +84,7 @@ def test_heldout_clm_loss_is_the_models_own_causal_loss():
 
 # ------------------------------------------------------------------------ runs
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["gpt2-tiny", "llama-tiny"])
 def test_one_client_one_round_fdapt_is_central(tiny, preset):
     cfg = tiny("fl.clients=1", "fl.rounds=1", f"model.preset={preset}")
@@ -108,6 +109,7 @@ def test_clm_resume_is_exact(tiny):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_saved_decoder_folder_is_a_starting_point(tiny, tmp_path):
     """A local folder (as a hub download lands): the objective is read from its config."""
     first = tiny("model.preset=llama-tiny", "fl.rounds=1", "name=first")

@@ -86,6 +86,7 @@ def test_method_names_set_the_codec():
         parse_method("central-int8", cfg)
 
 
+@pytest.mark.slow
 def test_int8_run_sends_a_quarter_and_learns_the_same(tiny):
     cfg = tiny("fl.rounds=2")
     ref, q = run(cfg, "fdapt"), run(cfg, "fdapt-int8")

@@ -77,6 +77,7 @@ def test_every_key_is_documented():
      "nowhere.jsonl"),
     (["run", "--method", "fdapt", "--config", "missing.yaml"], "missing.yaml"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, needle):
     out = tmp_path / "results"
     p = subprocess.run([sys.executable, "-m", "bench", *args, "--set", f"output_dir={out}"],

@@ -8,6 +8,8 @@ order of strings either.
 """
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -148,6 +150,7 @@ def test_learn_vocab_matches_a_naive_learner():
 
 # ----------------------------------------------------------------------------- a whole cell
 
+@pytest.mark.slow
 def test_a_cell_run_three_times_gives_the_same_numbers_and_weights(tmp_path):
     """Three reruns at once, on the default thread count: each starts beside the others, as a
     rerun does on a busy host. The default once followed the fdapt runs alive (the first

@@ -56,6 +56,7 @@ def _sequential(tmp_path, cache_dir, method, extra=()):
     (1, ["fdapt", "ffdapt"], []),                                  # one client per rank
     (2, ["fdapt", "ffdapt", "central"], ["model.dropout=0"]),      # both ranks on each client
 ])
+@pytest.mark.slow
 def test_distributed_matches_sequential(tmp_path, cache_dir, G, methods, extra):
     for method in methods:
         ref = _sequential(tmp_path, cache_dir, method, extra)
@@ -80,6 +81,7 @@ def test_distributed_matches_sequential(tmp_path, cache_dir, G, methods, extra):
                 assert all(x["bytes_collectives"]["gradients"] > 0 for x in r0["ranks"])
 
 
+@pytest.mark.slow
 def test_failing_rank_stops_the_run_and_resume_finishes_it(tmp_path, cache_dir):
     sets = _sets(tmp_path, cache_dir, "fail", ["fl.rounds=3"])
     res = _launch(sets, "fdapt", env={"FDAPT_FAIL_AT": "rank=1,round=2"})
@@ -99,6 +101,7 @@ def test_failing_rank_stops_the_run_and_resume_finishes_it(tmp_path, cache_dir):
     assert _max_diff(_weights(tmp_path, "fail", "fdapt"), ref) <= 1e-5
 
 
+@pytest.mark.slow
 def test_distributed_needs_a_launcher(tmp_path, cache_dir):
     args = [sys.executable, "-m", "bench", "run", "--method", "fdapt", "--executor",
             "distributed", "--set", f"output_dir={tmp_path}"]
@@ -126,6 +129,7 @@ def test_rows_of_a_batch_cover_it_once():
         assert [i for s in shares for i in range(n)[s]] == list(range(n))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ffdapt", "ffdapt-paper-lora"])
 def test_zero_stage2_engine_matches_sequential(tmp_path, cache_dir, method):
     """A tiny model through one DeepSpeed ZeRO-2 engine per rank, reused for every client:

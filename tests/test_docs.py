@@ -2,6 +2,8 @@
 README links to exists."""
 from __future__ import annotations
 
+import pytest
+
 import re
 import subprocess
 import sys
@@ -9,6 +11,7 @@ import sys
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_the_key_tables_are_generated_from_the_configs():
     p = subprocess.run([sys.executable, "scripts/gen_docs_keys.py", "--check"], cwd=ROOT,
                        capture_output=True, text=True)

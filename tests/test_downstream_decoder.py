@@ -188,6 +188,7 @@ def test_each_task_type_learns_on_a_decoder(decoders, task_files, name, task_nam
             assert value > baseline[key] + 0.1, (key, value, baseline)
 
 
+@pytest.mark.slow
 def test_cli_downstream_scores_decoder_runs(decoders, task_files, tmp_path):
     """A comparison folder whose runs began from a pretrained decoder folder and saved decoder
     models: `bench downstream` scores each, the starting model included."""

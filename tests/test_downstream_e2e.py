@@ -132,6 +132,7 @@ def task_files(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ner", "rel", "qa"])
 def test_each_task_type_learns_and_is_reproducible(adapted, task_files, name):
     cfg, folder = adapted
@@ -208,6 +209,7 @@ def test_task_yaml_errors_name_the_file(tmp_path):
         load_task(p)
 
 
+@pytest.mark.slow
 def test_cli_downstream_writes_scores_into_records(adapted, task_files):
     cfg, folder = adapted
     tasks = ",".join(str(task_files[n][0]) for n in ("ner", "rel", "qa"))

@@ -54,6 +54,7 @@ def llama_folder(tmp_path, layers=2):
     return folder
 
 
+@pytest.mark.slow
 def test_next_token_loss_on_an_encoder_folder_is_refused(tmp_path):
     """An encoder's attention is bidirectional: a 'causal' loss on it sees the tokens it
     predicts (transformers builds BertLMHeadModel with is_decoder=False and only warns)."""
@@ -70,12 +71,14 @@ def test_next_token_loss_on_an_encoder_folder_is_refused(tmp_path):
     refused(p, out, cache, "model.objective", "encoder")
 
 
+@pytest.mark.slow
 def test_a_preset_with_the_wrong_objective_writes_no_cache(tmp_path):
     p, out, cache = bench(["run", "--method", "fdapt", "--set", "model.objective=clm"],
                           tmp_path)
     refused(p, out, cache, "model.objective", "preset tiny")
 
 
+@pytest.mark.slow
 def test_a_folder_without_safetensors_is_refused_before_any_cache(tmp_path):
     folder = bert_folder(tmp_path)
     for f in folder.glob("*.safetensors"):
@@ -98,6 +101,7 @@ def test_compare_checks_every_method_before_the_first_trains(tmp_path):
     refused(p, out, cache, "freeze.max_blocks", "2 transformer blocks")
 
 
+@pytest.mark.slow
 def test_a_study_file_must_name_what_it_studies(tmp_path):
     study = tmp_path / "s.yaml"
     study.write_text(f"name: s\nconfig: {ROOT / 'configs/default.yaml'}\npartitions: [iid]\n"

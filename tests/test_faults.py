@@ -45,6 +45,7 @@ def test_screen_rejects_non_finite_and_outsized_updates():
     assert screen(f, {"a": torch.full((4,), 9.0), "b": torch.zeros(2)}, g)[0] is None  # 18 < 20
 
 
+@pytest.mark.slow
 def test_faulty_run_completes_records_why_and_stays_close(tiny):
     base = ["fl.rounds=4", "fl.clients=5", "data.synthetic.n_docs=120"]
     clean = run(tiny(*base, "name=clean"), "fdapt")

@@ -148,6 +148,7 @@ def test_precision_is_the_one_trained_in():
     assert precision_of(None, cpu) == "fp32"
 
 
+@pytest.mark.slow
 def test_record_mfu_is_labelled_with_its_peak(tiny):
     rec = run(tiny("fl.rounds=1", "profile.peak_tflops=0.5"), "fdapt")
     t = rec["totals"]

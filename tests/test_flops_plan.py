@@ -21,6 +21,7 @@ def bench(*args):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_bench_flops_equals_the_records_counted_flops(tiny, tmp_path, cache_dir):
     """fdapt, ffdapt-paper and central trained; `bench flops` on the same config gives each
     one's totals.train_flops, its allocation and its saving; its frontier reads the runs'
@@ -56,6 +57,7 @@ def test_bench_flops_equals_the_records_counted_flops(tiny, tmp_path, cache_dir)
     assert others and all(r["heldout_loss"] is None for r in others)
 
 
+@pytest.mark.slow
 def test_the_schedule_is_the_runs_sampling_epochs_caps_short_batches_and_drops(tiny):
     """2 of 3 clients a round, two local epochs capped at 6 steps (past an epoch's short last
     batch), clients dropping out, per-round and budget frozen sets: still to the FLOP. A batch

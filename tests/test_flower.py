@@ -53,6 +53,7 @@ def _weights(rec_dir):
     return load_file(str(rec_dir / "model" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_simulation_matches_sequential_and_counts_flower_bytes(tiny, tmp_path, monkeypatch):
     """Flower's simulation runtime (`flwr run` against a SuperLink in simulation mode, Ray
     workers) against the sequential executor: freezing and an upload codec, so what travels
@@ -123,6 +124,7 @@ class LocalGrid:
             yield flower_client.app(m, ctx)
 
 
+@pytest.mark.slow
 def test_a_lost_node_is_a_dropped_client_and_the_round_goes_on(tiny):
     cfg = tiny("fl.clients=3", "name=lost", "dist.executor=flower")
     rec = run_session(cfg, "fdapt", transport=FlowerTransport(LocalGrid(3, dead={1}), "fdapt", 10))
@@ -143,6 +145,7 @@ def test_a_lost_node_is_a_dropped_client_and_the_round_goes_on(tiny):
 
 @pytest.mark.parametrize("sets, method", [(["train.optimizer_reset=persist"], "fdapt"),
                                           ([], "fdapt-topk")])
+@pytest.mark.slow
 def test_client_state_lives_in_the_nodes_flower_state(tiny, tmp_path, sets, method):
     """Persisted AdamW moments and the top-k codec's error feedback kept by each node in its
     Flower `context.state`, every message answered as from a fresh process: the same weights
@@ -166,6 +169,7 @@ def test_a_flower_run_with_client_state_is_not_resumed(tiny):
         run(tiny("train.optimizer_reset=persist", "dist.executor=flower"), "fdapt", resume=True)
 
 
+@pytest.mark.slow
 def test_nodes_holding_only_their_own_documents_train_the_sequential_run(tiny, tmp_path):
     """Each node's data-path holds its institution's documents alone (in its own order); the
     server sends the tokenizer and the ids, and keeps the held-out set: the weights equal the
@@ -183,6 +187,7 @@ def test_nodes_holding_only_their_own_documents_train_the_sequential_run(tiny, t
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
 
 
+@pytest.mark.slow
 def test_a_node_missing_a_document_or_holding_other_text_refuses(tiny, tmp_path):
     import json
 

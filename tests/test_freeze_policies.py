@@ -327,6 +327,7 @@ def test_budget_run_records_the_saving_it_reaches(tiny):
 
 from test_invariants import Stop, StopAfter  # noqa: E402 (shared with the resume tests)
 
+@pytest.mark.slow
 def test_cli_progressive_run_resumed_after_round_1_is_exact(tmp_path, cache_dir):
     """Two rounds (TINY); killed once round 1 of 2 is checkpointed, resumed by the CLI."""
     def sets(name):

@@ -120,6 +120,7 @@ def test_pack_takes_the_corpus_and_every_split_of_the_studys_tasks():
                      "tasks/chemprot/test.jsonl"]
 
 
+@pytest.mark.slow
 def test_a_call_runs_the_study_and_sends_back_its_records(tmp_path, cache_dir, monkeypatch,
                                                           task_files):  # noqa: F811
     """`run` on a tiny study (here on CPU, with no start model packed): the study runs

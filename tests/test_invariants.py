@@ -51,6 +51,7 @@ class StopAfter:
     ("central", ()),
     ("ffdapt", ("train.optimizer_reset=persist", "fl.client_fraction=0.5")),
 ])
+@pytest.mark.slow
 def test_resume_reaches_the_same_weights_and_record(tiny, method, extra):
     straight = tiny("fl.rounds=3", "name=straight", *extra)
     broken = tiny("fl.rounds=3", "name=broken", *extra)
@@ -77,6 +78,7 @@ def test_resume_refuses_another_config(tiny):
         run(tiny("name=other"), "fdapt", resume=True)
 
 
+@pytest.mark.slow
 def test_frozen_blocks_unchanged_and_not_sent(tiny):
     cfg = tiny("fl.rounds=1", "fl.clients=2", "freeze.policy=paper")
     rec = run(cfg, "ffdapt")
@@ -143,6 +145,7 @@ class StopDuring:
         return lambda *a, **k: None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, client", [("fdapt", 1), ("ffdapt", 2), ("central", 0)])
 def test_stop_mid_round_then_resume_is_exact(tiny, method, client):
     from fdapt_core import interrupt
@@ -190,6 +193,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
     assert state == {"round_state": 1}
 
 
+@pytest.mark.slow
 def test_central_trains_the_same_tokens_as_fdapt(tiny):
     """Clients end epochs on short batches; central's are full. Matching steps gave central
     more tokens (+1.7 % on the default config); the budget is matched in sequences."""

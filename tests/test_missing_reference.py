@@ -81,6 +81,7 @@ def federated_only(tmp_path):
     return folder, task, pretrained
 
 
+@pytest.mark.slow
 def test_downstream_reuses_general_scores_and_force_redoes_them(federated_only, monkeypatch):
     folder, task, pretrained = federated_only
     calls = []

@@ -75,6 +75,7 @@ def adamw_moments(state: dict, grads: list[torch.Tensor], beta1=0.9, beta2=0.999
     return {"exp_avg": m, "exp_avg_sq": v, "step": step}
 
 
+@pytest.mark.slow
 def test_a_parameter_resumes_its_own_moments_after_a_frozen_round(tiny, monkeypatch):
     """ffdapt-random: each client freezes 2 of the 6 same-shaped blocks, drawn anew every
     round. Every parameter must start a round with the state it had after the last round it
@@ -109,6 +110,7 @@ def test_a_parameter_resumes_its_own_moments_after_a_frozen_round(tiny, monkeypa
     assert sat_out > 0  # the seed gives the case this test is about
 
 
+@pytest.mark.slow
 def test_progressive_with_persisted_optimizer_counts_each_blocks_own_steps(tiny):
     """The window moves up a block a round and the embeddings freeze after round 0, so the
     trainable set changes size every round. In the last checkpoint, each block's AdamW step
@@ -128,6 +130,7 @@ def test_progressive_with_persisted_optimizer_counts_each_blocks_own_steps(tiny)
         assert rows[1]["frozen_embeddings"] and emb == {rows[0]["steps"]}
 
 
+@pytest.mark.slow
 def test_random_persist_stopped_mid_round_resumes_exactly(tiny):
     """The partial-round checkpoint holds the finished clients' state by name and the
     interrupted client's as it was before its round."""

@@ -39,6 +39,7 @@ TOPK = ["fl.rounds=3", "fl.client_fraction=0.75", "fl.topk_fraction=0.05"]
 @pytest.mark.parametrize("method, extra", [("fdapt-fedadam", FAULTS),
                                            ("ffdapt-progressive-fedprox", PERSIST),
                                            ("fdapt-topk", TOPK)])
+@pytest.mark.slow
 def test_distributed_matches_sequential(tmp_path, cache_dir, method, extra):
     ref = _sequential(tmp_path, cache_dir, method, [*extra, *SAME_THREADS])
     seq = json.loads((tmp_path / "seq" / method / "record.json").read_text())
@@ -69,6 +70,7 @@ def test_distributed_matches_sequential(tmp_path, cache_dir, method, extra):
         assert len({tuple(c["frozen_blocks"]) for c in rows}) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ffdapt", "ffdapt-paper-lora"])
 def test_a_causal_lm_matches_across_executors(tmp_path, cache_dir, method):
     """A Llama-shape decoder (next-token loss, grouped-query attention), one client per rank,

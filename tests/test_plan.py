@@ -69,6 +69,7 @@ def _study_records(tmp_path, n_test: int) -> tuple:
     return runs, true
 
 
+@pytest.mark.slow
 def test_bench_study_plan_prints_seeds_and_hours_per_claim_row(tmp_path):
     n_test = 300
     runs, true = _study_records(tmp_path, n_test)

@@ -38,6 +38,7 @@ def test_minilm_start_trains_on_real_text(tmp_path, cache_dir):
     assert all(f["blocks"] for f in rec["freeze"])
 
 
+@pytest.mark.slow
 def test_an_adapted_model_folder_is_a_starting_point(tiny):
     """A run's final model (HF format) loads by path as the start of another run."""
     first = tiny("fl.rounds=1", "name=first")

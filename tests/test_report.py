@@ -276,6 +276,7 @@ def test_an_older_record_without_flop_counts_shows_dashes(tmp_path):
     assert "older record without" in (tmp_path / "rep" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_command_line_end_to_end(grid, tmp_path):
     p = subprocess.run([sys.executable, "-m", "bench", "report", "--runs", str(grid / "grid-b"),
                         "--out", str(tmp_path / "cli")], cwd=ROOT, capture_output=True,

@@ -94,6 +94,7 @@ def test_the_flop_count_sees_the_smaller_head(make):
     assert dense.forward - sparse.forward == 2 * (B * L - n) * (H * H + H * V)
 
 
+@pytest.mark.slow
 def test_a_run_trains_the_same_model_with_either_head(tiny):
     """Two rounds of fdapt, sparse head (the default) against dense: the same training up to
     float32 rounding, fewer FLOPs counted, and the record says which head ran."""

@@ -110,6 +110,7 @@ def _study(tmp_path):
     return res
 
 
+@pytest.mark.slow
 def test_verdicts_and_a_report_regenerated_byte_for_byte(tmp_path):
     res = _study(tmp_path)
     folders = [str(res / f"s{s}") for s in range(3)]

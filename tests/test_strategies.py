@@ -297,6 +297,7 @@ def test_fedprox_passes_mu_and_the_global_model_to_the_clients(tiny, monkeypatch
     ("fdapt-fedadam", lambda: StopAfter(0)),
     ("ffdapt-paper-fedavgm", lambda: StopDuring(1, 1, 2)),  # a partial-round checkpoint
 ])
+@pytest.mark.slow
 def test_resumed_run_with_server_state_is_exact(tiny, method, stopper):
     from fdapt_core import interrupt
     from fdapt_core.interrupt import StopRequested

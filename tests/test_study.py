@@ -44,6 +44,7 @@ def _snapshot(folder):
             if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_study_runs_scores_reports_and_a_rerun_changes_nothing(tmp_path, cache_dir,
                                                                   task_files):  # noqa: F811
     path = _study_file(tmp_path, cache_dir, task_files["ner"][0])
@@ -68,6 +69,7 @@ def test_a_study_runs_scores_reports_and_a_rerun_changes_nothing(tmp_path, cache
     assert _snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_a_study_file_is_checked_before_anything_runs(tmp_path, cache_dir,
                                                       task_files):  # noqa: F811
     path = _study_file(tmp_path, cache_dir, task_files["ner"][0], seeds=[0, 0])
@@ -82,6 +84,7 @@ def test_a_study_file_is_checked_before_anything_runs(tmp_path, cache_dir,
     assert [(c.partition, c.seed, c.cfg.name) for c in grid] == [("iid", 0, "tiny-iid-s0")]
 
 
+@pytest.mark.slow
 def test_a_study_without_tasks_trains_and_reports_the_held_out_loss(tmp_path, cache_dir,
                                                                     task_files):  # noqa: F811
     """`tasks: []` (run_all.sh --quick's study): no downstream stage, no `general` record;
@@ -95,6 +98,7 @@ def test_a_study_without_tasks_trains_and_reports_the_held_out_loss(tmp_path, ca
     assert "held-out" in (tmp_path / "study" / "report" / "report.md").read_text().lower()
 
 
+@pytest.mark.slow
 def test_a_head_warm_up_is_where_every_cell_starts(tmp_path, cache_dir,
                                                   task_files):  # noqa: F811
     """`head_warmup_steps`: the start model's head trained alone first (body and embeddings

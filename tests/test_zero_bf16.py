@@ -53,6 +53,7 @@ def reference(tmp_path_factory, cache_dir):
     return tmp, cfg, initial, frozen, _weights(tmp, "seq", "ffdapt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_zero_bf16_keeps_the_global_model_in_fp32(reference, cache_dir, stage):
     tmp, cfg, initial, frozen, seq = reference
