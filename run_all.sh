@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/python ] && [ -z "${PYTHON:-}" ]; then
-  bash scripts/setup.sh   # from nothing: the environment first
+  bash scripts/setup.sh minilm   # from nothing: the environment first (the MiniLM start)
 fi
 STUDY=configs/study-paper.yaml
 case "${1:-}" in
