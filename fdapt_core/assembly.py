@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
@@ -35,8 +36,8 @@ from .heads import ScoringHead, scoring_head
 from .methods import check
 from .model import build_model, resolve_objective, tokenizer_info
 from .objective import build_objective
-from .prepare import (Prepared, documents_sha256, load_documents, node_share, prepare,
-                      resolve_device, run_threads)
+from .prepare import (Prepared, document_sha256, documents_sha256, load_documents, node_share,
+                      prepare, resolve_device, run_threads)
 from .profiling.flops import FlopCache
 from .profiling.memory import PeakMemory
 
@@ -83,7 +84,8 @@ def build_context(prep: Prepared, out: Path, callbacks, world) -> Context:
 
 
 def build_node_client(cfg: RunConfig, method: str, client: int, ids: list[str],
-                      documents_sha256_: str, tokenizer) -> Client:
+                      documents_sha256_: str, tokenizer,
+                      doc_sha256: Optional[list[str]] = None) -> Client:
     """The client half on a node that holds only its own institution's documents (a Flower
     SuperNode): its documents read from `data.path` and picked by the manifest's ids, in the
     manifest's order, tokenised with the server's tokenizer and packed as the server packs
@@ -98,12 +100,16 @@ def build_node_client(cfg: RunConfig, method: str, client: int, ids: list[str],
     position = {d.id: i for i, d in enumerate(docs)}
     missing = [i for i in ids if i not in position]
     if missing:
-        raise NodeDataError(f"this node's data-path holds {len(ids) - len(missing)} of client "
-                            f"{client}'s {len(ids)} documents (missing {missing[:3]} …)")
+        raise NodeDataError(f"client {client}: this node's data.path ({cfg.data.path}) holds "
+                            f"{len(ids) - len(missing)} of its {len(ids)} documents (missing "
+                            f"{missing[:3]} …)")
     mine = [docs[position[i]] for i in ids]
     if documents_sha256(mine) != documents_sha256_:
-        raise NodeDataError(f"this node's documents of client {client} are not the server's: "
-                            "the same ids hold other text")
+        differs = next((d.id for d, h in zip(mine, doc_sha256 or [])
+                        if document_sha256(d)[:16] != h), None)
+        raise NodeDataError(f"client {client}: this node's data.path ({cfg.data.path}) holds "
+                            "other text than the server's under the same ids"
+                            + (f", first under id {differs!r}" if differs is not None else ""))
     L = cfg.data.max_seq_length
     tokens = tokenize_corpus(mine, tokenizer, Path(cfg.cache_dir))
     blocks = pack(tokens, list(range(len(mine))), L)

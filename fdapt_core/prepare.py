@@ -219,6 +219,11 @@ def documents_sha256(docs: list[Document]) -> str:
     return h.hexdigest()
 
 
+def document_sha256(doc: Document) -> str:
+    """A hash of one document's id and text."""
+    return hashlib.sha256(json.dumps([doc.id, doc.text]).encode()).hexdigest()
+
+
 def tokenizer_files(tokenizer) -> dict[str, str]:
     """The tokenizer as files (name → base64 of the bytes), to travel to a node."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,7 +239,9 @@ def node_share(prep: Prepared) -> dict:
     return {"tokenizer": tokenizer_files(prep.tokenizer),
             "tokenizer_sha256": tokenizer_sha256(prep.tokenizer),
             "clients": [{"ids": [prep.docs[i].id for i in part],
-                         "sha256": documents_sha256([prep.docs[i] for i in part])}
+                         "sha256": documents_sha256([prep.docs[i] for i in part]),
+                         # per document, so that a node can name the first that differs
+                         "doc_sha256": [document_sha256(prep.docs[i])[:16] for i in part]}
                         for part in prep.parts]}
 
 

@@ -205,7 +205,9 @@ def test_a_node_missing_a_document_or_holding_other_text_refuses(tiny, tmp_path)
                                    *lines[1:]]) + "\n")
     flower_client._built.clear()
     grid = LocalGrid(2, node_config={c: {"data-path": str(f)} for c, f in files.items()})
-    with pytest.raises(FdaptError, match="client 0's node refused.*other text"):
+    # the message names the node's file and the first id whose text differs (it named none)
+    with pytest.raises(FdaptError, match=rf"client 0's node refused.*{files[0]}.*other text"
+                                         rf".*first under id '{first['id']}'"):
         run_session(tiny(*sets, "name=edited", "dist.executor=flower"), "fdapt",
                     transport=FlowerTransport(grid, "fdapt", 10))
 

@@ -125,7 +125,7 @@ def client_for(cfg_dict: dict, method: str, overrides: list[str], client: int,
         tokenizer = node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
                                    cfg.cache_dir)
         _built[key] = build_node_client(cfg, method, client, share["ids"], share["sha256"],
-                                        tokenizer)
+                                        tokenizer, share.get("doc_sha256"))
     return _built[key]
 
 
