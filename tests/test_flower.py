@@ -259,3 +259,41 @@ def test_a_node_whose_cached_tokenizer_differs_rebuilds_it_from_the_servers_byte
                                        str(cache))
     assert tokenizer_sha256(tok) == share["tokenizer_sha256"] == tokenizer_sha256(first)
     assert json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"][a] != vocab[a]
+
+
+def test_a_refused_run_ends_the_serverapp_in_one_line_without_a_traceback(
+        tiny, tmp_path, cache_dir):
+    """A node refusing the run (its data-path holds another client's file) ended the ServerApp
+    with the right message and then a page of traceback, "Exit Code: 201". Flower logs every
+    exception with its traceback; the harness's `RunFailed` carries none, the record says
+    failed, and the caller that submitted the run gets the error back."""
+    import io
+    import json
+    import logging
+
+    from flwr.common.logger import FLOWER_LOGGER, log
+
+    from fdapt_core.flower import server
+    from tests.conftest import TINY
+
+    _, sets, files = silo_corpus(tmp_path, tiny)
+    swapped = {0: {"data-path": str(files[1])}, 1: {"data-path": str(files[0])}}
+    out, result = tmp_path / "results", tmp_path / "result.json"
+    overrides = [*TINY, f"output_dir={out}", f"cache_dir={cache_dir}", *sets, "name=swap"]
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={
+        "config": "configs/default.yaml", "method": "fdapt", "resume": False,
+        "set": " ".join(f"'{o}'" for o in overrides), "result": str(result)})
+    with pytest.raises(server.RunFailed) as caught:
+        server.main(LocalGrid(2, node_config=swapped), context)
+    assert "client 0's node refused the run" in str(caught.value)
+    buf = io.StringIO()  # as Flower's runner logs what main raised
+    handler = logging.StreamHandler(buf)
+    FLOWER_LOGGER.addHandler(handler)
+    try:
+        log(logging.ERROR, "%s raised an exception", "ServerApp", exc_info=caught.value)
+    finally:
+        FLOWER_LOGGER.removeHandler(handler)
+    assert "Traceback" not in buf.getvalue() and "refused the run" in buf.getvalue()
+    assert json.loads(result.read_text())["status"] == "failed"
+    rec = json.loads((out / "swap" / "fdapt" / "record.json").read_text())
+    assert rec["status"] == "failed" and "refused" in rec["error"]

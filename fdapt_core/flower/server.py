@@ -178,6 +178,23 @@ def _say(line: str) -> None:
     log(INFO, line)  # the ServerApp's log: flwr run --stream shows it
 
 
+class RunFailed(FdaptError):
+    """The run failed on something its user can fix; the message says what.
+
+    Flower's ServerApp runner logs every exception with its traceback (`exc_info`), which
+    buried the one line under a page of Flower's own frames. This error shows no traceback:
+    it reports none (a traceback is for a bug, and this is not one). Flower still marks the
+    run failed and `flwr run` exits non-zero."""
+
+    @property
+    def __traceback__(self):  # what logging's exc_info reads
+        return None
+
+    @__traceback__.setter
+    def __traceback__(self, value):
+        pass
+
+
 app = ServerApp()
 
 
@@ -204,7 +221,7 @@ def main(grid: Grid, context: Context) -> None:
         _say(f"fdapt {method}: error: {exc}")
         if result is not None:
             write_json_atomic(result, {"status": "failed", "error": str(exc)})
-        raise
+        raise RunFailed(f"fdapt {method}: {exc}") from None
     if result is not None:
         write_json_atomic(result, rec)
     _say(f"fdapt {method}: {rec['status']}, final held-out loss "
