@@ -23,9 +23,12 @@ def summary_table(rec: dict) -> Table:
     tp = rec["throughput"]["tokens_per_s"]
     for name in ("harness", "plain", "trainer"):
         t.add_row(f"tokens/s, {name} loop (median)", f"{tp[name]:,.0f}")
+    ci = rec.get("harness_vs_plain_ci90")
     t.add_row("harness / plain loop" + (" (both: sparse MLM head)"
                                         if rec["throughput"].get("sparse_head") else ""),
-              f"{rec['harness_vs_plain_ratio']:.3f}")
+              f"{rec['harness_vs_plain_ratio']:.3f}"
+              + (f" [{ci[0]:.3f}, {ci[1]:.3f}] 90 %, "
+                 f"{rec['throughput']['harness_vs_plain_pairs']} pairs" if ci else ""))
     t.add_row("harness / HF Trainer", f"{rec['harness_vs_trainer_ratio']:.3f}")
     sh = rec.get("sparse_head_minilm")  # older records have none
     if sh and "skipped" in sh:
@@ -72,12 +75,15 @@ def summary_table(rec: dict) -> Table:
 
 def baseline_table(rows: list[dict]) -> Table:
     t = Table(title="against the baseline")
-    for col in ("metric", "baseline", "current", "limit", "result"):
+    for col in ("metric", "baseline", "current", "90 % interval", "limit", "result"):
         t.add_column(col, justify="left" if col == "metric" else "right")
     for r in rows:
         fmt = (lambda v: "-" if v is None else f"{v:.4g}")
-        t.add_row(r["metric"], fmt(r["baseline"]), fmt(r["current"]), fmt(r["limit"]),
-                  "[green]ok[/green]" if r["ok"] else f"[red]{r['why']}[/red]")
+        ci = r.get("ci90")
+        result = f"[red]{r['why']}[/red]" if not r["ok"] else \
+            f"[yellow]{r['why']}[/yellow]" if r["why"] else "[green]ok[/green]"
+        t.add_row(r["metric"], fmt(r["baseline"]), fmt(r["current"]),
+                  f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-", fmt(r["limit"]), result)
     return t
 
 
@@ -106,6 +112,9 @@ def run_perf(out: Console, err: Console, out_file: Optional[Path], baseline: Opt
         return 0
     rows = compare(rec, base)
     out.print(baseline_table(rows))
+    for r in rows:
+        if r["ok"] and r["why"]:
+            err.print(f"[yellow]{r['metric']}:[/yellow] {r['why']}")
     failed = [r["metric"] for r in rows if not r["ok"]]
     if failed:
         err.print(f"[red]perf regression:[/red] {', '.join(failed)}")

@@ -38,3 +38,35 @@ def test_custom_check():
     c = Check("x", "lower", 0.1, True)
     assert c.limit(2.0) == 2.2
     assert compare({"x": 2.3}, {"x": 2.0}, [c])[0]["ok"] is False
+
+
+def test_a_ratio_with_an_interval_fails_only_when_the_interval_lies_below_the_limit():
+    """±20 % within a run: a point ratio could not tell a 5 % regression from noise. With its
+    paired 90 % interval the gate fails only when the whole interval is below the limit."""
+    base = {"harness_vs_plain_ratio": 1.00}
+
+    def row(ratio, ci):
+        cur = {"harness_vs_plain_ratio": ratio, "harness_vs_plain_ci90": ci}
+        return _by_metric(compare(cur, base))["harness_vs_plain_ratio"]
+
+    assert row(0.93, [0.91, 0.94])["ok"] is False  # all of it below 0.95: a regression
+    below_but_unsure = row(0.94, [0.90, 0.98])  # the point alone would have failed
+    assert below_but_unsure["ok"] and below_but_unsure["why"].startswith("cannot tell")
+    clear = row(0.97, [0.96, 0.98])
+    assert clear["ok"] and clear["why"] == ""
+
+
+def test_paired_ratio_interval_covers_and_drift_falls_out():
+    import math
+    import random
+
+    from fdapt_core.perf.throughput import paired_ratio
+
+    rng = random.Random(0)
+    # a host that drifts by ±30 % between pairs, the pair's two loops 3 % apart within it
+    drift = [1.0 + 0.3 * math.sin(i) for i in range(12)]
+    a = [1000 * d * 0.97 * math.exp(rng.gauss(0, 0.01)) for d in drift]
+    b = [1000 * d * math.exp(rng.gauss(0, 0.01)) for d in drift]
+    p = paired_ratio(a, b)
+    assert p["pairs"] == 12 and p["ci90"][0] < 0.97 < p["ci90"][1] and p["half_width"] < 0.02
+    assert paired_ratio(a[:1], b[:1])["ci90"] is None  # one pair: no interval

@@ -35,7 +35,7 @@ from ..records import environment
 from ..data.packing import pack
 from ..prepare import prepare, resolve_device
 from ..runner import run
-from .throughput import compare_heads, compare_loops
+from .throughput import Grow, compare_heads, compare_loops
 
 SCHEMA = 1
 DOCS_PER_CLIENT = 40  # (d): enough for full batches at every client count
@@ -55,13 +55,16 @@ class Sizes:
     max_local_steps: int | None = None
     causal_preset: str = "llama-small"  # the decoder of (a)'s causal row
     minilm: bool = True  # time the sparse MLM head on all-MiniLM-L6-v2 (configs/ohsumed.yaml)
+    # harness ÷ plain: pairs added until its 90 % interval's half-width is this, within cap_s
+    ratio_half_width: float = 0.02
+    ratio_cap_s: float = 300.0
 
 
 CPU = Sizes(preset="small", seq_len=128, steps=24, repeats=3, rounds=2)
 GPU = Sizes(preset="distilbert-base", seq_len=512, steps=50, repeats=3, rounds=2)
 QUICK = Sizes(preset="tiny", seq_len=64, steps=4, repeats=1, rounds=1,
               memory_clients=(2, 4), n_docs=200, max_local_steps=4, causal_preset="llama-tiny",
-              minilm=False)
+              minilm=False, ratio_cap_s=0.0)
 
 
 def _base_overrides(cache_dir: Path, out_dir: Path, sizes: Sizes, device: str) -> list[str]:
@@ -94,13 +97,15 @@ def run_suite(device: str = "auto", cache_dir: str | Path = "results/.cache",
         blocks = pack(prep.tokens, [i for p in prep.parts for i in p], sizes.seq_len)
         model = build_model(cfg.model, prep.tokenizer, sizes.seq_len, cfg.seed).to(dev)
         loops = compare_loops(model, blocks, cfg.train, prep.tokenizer,
-                              tokenizer_info(prep.tokenizer), dev, sizes.steps, sizes.repeats)
+                              tokenizer_info(prep.tokenizer), dev, sizes.steps, sizes.repeats,
+                              grow=_grow(sizes))
         if dev.type == "cuda":
             loops["mfu_harness"] = _mfu(model, blocks, cfg, prep.tokenizer, dev,
                                         loops["tokens_per_s"]["harness"])
         del model, prep
         result["throughput"] = loops
         result["harness_vs_plain_ratio"] = loops["harness_vs_plain_ratio"]
+        result["harness_vs_plain_ci90"] = loops["harness_vs_plain_ci90"]
         result["harness_vs_trainer_ratio"] = loops["harness_vs_trainer_ratio"]
 
         progress("(a) the sparse MLM head on all-MiniLM-L6-v2 (configs/ohsumed.yaml): the harness "
@@ -114,10 +119,11 @@ def run_suite(device: str = "auto", cache_dir: str | Path = "results/.cache",
         model = build_model(cfg.model, prep.tokenizer, sizes.seq_len, cfg.seed).to(dev)
         causal = compare_loops(model, blocks, cfg.train, prep.tokenizer,
                                tokenizer_info(prep.tokenizer), dev, sizes.steps, sizes.repeats,
-                               causal=True)
+                               causal=True, grow=_grow(sizes))
         del model, prep
         result["throughput_causal"] = causal
         result["harness_vs_plain_ratio_causal"] = causal["harness_vs_plain_ratio"]
+        result["harness_vs_plain_ci90_causal"] = causal["harness_vs_plain_ci90"]
         result["harness_vs_trainer_ratio_causal"] = causal["harness_vs_trainer_ratio"]
 
         progress("(b, c) rounds of fdapt, ffdapt-paper and ffdapt-bottom: overhead and savings")
@@ -177,6 +183,10 @@ def _sparse_head_minilm(cache: Path, out: Path, sizes: Sizes, dev: torch.device)
     return {"config": "configs/ohsumed.yaml", "model": cfg.model.name_or_path,
             **compare_heads(model, blocks, cfg.train, tokenizer_info(prep.tokenizer), dev,
                             steps, sizes.repeats)}
+
+
+def _grow(sizes: Sizes) -> Grow:
+    return Grow(("harness", "plain"), sizes.ratio_half_width, sizes.ratio_cap_s)
 
 
 def _children_cpu_s() -> float:

@@ -9,12 +9,16 @@ falls on all three alike. Medians are reported, with every sample.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 import datasets
 import torch
+from scipy import stats as scipy_stats
 from torch import nn
 from transformers import (DataCollatorForLanguageModeling, PrinterCallback, Trainer,
                           TrainingArguments)
@@ -127,16 +131,54 @@ def run_trainer(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokeni
     return steps * cfg.batch_size * blocks.shape[1], wall
 
 
-def _interleaved(loops: dict, fresh, steps: int, repeats: int, warmup_steps: int
-                 ) -> dict[str, list[float]]:
+def paired_ratio(a: list[float], b: list[float], level: float = 0.90) -> dict:
+    """The ratio a/b from paired samples (a_i and b_i measured back to back): the geometric
+    mean of the pair ratios and its `level` interval (Student t on the log ratios), so that
+    drift of the host between pairs falls out. Fewer than 2 pairs: no interval."""
+    logs = [math.log(x / y) for x, y in zip(a, b)]
+    mean = statistics.fmean(logs)
+    out = {"pairs": len(logs), "ratio": math.exp(mean), "ci90": None, "half_width": None}
+    if len(logs) >= 2:
+        half = float(scipy_stats.t.ppf(0.5 + level / 2, len(logs) - 1)) \
+            * statistics.stdev(logs) / math.sqrt(len(logs))
+        lo, hi = math.exp(mean - half), math.exp(mean + half)
+        out.update(ci90=[lo, hi], half_width=(hi - lo) / 2)
+    return out
+
+
+@dataclass(frozen=True)
+class Grow:
+    """Repeats of a pair of loops that grow until the pair's ratio is known to `half_width`
+    (90 % interval), or `cap_s` seconds or `max_pairs` pairs are spent."""
+
+    pair: tuple[str, str]
+    half_width: float = 0.02
+    cap_s: float = 300.0
+    max_pairs: int = 40
+
+
+def _interleaved(loops: dict, fresh, steps: int, repeats: int, warmup_steps: int,
+                 grow: Optional[Grow] = None) -> dict[str, list[float]]:
     """Tokens/s samples of each loop: a warm-up each, then `repeats` rounds in rotating order,
-    each loop from the same fresh weights."""
+    each loop from the same fresh weights; then, with `grow`, short blocks of the pair alone
+    (alternating which goes first) until its ratio's interval is narrow enough."""
     for fn in loops.values():  # warm-up: first-call costs (allocator, kernels) land here
         fn(fresh(), warmup_steps)
     samples: dict[str, list[float]] = {k: [] for k in loops}
     names = list(loops)
     for rep in range(repeats):
         for name in names[rep % len(names):] + names[: rep % len(names)]:
+            tokens, wall = loops[name](fresh(), steps)
+            samples[name].append(tokens / wall)
+    if grow is None:
+        return samples
+    a, b = grow.pair
+    t0 = time.perf_counter()
+    while len(samples[a]) < grow.max_pairs and time.perf_counter() - t0 < grow.cap_s:
+        hw = paired_ratio(samples[a], samples[b])["half_width"]
+        if hw is not None and hw <= grow.half_width:
+            break
+        for name in ((a, b) if len(samples[a]) % 2 == 0 else (b, a)):
             tokens, wall = loops[name](fresh(), steps)
             samples[name].append(tokens / wall)
     return samples
@@ -165,9 +207,11 @@ def compare_heads(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok:
 
 def compare_loops(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tokenizer,
                   tok: TokenizerInfo, device: torch.device, steps: int, repeats: int,
-                  warmup_steps: int = 3, causal: bool = False) -> dict:
-    """Tokens/s of each loop (median of `repeats`), every sample, and the two ratios;
-    `causal`: a decoder, trained on the next-token loss by all three."""
+                  warmup_steps: int = 3, causal: bool = False,
+                  grow: Optional[Grow] = None) -> dict:
+    """Tokens/s of each loop (median of its samples), every sample, and the two ratios;
+    `causal`: a decoder, trained on the next-token loss by all three. harness ÷ plain is
+    the paired estimate with its 90 % interval (`grow`: pairs added until it is narrow)."""
     init = copy.deepcopy(model).cpu().state_dict()
     objective = CausalLM() if causal else None
     loops = {
@@ -183,13 +227,16 @@ def compare_loops(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, toke
             p.grad = None
         return model
 
-    samples = _interleaved(loops, fresh, steps, repeats, warmup_steps)
+    samples = _interleaved(loops, fresh, steps, repeats, warmup_steps, grow)
     med = {k: statistics.median(v) for k, v in samples.items()}
+    paired = paired_ratio(samples["harness"], samples["plain"])
     return {
         "steps": steps, "repeats": repeats, "batch_size": cfg.batch_size,
         "seq_len": int(blocks.shape[1]),
         "tokens_per_s": med, "samples_tokens_per_s": samples,
-        "harness_vs_plain_ratio": med["harness"] / med["plain"],
+        "harness_vs_plain_ratio": paired["ratio"],
+        "harness_vs_plain_ci90": paired["ci90"], "harness_vs_plain_pairs": paired["pairs"],
+        "harness_vs_plain_half_width": paired["half_width"],
         "sparse_head": cfg.sparse_head and not causal,
         "harness_vs_trainer_ratio": med["harness"] / med["trainer"],
     }
