@@ -242,3 +242,19 @@ def test_jsonl_examples_refuse_nul_characters(tmp_path):
     raw.write_bytes(b"\0" * 64)
     with pytest.raises(DataError, match=r"raw\.jsonl:1: holds a NUL byte"):
         read_jsonl_examples(raw, "text", "label")
+
+
+def test_a_probes_scores_are_not_reused_once_its_regularisation_grid_changes(monkeypatch):
+    """The probe keeps the best of C_GRID on dev: scores picked from another grid are other
+    scores, and the hash that decides reuse must say so (a fine-tuned task's must not move)."""
+    from fdapt_core.downstream import runs
+    from fdapt_core.downstream.tasks import named_task
+
+    from tests.conftest import ROOT
+
+    tasks = ROOT / "configs" / "tasks"
+    probe, tuned = named_task("ncbi_disease:probe", tasks), named_task("ncbi_disease", tasks)
+    before = runs.task_hash(probe, True), runs.task_hash(tuned, True)
+    monkeypatch.setattr(runs, "C_GRID", (0.01, 0.1, 1.0))
+    assert runs.task_hash(probe, True) != before[0]
+    assert runs.task_hash(tuned, True) == before[1]

@@ -21,6 +21,7 @@ from ..prepare import prepare
 from ..records import SCHEMA_VERSION, environment, read_json, write_json_atomic
 from ..session import save_model
 from . import outcomes
+from .probe import C_GRID
 from .tasks import TaskConfig
 
 GENERAL = "general"
@@ -158,8 +159,10 @@ FINETUNE_SEEDS = "derived from the pretraining seed"
 
 
 def task_hash(task: TaskConfig, quick: bool) -> str:
-    text = json.dumps({"task": asdict(task), "quick": quick, "finetune_seeds": FINETUNE_SEEDS},
-                      sort_keys=True)
+    spec = {"task": asdict(task), "quick": quick, "finetune_seeds": FINETUNE_SEEDS}
+    if task.probe:  # the regularisation grid the probe picks from decides its scores too
+        spec["probe_c_grid"] = list(C_GRID)
+    text = json.dumps(spec, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
