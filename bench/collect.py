@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fdapt_core.errors import DataError
 from fdapt_core.records import read_json
+from fdapt_core.runs import DONE
 
 from .record_timing import contended, other_threads, usual_threads
 
@@ -162,7 +163,7 @@ def read_run(path: Path) -> Run:
     data_path = rec["config"]["data"].get("path")
     corpus = "synthetic" if synthetic else (Path(data_path).name if data_path else source)
     run = Run(path, rec, str(method), str(part), int(seed), corpus, synthetic)
-    if rec.get("status") == "finished" and "totals" in rec:
+    if rec.get("status") in DONE and "totals" in rec:
         _get(rec, path, "initial_eval.loss")
         _get(rec, path, "final_eval.loss")
         rounds = _get(rec, path, "rounds")
@@ -219,7 +220,7 @@ def collect(specs: list[str]) -> Collection:
     for folder in folders:
         for path in _record_files(folder):
             run = read_run(path)
-            if run.rec.get("status") != "finished":
+            if run.rec.get("status") not in DONE:
                 notes.append(f"left out {path}: status {run.rec.get('status')!r}, "
                              "not finished")
                 continue

@@ -22,6 +22,7 @@ from .flops_plan import PAPER_SAVING_PCT, FlopsPlanner, MethodFlops, saved_pct
 from .methods import check
 from .model import block_count
 from .records import read_json
+from .runs import DONE
 
 # budget policy targets on the frontier: the paper's claimed saving among round shares
 BUDGET_TARGETS = (0.05, 0.10, PAPER_SAVING_PCT / 100, 0.15, 0.20, 0.25, 0.30)
@@ -104,7 +105,7 @@ def finished_records(folders: Sequence[Path]) -> list[dict]:
                 rec = read_json(path)
             except (OSError, ValueError):
                 continue
-            if rec.get("status") == "finished" and (rec.get("final_eval") or {}).get("loss") \
+            if rec.get("status") in DONE and (rec.get("final_eval") or {}).get("loss") \
                     is not None:
                 out.append(rec)
     return out

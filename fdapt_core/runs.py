@@ -15,6 +15,9 @@ from .records import read_json
 
 RunState = Literal["finished", "resumable", "new"]
 UNFINISHED = ("running", "interrupted", "failed")  # a record a killed or failed run left
+# a run that reached its end: `degraded` went on without a client a federation lost in every
+# round (its record says which and why); both are complete records
+DONE = ("finished", "degraded")
 
 
 def comparison_dir(cfg: RunConfig) -> Path:
@@ -39,7 +42,7 @@ def run_state(cfg: RunConfig, method: str) -> tuple[RunState, Optional[dict]]:
         return "new", None
     if not isinstance(rec, dict) or rec.get("config_hash") != resolved.hash():
         return "new", None
-    if rec.get("status") == "finished" and rec.get("method") == method:
+    if rec.get("status") in DONE and rec.get("method") == method:
         return "finished", rec
     if rec.get("status") in UNFINISHED:
         return "resumable", rec

@@ -207,14 +207,16 @@ def peft_summary(cfg: RunConfig, model: nn.Module) -> Optional[dict]:
 
 def always_lost(rounds: list[dict]) -> dict[int, str]:
     """{client: the first error} of the clients a real federation lost in every round they
-    were sent (a node that cannot train this run, whatever its reason)."""
+    were sent (a node that cannot train this run, whatever its reason); a client sent once in
+    a run of several rounds is not judged on one timeout."""
     seen: dict = {}
     for r in rounds:
         for c in r["clients"]:
             if c["client"] != "central":
                 seen.setdefault(c["client"], []).append(c)
+    enough = min(2, len(rounds))
     return {k: rows[0].get("error") or "no reason given" for k, rows in seen.items()
-            if all(row.get("fault") == "lost" for row in rows)}
+            if len(rows) >= enough and all(row.get("fault") == "lost" for row in rows)}
 
 
 def totals(rounds: list[dict], n_params: int) -> dict:

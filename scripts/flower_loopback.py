@@ -74,7 +74,7 @@ def main() -> int:
             stop(p)
     wall = time.monotonic() - t0
     rec = json.loads(record.read_text()) if record.is_file() else None
-    if rec is None or rec.get("status") != "finished":
+    if rec is None or rec.get("status") not in ("finished", "degraded"):
         print(run.stdout[-3000:], run.stderr[-2000:])
         for log in tmp.glob("*.log"):
             print(f"--- {log.name}\n{log.read_text()[-2000:]}")

@@ -137,6 +137,9 @@ def test_a_lost_node_is_a_dropped_client_and_the_round_goes_on(tiny):
     assert rec["status"] == "degraded" and rec["final_eval"]["loss"] < rec["initial_eval"]["loss"]
     assert rec["degraded"].startswith("client(s) [1] lost in every round")
     assert "Node Unavailable" in rec["degraded"]
+    from fdapt_core.runs import run_state  # a complete record: reused, reported, not retrained
+
+    assert run_state(cfg, "fdapt")[0] == "finished"
     # a federation where no client can train is broken, not faulty: the run says so
     with pytest.raises(FdaptError, match="every client of round 1 failed"):
         run_session(tiny("fl.clients=2", "name=dead", "dist.executor=flower"), "fdapt",
@@ -259,6 +262,11 @@ def test_a_node_whose_cached_tokenizer_differs_rebuilds_it_from_the_servers_byte
                                        str(cache))
     assert tokenizer_sha256(tok) == share["tokenizer_sha256"] == tokenizer_sha256(first)
     assert json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"][a] != vocab[a]
+    # a damaged file (cut short on a full disk) raises tokenizers' bare Exception: rebuilt too
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": {')
+    tok = flower_client.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
+                                       str(cache))
+    assert tokenizer_sha256(tok) == share["tokenizer_sha256"]
 
 
 def test_a_refused_run_ends_the_serverapp_in_one_line_without_a_traceback(
@@ -297,3 +305,27 @@ def test_a_refused_run_ends_the_serverapp_in_one_line_without_a_traceback(
     assert json.loads(result.read_text())["status"] == "failed"
     rec = json.loads((out / "swap" / "fdapt" / "record.json").read_text())
     assert rec["status"] == "failed" and "refused" in rec["error"]
+
+
+def test_a_bug_in_the_serverapp_still_reaches_the_caller_that_submitted_the_run(
+        tiny, tmp_path, cache_dir):
+    """Not a user's error (a RuntimeError, a torch error): its traceback stays, and the result
+    file still tells `run_flower` what happened (it said "ended without a record")."""
+    import json
+
+    from fdapt_core.flower import server
+    from tests.conftest import TINY
+
+    class Broken(LocalGrid):
+        def push_messages(self, messages):
+            raise RuntimeError("the grid went away")
+
+    result = tmp_path / "result.json"
+    overrides = [*TINY, f"output_dir={tmp_path / 'results'}", f"cache_dir={cache_dir}"]
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={
+        "config": "configs/default.yaml", "method": "fdapt", "resume": False,
+        "set": " ".join(f"'{o}'" for o in overrides), "result": str(result)})
+    with pytest.raises(RuntimeError, match="the grid went away"):
+        server.main(Broken(2), context)
+    got = json.loads(result.read_text())
+    assert got["status"] == "failed" and got["error"] == "RuntimeError: the grid went away"

@@ -19,6 +19,7 @@ from ..errors import DataError
 from ..model import resolve_model_path
 from ..prepare import prepare
 from ..records import SCHEMA_VERSION, environment, read_json, write_json_atomic
+from ..runs import DONE
 from ..session import save_model
 from . import outcomes
 from .probe import C_GRID
@@ -37,7 +38,7 @@ def finished_runs(folder: Path) -> dict[str, Path]:
             rec = read_json(rec_path)
         except (OSError, ValueError):
             continue
-        if rec.get("status") == "finished" and (rec_path.parent / "model").is_dir():
+        if rec.get("status") in DONE and (rec_path.parent / "model").is_dir():
             runs[rec["method"]] = rec_path.parent
     if not set(runs) - {GENERAL}:  # the starting model alone is nothing to compare
         raise DataError(f"--runs: {folder} holds no finished run with a model "
@@ -137,7 +138,7 @@ def _is_start(rec_path: Path, config: dict, model_ref: str) -> bool:
         rec = read_json(rec_path)
     except (OSError, ValueError):
         return False
-    return (isinstance(rec, dict) and rec.get("status") == "finished"
+    return (isinstance(rec, dict) and rec.get("status") in DONE
             and rec.get("model_dir") == model_ref
             and _start_of(rec.get("config") or {}) == _start_of(config)
             and (model_ref != "model" or (rec_path.parent / "model").is_dir()))

@@ -152,7 +152,7 @@ class CentralTrainer(RoundLoop):
                                 f"{cfg.train.lr:g}) or set train.max_grad_norm")
         row = client_row(ctx, "central", st, None, flops, 0, 0)
         row.weight = 1.0
-        ctx.callbacks.client_end(0, row)
+        ctx.callbacks.client_end(0, row.to_dict())
         return RoundRow(r, [row], train_wall_s=time.perf_counter() - t0, aggregate_wall_s=0.0)
 
     def state(self) -> dict:

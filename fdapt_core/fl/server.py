@@ -121,6 +121,8 @@ class Server(RoundLoop):
                 # judged on its own: any order folds the same, and nothing is held
                 self.strategy.accumulate(c, upload, row.weight)
                 upload = None
+        if row.rejected is not None:
+            upload = None  # never folded: nothing to hold
         if upload is not None and self.order and self.order[0] != c:
             upload = to_cpu(upload)  # it waits for its turn; the next client reuses the model
         self.waiting[c] = (row, upload)
@@ -153,7 +155,7 @@ class Server(RoundLoop):
                 if upload is not None:
                     self.strategy.accumulate(row.client, upload, row.weight)
         self.rows.append(row)
-        self.ctx.callbacks.client_end(row.client, row)
+        self.ctx.callbacks.client_end(row.client, row.to_dict())
 
     def finish(self, r: int, train_s: float, extra: Optional[dict]) -> RoundRow:
         """The new global model from the accepted uploads (or the old one, when fewer than

@@ -73,13 +73,14 @@ def node_tokenizer(files: dict[str, str], sha256: str, cache_dir: str):
             shutil.rmtree(stale, ignore_errors=True)
         except OSError:
             pass
-    _write_tokenizer(folder, files)
-    tokenizer = _load_checked(folder, sha256)
-    if tokenizer is None:
-        raise FdaptError("the server's tokenizer, written from the bytes it sent, loads "
-                         "otherwise on this node: the transformers or tokenizers versions "
-                         "of node and server differ; install the server's")
-    return tokenizer
+    for _ in range(2):  # twice: another node may have set aside the folder this one just wrote
+        _write_tokenizer(folder, files)
+        tokenizer = _load_checked(folder, sha256)
+        if tokenizer is not None:
+            return tokenizer
+    raise FdaptError("the server's tokenizer, written from the bytes it sent, loads "
+                     "otherwise on this node: the transformers or tokenizers versions "
+                     "of node and server differ; install the server's")
 
 
 def _write_tokenizer(folder: Path, files: dict[str, str]) -> None:
@@ -100,7 +101,7 @@ def _load_checked(folder: Path, sha256: str):
     """The tokenizer in `folder` if it is the server's (by its hash), else None."""
     try:
         tokenizer = load_tokenizer(str(folder), own=True)
-    except FdaptError:
+    except Exception:  # noqa: BLE001 (a damaged tokenizer.json raises tokenizers' bare Exception)
         return None
     return tokenizer if tokenizer_sha256(tokenizer) == sha256 else None
 

@@ -222,6 +222,11 @@ def main(grid: Grid, context: Context) -> None:
         if result is not None:
             write_json_atomic(result, {"status": "failed", "error": str(exc)})
         raise RunFailed(f"fdapt {method}: {exc}") from None
+    except Exception as exc:  # a bug: its traceback stays; the caller still hears of it
+        if result is not None:
+            write_json_atomic(result, {"status": "failed",
+                                       "error": f"{type(exc).__name__}: {exc}"})
+        raise
     if result is not None:
         write_json_atomic(result, rec)
     _say(f"fdapt {method}: {rec['status']}, final held-out loss "
