@@ -101,7 +101,7 @@ def _load_checked(folder: Path, sha256: str):
     """The tokenizer in `folder` if it is the server's (by its hash), else None."""
     try:
         tokenizer = load_tokenizer(str(folder), own=True)
-    except Exception:  # noqa: BLE001 (a damaged tokenizer.json raises tokenizers' bare Exception)
+    except Exception:  # noqa: BLE001 (tokenizers raises a bare Exception on a damaged file)
         return None
     return tokenizer if tokenizer_sha256(tokenizer) == sha256 else None
 
