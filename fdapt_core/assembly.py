@@ -7,6 +7,7 @@ a run through here.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -85,13 +86,15 @@ def build_context(prep: Prepared, out: Path, callbacks, world) -> Context:
 
 def build_node_client(cfg: RunConfig, method: str, client: int, ids: list[str],
                       documents_sha256_: str, tokenizer,
-                      doc_sha256: Optional[list[str]] = None) -> Client:
+                      doc_sha256: Optional[list[str]] = None) -> tuple[Client, dict]:
     """The client half on a node that holds only its own institution's documents (a Flower
     SuperNode): its documents read from `data.path` and picked by the manifest's ids, in the
     manifest's order, tokenised with the server's tokenizer and packed as the server packs
     them; the model built from the same config and seed. No held-out set, no checkpoints, no
     strategy: those stay with the server. A node missing a document, or holding other text
-    under its id, raises `NodeDataError` saying which."""
+    under its id, raises `NodeDataError` saying which. Also returns the seconds its parts
+    took (`data_s`, `model_s`: a node's round pays them in every fresh process)."""
+    t0 = time.perf_counter()
     _, cfg, _ = check(cfg, method)
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(run_threads(cfg))
@@ -113,6 +116,7 @@ def build_node_client(cfg: RunConfig, method: str, client: int, ids: list[str],
     L = cfg.data.max_seq_length
     tokens = tokenize_corpus(mine, tokenizer, Path(cfg.cache_dir))
     blocks = pack(tokens, list(range(len(mine))), L)
+    t1 = time.perf_counter()
     model, _ = attach(cfg.peft, build_model(cfg.model, tokenizer, L, cfg.seed))
     model = model.to(device)
     objective_name = resolve_objective(cfg.model, model)
@@ -122,7 +126,8 @@ def build_node_client(cfg: RunConfig, method: str, client: int, ids: list[str],
     ctx = Context(cfg, model, objective, {client: blocks}, None, device, None, NoCallbacks(),
                   PeakMemory(device), FlopCache(model, head) if cfg.profile.count_flops
                   else None, None, exchanged_names(model), head)
-    return Client(ctx, Codec(cfg.fl.upload_codec, cfg.fl.topk_fraction))
+    client = Client(ctx, Codec(cfg.fl.upload_codec, cfg.fl.topk_fraction))
+    return client, {"data_s": t1 - t0, "model_s": time.perf_counter() - t1}
 
 
 class NodeDataError(DataError):

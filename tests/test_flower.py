@@ -15,9 +15,10 @@ from conftest import silo_corpus  # noqa: E402
 from fdapt_core.errors import ConfigError, FdaptError  # noqa: E402
 from fdapt_core.fl.codecs import CODECS, Codec  # noqa: E402
 from fdapt_core.flower import client as flower_client  # noqa: E402
+from fdapt_core.flower import node as flower_node  # noqa: E402
 from fdapt_core.flower.server import FlowerTransport  # noqa: E402
-from fdapt_core.flower.wire import (encoded_record, from_array, record_encoded,  # noqa: E402
-                                    to_array)
+from fdapt_core.flower.wire import (encoded_record, record_encoded,  # noqa: E402
+                                    record_tensors, tensors_record)
 from fdapt_core.session import run_session  # noqa: E402
 from fdapt_core.runner import run
 
@@ -42,11 +43,18 @@ def test_wire_carries_every_codec_and_dtype_exactly():
         rec = encoded_record(enc)
         back = codec.decode(record_encoded(name, rec), g)
         assert all(torch.equal(back[k], codec.decode(enc, g)[k]) for k in g)
-        # Flower's count: the encoded bytes plus the keys, nothing more
-        assert rec.count_bytes() == enc.nbytes + sum(len(k) for k in rec.keys())
-    for t in (torch.randn(3, 2).bfloat16(), torch.randint(-5, 5, (4,), dtype=torch.int8),
-              torch.zeros(0), torch.tensor(3.0)):  # 0-dim: an AdamW step count
-        assert torch.equal(from_array(to_array(t)), t) and from_array(to_array(t)).dtype == t.dtype
+        # Flower's count: the encoded bytes plus the blob's header (each part's name, dtype,
+        # shape and offsets), nothing more
+        n_parts = sum(len(ts) for ts in enc.parts.values())
+        assert enc.nbytes < rec.count_bytes() <= enc.nbytes + 16 + 96 * n_parts
+        assert len(rec) == 1  # one Array: Flower moves each as requests of its own
+    tied = torch.randn(4, 4)
+    ts = {"bf16": torch.randn(3, 2).bfloat16(),
+          "int8": torch.randint(-5, 5, (4,), dtype=torch.int8), "empty": torch.zeros(0),
+          "step": torch.tensor(3.0),  # 0-dim: an AdamW step count
+          "emb": tied, "head": tied}  # tied weights: one storage under two names
+    back = record_tensors(tensors_record(ts))
+    assert all(torch.equal(back[k], t) and back[k].dtype == t.dtype for k, t in ts.items())
 
 
 def _weights(rec_dir):
@@ -120,7 +128,7 @@ class LocalGrid:
                                                      **self.node_config.get(self.ids[node], {})},
                 state=RecordDict(), run_config={}))
             if self.fresh_process:
-                flower_client._built.clear()
+                flower_node._built.clear()
             yield flower_client.app(m, ctx)
 
 
@@ -206,7 +214,7 @@ def test_a_node_missing_a_document_or_holding_other_text_refuses(tiny, tmp_path)
     first = json.loads(lines[0])
     files[0].write_text("\n".join([json.dumps({**first, "text": first["text"] + " edited"}),
                                    *lines[1:]]) + "\n")
-    flower_client._built.clear()
+    flower_node._built.clear()
     grid = LocalGrid(2, node_config={c: {"data-path": str(f)} for c, f in files.items()})
     # the message names the node's file and the first id whose text differs (it named none)
     with pytest.raises(FdaptError, match=rf"client 0's node refused.*{files[0]}.*other text"
@@ -228,12 +236,12 @@ def test_nodes_sharing_a_cache_do_not_undo_each_others_tokenizer_write(tiny, tmp
     other = folder.with_name(folder.name + ".tmp")  # the other node's write, under way
     other.mkdir(parents=True)
     (other / "half-written.json").write_text("{}")
-    tok = flower_client.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
+    tok = flower_node.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
                                        str(cache))
     assert (other / "half-written.json").exists()
     assert tok("a sentence")["input_ids"]
     # and the second writer, finding the folder there, loads it as it is
-    again = flower_client.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
+    again = flower_node.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
                                          str(cache))
     assert again.get_vocab() == tok.get_vocab()
     assert sorted(p.name for p in cache.iterdir()) == sorted([folder.name, other.name])
@@ -250,7 +258,7 @@ def test_a_node_whose_cached_tokenizer_differs_rebuilds_it_from_the_servers_byte
 
     share = node_share(prepare(tiny(), "fdapt"))
     cache = tmp_path / "node-cache"
-    first = flower_client.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
+    first = flower_node.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
                                          str(cache))
     folder = cache / f"node-tokenizer-{share['tokenizer_sha256'][:16]}"
     spec = json.loads((folder / "tokenizer.json").read_text())
@@ -258,13 +266,13 @@ def test_a_node_whose_cached_tokenizer_differs_rebuilds_it_from_the_servers_byte
     a, b = sorted(vocab)[10:12]
     vocab[a], vocab[b] = vocab[b], vocab[a]
     (folder / "tokenizer.json").write_text(json.dumps(spec))
-    tok = flower_client.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
+    tok = flower_node.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
                                        str(cache))
     assert tokenizer_sha256(tok) == share["tokenizer_sha256"] == tokenizer_sha256(first)
     assert json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"][a] != vocab[a]
     # a damaged file (not JSON) is rebuilt too
     (folder / "tokenizer.json").write_text('{1: 2}')
-    tok = flower_client.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
+    tok = flower_node.node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
                                        str(cache))
     assert tokenizer_sha256(tok) == share["tokenizer_sha256"]
 
@@ -329,3 +337,96 @@ def test_a_bug_in_the_serverapp_still_reaches_the_caller_that_submitted_the_run(
         server.main(Broken(2), context)
     got = json.loads(result.read_text())
     assert got["status"] == "failed" and got["error"] == "RuntimeError: the grid went away"
+
+
+def _worker_pid(path) -> int:
+    """The pid of the warm worker listening at `path` (the peer of a connection to it)."""
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(path))
+        return struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                struct.calcsize("3i")))[0]
+
+
+@pytest.mark.slow
+def test_a_warm_worker_trains_the_sequential_run_and_keeps_what_a_fresh_process_rebuilt(
+        tiny, tmp_path):
+    """Node config `warm-s`: the ClientApp hands each message to a worker that keeps the
+    training code, documents and model loaded (a fresh ClientApp process paid ~5 s a round
+    for them). Same weights as the sequential executor, client state (persisted AdamW)
+    included; the worker started once per node; its set-up paid in the first round only."""
+    import os
+    import signal
+    import time
+
+    from fdapt_core.flower import worker
+
+    _, sets, files = silo_corpus(tmp_path, tiny, ["fl.rounds=3", "train.optimizer_reset=persist"])
+    run(tiny(*sets, "name=seq"), "fdapt")
+    grid = LocalGrid(2, node_config={c: {"data-path": str(f), "warm-s": 60}
+                                     for c, f in files.items()}, fresh_process=True)
+    cfg = tiny(*sets, "name=warm", "dist.executor=flower")
+    transport = FlowerTransport(grid, "fdapt", 60)
+    paths = [worker.socket_path(n, c, cfg.cache_dir) for n, c in grid.ids.items()]
+    try:
+        rec = run_session(cfg, "fdapt", transport=transport)
+        pids = [_worker_pid(p) for p in paths]  # one worker a node, alive between rounds
+        a = _weights(tmp_path / "results" / "seq" / "fdapt")
+        b = _weights(tmp_path / "results" / "warm" / "fdapt")
+        assert rec["status"] == "finished"
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+        for r, row in enumerate(rec["rounds"]):
+            for c in row["clients"]:
+                node = c["node"]
+                assert node["worker_s"] >= 0 and node["train_s"] >= c["wall_s"]
+                # started, and the node's data and model built, in the first round only
+                assert ("worker_start_s" in node) == (r == 0) == ("model_s" in node)
+        assert all("fdapt.client.moments" in x.state for x in grid.contexts.values())
+        # the run is over: the ServerApp releases the workers, and none outlives the run
+        transport.release()
+        for pid, path in zip(pids, paths):
+            for _ in range(100):
+                if not os.path.exists(f"/proc/{pid}") or \
+                        open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError(f"warm worker {pid} still runs after the release")
+            assert not path.exists()
+    finally:
+        for path in paths:
+            if path.exists():
+                os.kill(_worker_pid(path), signal.SIGKILL)
+            path.unlink(missing_ok=True)
+            path.with_suffix(".log").unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_a_warm_worker_exits_when_idle_or_when_its_node_is_gone(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from fdapt_core.flower import worker
+
+    node = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    procs = {}
+    for name, idle in (("idle", 1.0), ("orphan", 120.0)):
+        path = worker.socket_path(1, 0, str(tmp_path / name))
+        procs[name] = (subprocess.Popen([sys.executable, "-m", "fdapt_core.flower.worker",
+                                         str(path), str(idle), str(node.pid)]), path)
+    try:
+        deadline = time.monotonic() + 120
+        while not all(p.exists() for _, p in procs.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert procs["idle"][0].wait(30) == 0 and not procs["idle"][1].exists()
+        assert procs["orphan"][0].poll() is None  # its node is alive: it waits
+        node.kill()
+        node.wait()
+        assert procs["orphan"][0].wait(30) == 0 and not procs["orphan"][1].exists()
+    finally:
+        node.kill()
+        for p, _ in procs.values():
+            p.kill()

@@ -39,6 +39,13 @@ def _ours(flwr_home: Path) -> list[int]:
     return found
 
 
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def _record(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -50,14 +57,17 @@ def _record(path: Path) -> dict | None:
                     reason="the flower extra's commands are not installed")
 def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir, tiny):
     """Each SuperNode's data-path holds only its institution's documents (the server keeps the
-    whole corpus for the manifest and the held-out set)."""
+    whole corpus for the manifest and the held-out set). Node 0 keeps a warm worker
+    (`warm-s`), which the run releases when it ends: what the deployment still runs then is
+    Flower's own (the SuperLink, the SuperNode and its SuperExec), nothing of the harness."""
     _, silo_sets, files = silo_corpus(tmp_path, tiny)
     link_proc, link, env = superlink(tmp_path / "flwr", ROOT, tmp_path / "superlink.log")
     procs = [link_proc]
     for i in range(2):
         procs.append(start(["flower-supernode", "--insecure", "--superlink",
                              f"127.0.0.1:{link}", "--port", str(free_port()), "--node-config",
-                             f'partition-id={i} num-partitions=2 data-path="{files[i]}"'],
+                             f'partition-id={i} num-partitions=2 data-path="{files[i]}"'
+                             + (" warm-s=60" if i == 0 else "")],
                             tmp_path / f"supernode-{i}.log", env))
     sets = [*(s for s in TINY if not s.startswith("fl.rounds")), *silo_sets, "fl.rounds=3",
             f"output_dir={tmp_path / 'out'}", f"cache_dir={cache_dir}", "name=deployed",
@@ -85,6 +95,16 @@ def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir, ti
         assert rec and rec["status"] == "finished", logs
         streamed, _ = run.communicate(timeout=30)
         assert run.returncode == 0, streamed[-3000:]
+        # the run is over: the harness's worker was released; Flower's processes remain
+        # until their nodes are stopped (its SuperExec's exited ClientApps as zombies)
+        deadline = time.monotonic() + 10
+        while any("fdapt_core.flower.worker" in _command(p) for p in _ours(tmp_path / "flwr")) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [_command(p) for p in _ours(tmp_path / "flwr")]
+        # Flower's commands all: flower-superlink, -supernode, -superexec, flwr-serverapp
+        assert left and all("bin/flower-" in c or "bin/flwr-" in c for c in left), \
+            [c[:90] for c in left]
     finally:
         for p in procs:
             stop(p)
@@ -99,6 +119,10 @@ def test_deployment_runs_and_survives_a_killed_supernode(tmp_path, cache_dir, ti
     assert f"record: {record}" in streamed and "lost [1]" in streamed
     first = rec["rounds"][0]
     assert first["accepted"] == [0, 1] and all("flower_bytes_up" in c for c in first["clients"])
+    # node 0 trained in its warm worker, started in the first round; node 1 in fresh processes
+    assert "worker_start_s" in first["clients"][0]["node"]
+    assert all("worker_s" in r["clients"][0]["node"] for r in rec["rounds"])
+    assert "imports_s" in first["clients"][1]["node"]
     after = rec["rounds"][killed_at:]
     for r in after:  # the dead node's client is dropped; the other one carries the rounds
         gone = r["clients"][1]

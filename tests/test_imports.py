@@ -14,7 +14,14 @@ from conftest import ROOT
 # (module, function) → the own module it imports inside the function, and why it may
 # (the Flower launcher, which needs flwr and Ray, is named in executors.EXECUTORS and imported
 # when a run under it starts, as an entry point is)
-LAZY_OWN: dict = {}
+LAZY_OWN: dict = {
+    # a Flower node answers each message from a fresh process: a query (which partition do
+    # you hold?) must not pay torch's and transformers' imports
+    ("fdapt_core.flower.client", "train"): "fdapt_core.flower.node",
+    # the warm worker's socket and start-up are the ClientApp's too (thin); only the worker
+    # process itself loads the training code
+    ("fdapt_core.flower.worker", "serve"): "fdapt_core.flower.node",
+}
 
 
 def modules(package: str) -> dict[str, Path]:
@@ -127,7 +134,9 @@ def test_own_modules_are_imported_inside_functions_only_for_a_heavy_optional_dep
 
 
 # third-party packages a function may import at first use: heavy and needed by few runs
-LAZY_THIRD_PARTY = {"peft", "deepspeed", "flwr"}
+# (datasets: only to tokenize a corpus not yet cached; a Flower node's fresh process reads
+# the cache with pyarrow)
+LAZY_THIRD_PARTY = {"peft", "deepspeed", "flwr", "datasets"}
 
 
 def test_third_party_imports_inside_functions_are_only_heavy_optional_ones_and_say_why():

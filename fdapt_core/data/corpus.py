@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import datasets
 
 from fdapt_core.data.document import Document
 from fdapt_core.data.textfile import NUL_MESSAGE, matches, parse_object, read_lines
@@ -198,6 +197,8 @@ def read_hf(
 
 def _load_hf(name_or_path: str, split: str) -> tuple[Any, str]:
     """Return the dataset for ``split`` and a name for it to use in messages."""
+    import datasets  # only for a hub or saved dataset (text and JSONL files need none)
+
     source = f"{name_or_path} [{split}]"
     if not Path(name_or_path).is_dir():
         try:

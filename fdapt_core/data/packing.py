@@ -1,4 +1,4 @@
-"""Tokenize documents once (cached with `datasets`), then pack any subset into blocks.
+"""Tokenize documents once (with `datasets`, cached as an Arrow file), then pack any subset into blocks.
 
 Packing follows run_mlm's `group_texts`: the token ids of a shard's documents (each with its
 [CLS] … [SEP]) are concatenated in order and cut into blocks of `block_size`; the remainder
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 
 from .document import Document
@@ -46,14 +46,19 @@ def _fingerprint(docs: Sequence[Document], tokenizer) -> str:
 
 def tokenize_corpus(docs: Sequence[Document], tokenizer, cache_dir: Path | None,
                     num_proc: int | None = None) -> TokenizedCorpus:
-    """Token ids of every document, from the cache when this corpus was seen before."""
-    datasets.disable_progress_bars()
+    """Token ids of every document, from the cache when this corpus was seen before.
+
+    A cached corpus is read with pyarrow alone (memory-mapped): a fresh process (a Flower
+    node answers each round from one) then never imports `datasets` for it."""
     path = None
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         path = cache_dir / f"tokens-{_fingerprint(docs, tokenizer)}.arrow"
         if path.exists():
-            return _flatten(datasets.Dataset.from_file(str(path)), str(path), True)
+            return _flatten(_read_arrow(path), str(path), True)
+    import datasets  # only to tokenize (a cached corpus needs pyarrow alone)
+
+    datasets.disable_progress_bars()
 
     def encode(batch: dict) -> dict:
         return {"input_ids": tokenizer(batch["text"], add_special_tokens=True,
@@ -66,12 +71,18 @@ def tokenize_corpus(docs: Sequence[Document], tokenizer, cache_dir: Path | None,
                 cache_file_name=tmp, num_proc=num_proc)
     if path is not None:
         os.replace(tmp, path)  # renamed whole, so a killed run leaves no half cache
-        ds = datasets.Dataset.from_file(str(path))
-    return _flatten(ds, None if path is None else str(path), False)
+        return _flatten(_read_arrow(path), str(path), False)
+    return _flatten(ds.data.table, None, False)
 
 
-def _flatten(ds, cache_file: str | None, from_cache: bool) -> TokenizedCorpus:
-    col = ds.data.column("input_ids").combine_chunks()
+def _read_arrow(path: Path) -> pa.Table:
+    """A cache file as `datasets` writes it (an Arrow IPC stream), memory-mapped."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_stream(source).read_all()
+
+
+def _flatten(table: pa.Table, cache_file: str | None, from_cache: bool) -> TokenizedCorpus:
+    col = table.column("input_ids").combine_chunks()
     flat = col.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     offsets = col.offsets.to_numpy().astype(np.int64)
     offsets = offsets - offsets[0]

@@ -95,8 +95,10 @@ class ClientRow:
     group: Optional[int] = None
     flower_bytes_down: Optional[int] = None  # Flower: the messages' sizes
     flower_bytes_up: Optional[int] = None
+    node: Optional[dict] = None  # Flower: where the node's message time went (flower.phases)
 
-    OPTIONAL = frozenset({"error", "rank", "group", "flower_bytes_down", "flower_bytes_up"})
+    OPTIONAL = frozenset({"error", "rank", "group", "flower_bytes_down", "flower_bytes_up",
+                          "node"})
 
     def to_dict(self) -> dict:
         return _to_dict(self, self.OPTIONAL)
@@ -121,6 +123,7 @@ class RoundRow:
     dropped: Optional[list[int]] = None
     rejected: Optional[dict[str, str]] = None
     ranks: Optional[list[dict]] = None  # torch.distributed: each rank's share of the round
+    transport: Optional[dict] = None  # Flower: the server's side of the exchange, seconds
     # filled by the round loop after training
     mem_mb: Optional[float] = None
     eval_loss: Optional[float] = None
@@ -131,7 +134,8 @@ class RoundRow:
     local_train_s: float = 0.0
     torch_threads: Optional[int] = None
 
-    OPTIONAL = frozenset({"accepted", "aggregated", "dropped", "rejected", "ranks"})
+    OPTIONAL = frozenset({"accepted", "aggregated", "dropped", "rejected", "ranks",
+                          "transport"})
 
     def to_dict(self) -> dict:
         d = _to_dict(self, self.OPTIONAL)

@@ -14,6 +14,11 @@ Flower is imported only here (the `flower` extra).
 """
 
 import os
+import time
+
+# when the harness's code began in this process: a fresh ClientApp process's imports are
+# measured from here (flower.phases)
+IMPORTS_STARTED = time.time()
 
 # no reporting home from a benchmark: Flower's telemetry and Ray's usage stats stay off
 # unless the user turned them on (read when flwr and ray are first imported)

@@ -9,35 +9,30 @@ frozen block) and the client's record row.
 A node holds only its own institution's documents. With each task the server sends its
 tokenizer and the client's documents' ids (in the manifest's order) with a hash of their text;
 the node reads its data-path, picks those documents, checks them, and packs them as the server
-would (`assembly.build_node_client`), once per run. A node missing a document or holding other
-text refuses the run, saying which. Node config: `partition-id` (required), and optionally
-`data-path` / `cache-dir`, where that institution keeps its documents and caches.
+would (`assembly.build_node_client`), once per process (`flower.node`). A node missing a
+document or holding other text refuses the run, saying which. Node config: `partition-id`
+(required), and optionally `data-path` / `cache-dir`, where that institution keeps its documents and caches, and
+`warm-s`: keep the training code, data and model loaded between messages in a warm worker
+that waits that many seconds for the next one (`flower.worker`; a fresh ClientApp process
+otherwise pays about 5 s a round on 2 cores).
 """
 from __future__ import annotations
 
-import base64
 import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
+import time
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..assembly import NodeDataError, build_node_client
-from ..config import build_config
 from ..errors import FdaptError
-from ..fl.client import Client
-from ..fl.messages import RoundTask
-from ..model import load_tokenizer, tokenizer_sha256
-from .wire import (encoded_record, json_record, load_client_state, record_tensors,
-                   save_client_state)
+from . import IMPORTS_STARTED, worker
+from .frames import blob_record, load_state, record_blob, save_state
+from .phases import NodeClock
 
 app = ClientApp()
 
-_built: dict[tuple, Client] = {}  # (config hash, method, node overrides) -> its client
+_IMPORTS_DONE = time.time()
+_served = 0  # messages this process has answered (a fresh process: 0)
 
 
 def partition_id(context: Context) -> int:
@@ -55,109 +50,70 @@ def node_overrides(context: Context) -> list[str]:
             if k in context.node_config]
 
 
-def node_tokenizer(files: dict[str, str], sha256: str, cache_dir: str):
-    """The server's tokenizer, written once under this node's cache and loaded from there.
-
-    A cached folder whose tokenizer is not the server's (edited, damaged, or left by another
-    version) is rebuilt from the bytes the server sent; only a tokenizer that still loads
-    otherwise from those very bytes is refused, and that is the transformers version."""
-    folder = Path(cache_dir) / f"node-tokenizer-{sha256[:16]}"
-    if folder.is_dir():
-        tokenizer = _load_checked(folder, sha256)
-        if tokenizer is not None:
-            return tokenizer
-        # not the server's: set it aside (another node may be reading it) and write afresh
-        stale = folder.with_name(f"{folder.name}.stale-{os.getpid()}")
-        try:
-            os.rename(folder, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        except OSError:
-            pass
-    for _ in range(2):  # twice: another node may have set aside the folder this one just wrote
-        _write_tokenizer(folder, files)
-        tokenizer = _load_checked(folder, sha256)
-        if tokenizer is not None:
-            return tokenizer
-    raise FdaptError("the server's tokenizer, written from the bytes it sent, loads "
-                     "otherwise on this node: the transformers or tokenizers versions "
-                     "of node and server differ; install the server's")
-
-
-def _write_tokenizer(folder: Path, files: dict[str, str]) -> None:
-    """Several nodes on one host (a simulation's workers, a loopback deployment) may share the
-    cache and write at once: each fills a folder of its own, and the first rename wins (the
-    folder is named by its content's hash, so the others drop theirs)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
-    for name, data in files.items():
-        (tmp / name).write_bytes(base64.b64decode(data))
-    try:
-        os.rename(tmp, folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _load_checked(folder: Path, sha256: str):
-    """The tokenizer in `folder` if it is the server's (by its hash), else None."""
-    try:
-        tokenizer = load_tokenizer(str(folder), own=True)
-    except Exception:  # noqa: BLE001 (tokenizers raises a bare Exception on a damaged file)
-        return None
-    return tokenizer if tokenizer_sha256(tokenizer) == sha256 else None
-
-
-def client_for(cfg_dict: dict, method: str, overrides: list[str], client: int,
-               share: dict) -> Client:
-    """This node's client half for the run, built once: its own documents (the manifest's ids
-    for `client`, read from its data-path), the server's tokenizer, the model. No held-out
-    set, strategy, fault screen or freeze schedule: the server keeps them and its task says
-    what they decide."""
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and \
-            cfg_dict.get("train", {}).get("threads") is None:
-        # a worker given its share of the host's cores (Ray sets it from num_cpus)
-        overrides = [*overrides, f"train.threads={os.environ['OMP_NUM_THREADS']}"]
-    cfg = build_config(cfg_dict, overrides)
-    key = (cfg.hash(), method, tuple(overrides), client)
-    if key not in _built:
-        # one run at a time per process: free another run's clients (a simulation worker
-        # serving several clients of this run keeps each, and their FLOP counts)
-        for old in [k for k in _built if k[:3] != key[:3]]:
-            del _built[old]
-        tokenizer = node_tokenizer(share["tokenizer"], share["tokenizer_sha256"],
-                                   cfg.cache_dir)
-        _built[key] = build_node_client(cfg, method, client, share["ids"], share["sha256"],
-                                        tokenizer, share.get("doc_sha256"))
-    return _built[key]
-
-
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    return Message(RecordDict({"node": ConfigRecord({"partition-id": partition_id(context)})}),
-                   reply_to=msg)
+    """Which partition this node holds; with `release` (the run is over), its warm worker
+    is stopped too."""
+    c = partition_id(context)
+    if "release" in msg.content and warm_seconds(context):
+        cache_dir = context.node_config.get("cache-dir", msg.content["release"]["cache_dir"])
+        worker.release(worker.socket_path(context.node_id, c, str(cache_dir)))
+    return Message(RecordDict({"node": ConfigRecord({"partition-id": c})}), reply_to=msg)
+
+
+def warm_seconds(context: Context) -> float:
+    """Node config `warm-s`: how long the node's warm worker waits for the next message
+    (`flower.worker`); 0 or absent: every message trains in the ClientApp's own process."""
+    raw = context.node_config.get("warm-s", 0)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value >= 0:
+        raise FdaptError(f"Flower node config: 'warm-s' must be a number of seconds >= 0 "
+                         f"(0: no warm worker), not {raw!r}")
+    return value
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    global _served
     run = msg.content["run"]
+    clock = NodeClock(run.get("sent_at"), IMPORTS_STARTED, _IMPORTS_DONE, fresh=_served == 0)
+    _served += 1
     described = json.loads(run["task"])
-    if int(described["client"]) != partition_id(context):
-        raise FdaptError(f"this node holds partition {partition_id(context)}, but was sent "
-                         f"client {described['client']}'s round")
-    c = int(described["client"])
-    try:
-        client = client_for(json.loads(run["config"]), str(run["method"]),
-                            node_overrides(context), c, json.loads(run["share"]))
-    except NodeDataError as exc:  # this node cannot train the server's run: say why
-        return Message(RecordDict({"refused": ConfigRecord({"reason": str(exc)})}),
+    c = partition_id(context)
+    if int(described["client"]) != c:
+        raise FdaptError(f"this node holds partition {c}, but was sent client "
+                         f"{described['client']}'s round")
+    warm = warm_seconds(context)
+    req = {"config": run["config"], "method": str(run["method"]), "task": run["task"],
+           "share": run["share"], "client": c, "overrides": node_overrides(context)}
+    blobs = {"global": record_blob(msg.content["global"]),
+             **{f"state.{k}": v for k, v in load_state(context.state).items()}}
+    if warm:
+        t0 = time.perf_counter()
+        cfg = json.loads(run["config"])
+        path = worker.socket_path(context.node_id, c, str(context.node_config.get(
+            "cache-dir", cfg["cache_dir"])))
+        answer, out, started = worker.call(path, warm, req, blobs,
+                                           float(cfg["dist"]["timeout_s"]))
+        inner = answer.pop("phases", {})
+        clock.add(inner)
+        if started:
+            clock.add({"worker_start_s": started})
+        clock.add({"worker_s": time.perf_counter() - t0 - started - sum(inner.values())})
+    else:
+        with clock.phase("imports"):
+            from . import node  # torch, transformers, the training code: a query needs none
+        answer, out = node.handle(req, blobs, clock)
+    if "refused" in answer:  # this node cannot train the server's run: say why
+        return Message(RecordDict({"refused": ConfigRecord({"reason": answer["refused"]})}),
                        reply_to=msg)
-    device = client.ctx.device
-    global_params = {k: v.to(device) for k, v in record_tensors(msg.content["global"]).items()}
-    # what this client keeps between rounds lives in the node's Flower state: a node may
-    # answer each message from a fresh process, and Flower keeps context.state for the run
-    client.adopt_states(load_client_state(context.state, c))
-    update = client.train(RoundTask.from_description(described, global_params))
-    save_client_state(context.state, c, client.states([c]))
-    content = RecordDict({"row": json_record(row=update.row.to_dict())})
-    if update.encoded is not None:
-        content["upload"] = encoded_record(update.encoded)
+    save_state(context.state, {k.removeprefix("state."): v for k, v in out.items()
+                               if k.startswith("state.")})
+    content = RecordDict({"row": ConfigRecord({"row": json.dumps(answer["row"])})})
+    if "upload" in out:
+        content["upload"] = blob_record(out["upload"])
+    content["phases"] = ConfigRecord({"phases": json.dumps(clock.done())})
     return Message(content, reply_to=msg)

@@ -18,7 +18,7 @@ import shlex
 import time
 from logging import INFO
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.common.logger import log
@@ -56,17 +56,19 @@ class FlowerTransport:
 
     def exchange_messages(self, msgs: dict, timeout: float) -> dict:
         """Send {key: message}; return {key: reply} for those answered within `timeout`
-        (an error reply too: the node failed, or the SuperLink found it gone)."""
+        (an error reply too: the node failed, or the SuperLink found it gone). When each
+        reply arrived (wall clock) is kept in `self.arrived`."""
         keys = dict(zip(self.grid.push_messages(list(msgs.values())), msgs))
         replies: dict = {}
+        self.arrived: dict = {}
         deadline = time.monotonic() + timeout
         while len(replies) < len(keys) and time.monotonic() < deadline:
             waiting = [i for i, k in keys.items() if k not in replies]
             for reply in self.grid.pull_messages(waiting):
                 key = keys.get(reply.metadata.reply_to_message_id)
                 if key is not None:
-                    replies[key] = reply
-            time.sleep(0.1)
+                    replies[key], self.arrived[key] = reply, time.time()
+            time.sleep(0.05)
         return replies
 
     def connect(self, n_clients: int) -> dict[int, int]:
@@ -100,11 +102,14 @@ class FlowerTransport:
     def exchange(self, tasks: Sequence[RoundTask]) -> Iterator[ClientUpdate | Lost]:
         """Each task to its client's node; the answers back in client order, a node that
         failed or did not answer as `Lost`."""
-        ctx = self.ctx
+        ctx, t0 = self.ctx, time.perf_counter()
+        self.phases: dict[str, float] = {}
         if not self.nodes:
             self.connect(ctx.cfg.fl.clients)
+            self.phases["connect_s"] = time.perf_counter() - t0
         if not tasks:
             return
+        t0 = time.perf_counter()
         down = tensors_record(tasks[0].global_params)
         share, msgs = ctx.node_share, {}
         for t in tasks:
@@ -113,12 +118,16 @@ class FlowerTransport:
                 config=self.config, method=self.method, task=t.describe(),
                 share={"tokenizer": share["tokenizer"],
                        "tokenizer_sha256": share["tokenizer_sha256"],
-                       **share["clients"][t.client]})})
+                       **share["clients"][t.client]}, sent_at=time.time())})
             msgs[t.client] = Message(content, dst_node_id=self.nodes[t.client],
                                      message_type=MessageType.TRAIN,
                                      group_id=f"round-{t.round}")
         bytes_down = message_bytes(next(iter(msgs.values())).content)
+        t1 = time.perf_counter()
+        self.phases["encode_s"] = t1 - t0
         replies = self.exchange_messages(msgs, self.timeout_s)
+        t2 = time.perf_counter()
+        self.phases["wait_s"] = t2 - t1
         for c, m in sorted(replies.items()):
             if not m.has_error() and "refused" in m.content:  # the node cannot train this run
                 raise FdaptError(f"Flower: client {c}'s node refused the run: "
@@ -133,15 +142,32 @@ class FlowerTransport:
                 yield Lost(t.client, f"no reply within dist.timeout_s ({self.timeout_s:g} s)"
                            if reply is None else f"the node failed: {reply.error.reason}")
                 continue
+            t0 = time.perf_counter()
             row = ClientRow.from_dict(json.loads(reply.content["row"]["row"]))
             row.flower_bytes_down = bytes_down
             row.flower_bytes_up = message_bytes(reply.content)
+            row.node = node_phases(reply, self.arrived[t.client])
             enc = record_encoded(self.codec_name, reply.content["upload"]) \
                 if "upload" in reply.content else None
+            self.phases["decode_s"] = self.phases.get("decode_s", 0.0) \
+                + time.perf_counter() - t0
             yield ClientUpdate(row, enc)
 
-    def reduce(self, strategy) -> None:
-        return None
+    def release(self) -> None:
+        """The run is over: each node stops what it keeps warm for the run (`warm-s`), so
+        no process of the harness outlives the run. A node that does not answer is left to
+        its worker's idle timeout."""
+        if not self.nodes:
+            return
+        release = json_record(cache_dir=self.ctx.cfg.cache_dir)
+        msgs = {c: Message(RecordDict({"release": release}), dst_node_id=n,
+                           message_type=MessageType.QUERY) for c, n in self.nodes.items()}
+        self.exchange_messages(msgs, min(30.0, self.timeout_s))
+
+    def reduce(self, strategy) -> dict:
+        """The round's row gets the server's side of the exchange (`transport`: seconds
+        connecting, encoding the tasks, waiting for the replies, decoding them)."""
+        return {"transport": dict(getattr(self, "phases", {}))}
 
     def state_dict(self) -> dict:
         # what clients keep between rounds lives in the nodes' Flower state
@@ -149,6 +175,18 @@ class FlowerTransport:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def node_phases(reply: Message, arrived: float) -> Optional[dict]:
+    """The node's phases of this message (`flower.phases`), with the reply's way back
+    (`return_s`: from leaving the node's handler to the server's pull)."""
+    if "phases" not in reply.content:  # a node of an older harness
+        return None
+    phases = json.loads(reply.content["phases"]["phases"])
+    replied = phases.pop("replied_at", None)
+    if replied is not None:
+        phases["return_s"] = arrived - replied
+    return phases
 
 
 class Progress:
@@ -212,11 +250,14 @@ def main(grid: Grid, context: Context) -> None:
     # where the caller that submitted this run (`simulation.run_flower`) wants the outcome:
     # the record itself, or the error, handed back rather than found by the file's age
     result = Path(str(rc["result"])) if rc.get("result") else None
+    transport = FlowerTransport(grid, method, cfg.dist.timeout_s)
     try:
         check_resume(parse_method(method, cfg)[1], bool(rc.get("resume", False)))
-        rec = run_session(cfg, method, bool(rc.get("resume", False)),
-                          callbacks=Progress(method, record),
-                          transport=FlowerTransport(grid, method, cfg.dist.timeout_s))
+        try:
+            rec = run_session(cfg, method, bool(rc.get("resume", False)),
+                              callbacks=Progress(method, record), transport=transport)
+        finally:
+            transport.release()
     except FdaptError as exc:  # one line first; Flower then marks the run failed
         _say(f"fdapt {method}: error: {exc}")
         if result is not None:

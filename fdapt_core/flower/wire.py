@@ -1,9 +1,10 @@
 """What travels in Flower messages: tensors, encoded uploads and record rows.
 
-Tensors go as raw bytes in their own dtype (bfloat16 included, which NumPy cannot hold), one
-`Array` each, so the bytes Flower counts are the bytes the harness counts plus the keys. An
-encoded upload's parts are keyed `<name>#<i>`. Rows and the run's config travel as JSON in a
-`ConfigRecord`.
+A message's tensors travel as one safetensors blob in one `Array` (`flower.frames`:
+bfloat16 included, which NumPy cannot hold). The bytes Flower counts are the bytes the
+harness counts plus the blob's header (each tensor's name, dtype, shape and offsets). An
+encoded upload's parts are named `<name>#<i>` in the blob. Rows and the run's config travel
+as JSON in a `ConfigRecord`.
 """
 from __future__ import annotations
 
@@ -11,47 +12,54 @@ import json
 from typing import Mapping, Optional
 
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from ..fl.codecs import Encoded
-
-STYPE = "torch.raw"  # our serialisation: the tensor's bytes, little-endian, row-major
-
-
-def to_array(t: torch.Tensor) -> Array:
-    t = t.detach().to("cpu").contiguous()
-    return Array(dtype=str(t.dtype).removeprefix("torch."), shape=tuple(t.shape), stype=STYPE,
-                 data=t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+from .frames import blob_record, record_blob
 
 
-def from_array(a: Array) -> torch.Tensor:
-    if a.stype != STYPE:
-        raise ValueError(f"an array serialised as {a.stype!r}, not {STYPE!r}")
-    dtype = getattr(torch, a.dtype)
-    if not a.data:
-        return torch.empty(tuple(a.shape), dtype=dtype)
-    flat = torch.frombuffer(bytearray(a.data), dtype=torch.uint8)
-    return flat.view(dtype).reshape(tuple(a.shape)).clone()
+def to_blob(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """The tensors as safetensors bytes (on CPU, contiguous; a tensor that shares storage
+    with another, as tied weights do, is copied: the format holds each storage once)."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in tensors.items():
+        t = v.detach().to("cpu").contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        if t.numel():
+            seen.add(t.untyped_storage().data_ptr())
+        out[k] = t
+    return st_save(out)
+
+
+def from_blob(data: bytes) -> dict[str, torch.Tensor]:
+    return st_load(bytes(data))
 
 
 def tensors_record(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    return ArrayRecord({k: to_array(v) for k, v in tensors.items()})
+    return blob_record(to_blob(tensors))
 
 
 def record_tensors(rec: ArrayRecord) -> dict[str, torch.Tensor]:
-    return {k: from_array(a) for k, a in rec.items()}
+    return from_blob(record_blob(rec))
+
+
+def encoded_blob(enc: Encoded) -> bytes:
+    return to_blob({f"{k}#{i}": t for k, ts in enc.parts.items() for i, t in enumerate(ts)})
 
 
 def encoded_record(enc: Encoded) -> ArrayRecord:
-    return ArrayRecord({f"{k}#{i}": to_array(t) for k, ts in enc.parts.items()
-                        for i, t in enumerate(ts)})
+    return blob_record(encoded_blob(enc))
 
 
 def record_encoded(codec: str, rec: ArrayRecord) -> Encoded:
-    parts: dict[str, list[torch.Tensor]] = {}
-    for key, a in rec.items():
+    parts: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    for key, t in record_tensors(rec).items():
         name, _, i = key.rpartition("#")
-        parts.setdefault(name, []).append((int(i), from_array(a)))
+        parts.setdefault(name, []).append((int(i), t))
     return Encoded(codec, {k: tuple(t for _, t in sorted(v)) for k, v in parts.items()})
 
 
@@ -61,35 +69,33 @@ def json_record(**values) -> ConfigRecord:
                          for k, v in values.items()})
 
 
-STATE = "fdapt.client"  # the prefix of a node's records in its Flower context.state
-
-
-def save_client_state(state: RecordDict, client: int, kept: dict[str, dict]) -> None:
-    """Write what client `client` keeps between rounds (`Client.states([client])`: AdamW
-    moments and schedule under optimizer_reset: persist, the top-k residual) into a node's
-    Flower `context.state`, which Flower keeps for the node across the run's rounds."""
+def state_blobs(client: int, kept: dict[str, dict]) -> dict[str, bytes]:
+    """What client `client` keeps between rounds (`Client.states([client])`: AdamW moments
+    and schedule under optimizer_reset: persist, the top-k residual) as named blobs, which a
+    node keeps in its Flower `context.state` across the run's rounds (`frames.save_state`)."""
     opt, residual = kept["opt"].get(client), kept["residual"].get(client)
+    out = {}
     if opt is not None:
-        state[f"{STATE}.moments"] = tensors_record(
-            {f"{name}|{k}": v for name, m in opt["moments"].items() for k, v in m.items()})
-        state[f"{STATE}.sched"] = json_record(sched=opt["sched"])
+        out["moments"] = to_blob({f"{name}|{k}": v for name, m in opt["moments"].items()
+                                  for k, v in m.items()})
+        out["sched"] = json.dumps(opt["sched"]).encode()
     if residual is not None:
-        state[f"{STATE}.residual"] = tensors_record(residual)
+        out["residual"] = to_blob(residual)
+    return out
 
 
-def load_client_state(state: RecordDict, client: int) -> dict[str, dict]:
-    """What `save_client_state` wrote, as `Client.adopt_states` takes it (empty: nothing kept
+def blobs_state(client: int, blobs: Mapping[str, bytes]) -> dict[str, dict]:
+    """What `state_blobs` wrote, as `Client.adopt_states` takes it (empty: nothing kept
     yet, the client's first round)."""
     out: dict[str, dict] = {"opt": {}, "residual": {}}
-    if f"{STATE}.moments" in state:
+    if "moments" in blobs:
         moments: dict[str, dict] = {}
-        for key, t in record_tensors(state[f"{STATE}.moments"]).items():
+        for key, t in from_blob(blobs["moments"]).items():
             name, _, k = key.rpartition("|")
             moments.setdefault(name, {})[k] = t
-        out["opt"][client] = {"moments": moments,
-                              "sched": json.loads(state[f"{STATE}.sched"]["sched"])}
-    if f"{STATE}.residual" in state:
-        out["residual"][client] = record_tensors(state[f"{STATE}.residual"])
+        out["opt"][client] = {"moments": moments, "sched": json.loads(blobs["sched"])}
+    if "residual" in blobs:
+        out["residual"][client] = from_blob(blobs["residual"])
     return out
 
 
