@@ -430,3 +430,18 @@ def test_a_warm_worker_exits_when_idle_or_when_its_node_is_gone(tmp_path):
         node.kill()
         for p, _ in procs.values():
             p.kill()
+
+
+def test_releasing_the_warm_workers_never_fails_a_finished_run():
+    """The release follows the record: a SuperLink already gone must not turn a finished run
+    into an error (its workers then exit after their warm-s)."""
+    from types import SimpleNamespace
+
+    class Gone:
+        def push_messages(self, messages):
+            raise ConnectionError("the SuperLink is gone")
+
+    transport = FlowerTransport(Gone(), "fdapt", 10)
+    transport.nodes = {0: 1000}
+    transport.ctx = SimpleNamespace(cfg=SimpleNamespace(cache_dir="cache"))
+    transport.release()  # raised ConnectionError before

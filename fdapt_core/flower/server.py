@@ -156,13 +156,18 @@ class FlowerTransport:
     def release(self) -> None:
         """The run is over: each node stops what it keeps warm for the run (`warm-s`), so
         no process of the harness outlives the run. A node that does not answer is left to
-        its worker's idle timeout."""
+        its worker's idle timeout. It never fails the run: the record is already written,
+        and an error here would hide the run's own."""
         if not self.nodes:
             return
         release = json_record(cache_dir=self.ctx.cfg.cache_dir)
         msgs = {c: Message(RecordDict({"release": release}), dst_node_id=n,
                            message_type=MessageType.QUERY) for c, n in self.nodes.items()}
-        self.exchange_messages(msgs, min(30.0, self.timeout_s))
+        try:
+            self.exchange_messages(msgs, min(30.0, self.timeout_s))
+        except Exception as exc:  # noqa: BLE001 (the SuperLink gone, the grid closed)
+            _say(f"fdapt {self.method}: the nodes' warm workers were not released ({exc}); "
+                 "each exits after its warm-s")
 
     def reduce(self, strategy) -> dict:
         """The round's row gets the server's side of the exchange (`transport`: seconds
