@@ -130,8 +130,10 @@ def session_processes(sid: int) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pid=,ppid=,sid=,stat=,args="], capture_output=True,
                         text=True).stdout.splitlines()
     rows = [line.split(None, 4) for line in ps]
-    return [" ".join([pid, ppid, stat, args[:100]]) for pid, ppid, s, stat, args in
-            (r + [""] * (5 - len(r)) for r in rows) if s == str(sid)]
+    here = f"{ROOT}/"  # commands relative to the checkout: the record names no machine path
+    return [" ".join([pid, ppid, stat, args.replace(here, "")[:100]])
+            for pid, ppid, s, stat, args in (r + [""] * (5 - len(r)) for r in rows)
+            if s == str(sid)]
 
 
 def round_summary(r: dict) -> dict:
