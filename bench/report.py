@@ -20,6 +20,7 @@ from .collect import Collection, collect
 from .report_downstream import downstream_md, downstream_rows, mean_task_labels
 from .report_efficiency import efficiency_md, efficiency_rows
 from .report_figures import FIGURES, curve_rows, draw_figures, tradeoff_points
+from .report_probe import probe_md
 from .report_provenance import provenance_md, provenance_rows
 from .report_setup import setup_md
 from .report_verdicts import dapt_md, power_plan, verdicts_md
@@ -42,7 +43,7 @@ def _n(count: int, noun: str) -> str:
 def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: str,
            claims: list[dict] = (), majority: list = (), margin: float = MARGIN_PTS,
            plan: list[str] = (), dapt: list[str] = (), mean_of: list[str] = (),
-           setup: list[str] = ()) -> str:
+           setup: list[str] = (), probe: list[str] = ()) -> str:
     title = default_name(coll)
     n_runs = len(coll.runs)
     where = ", ".join(f"`{f}`" for f in coll.folders) if len(coll.folders) <= 4 \
@@ -59,6 +60,7 @@ def render(coll: Collection, eff, down, prov, done: dict, command: str, ylabel: 
                   ""]
     lines += verdicts_md(claims, majority, margin, plan)
     lines += list(dapt)
+    lines += list(probe)
     lines += ["## Setup", ""] + setup_md(coll) + list(setup) + [""]
     lines += downstream_md(coll, down, mean_of)
     lines += efficiency_md(coll, eff)
@@ -173,7 +175,7 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
         files = {
             "report.md": render(coll, eff, down, prov, done, command, ylabel, claims,
                                 majority, margin, plan, dapt_md(coll, diffs, mean_of),
-                                mean_of, list(setup)),
+                                mean_of, list(setup), probe_md(coll)),
             "verdicts.csv": csv_text(claims) if claims else "",
             "efficiency.csv": csv_text(eff) if eff else "",
             "downstream.csv": csv_text(down) if down else "",
