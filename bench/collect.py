@@ -208,8 +208,9 @@ def _partition_key(label: str) -> str:
 
 # ----------------------------------------------------------------------------- collecting
 
-def collect(specs: list[str]) -> Collection:
-    """Read every record under the `--runs` folders and group them into cells.
+def collect(specs: list[str], tasks: list[str] | None = None) -> Collection:
+    """Read every record under the `--runs` folders and group them into cells; `tasks`: the
+    downstream tasks to read, by the name they were scored under (None: every task scored).
 
     Unfinished records are left out (and named in the notes); two records of the same method,
     partition and seed keep the first in `--runs` order (also noted). Unreadable or malformed
@@ -253,7 +254,8 @@ def collect(specs: list[str]) -> Collection:
                                        else len(PARTITION_ORDER), p))
     methods = _order([c.method for c in cells.values()], METHOD_ORDER)
     notes += _consistency_notes(cells)
-    coll = Collection(cells, partitions, methods, _tasks(runs), folders, notes)
+    coll = Collection(cells, partitions, methods, _only(_tasks(runs), tasks, folders),
+                      folders, notes)
     usual = coll.usual_threads
     for r in coll.runs:
         r.usual_threads = usual
@@ -280,6 +282,19 @@ def _consistency_notes(cells: dict[tuple[str, str], Cell]) -> list[str]:
             out.append(f"{c.method} / {c.partition}: seeds ran different numbers of rounds "
                        f"({sorted(rounds)}); curves are cut to the shortest")
     return out
+
+
+def _only(found: list[Task], names: list[str] | None, folders: list[Path]) -> list[Task]:
+    """The tasks named (every task where None): a study reads its own tasks, though another
+    readout of the same models (a second study file over the same cells) is in its records."""
+    if names is None:
+        return found
+    missing = [n for n in names if all(t.name != n for t in found)]
+    if missing:
+        where = ", ".join(str(f) for f in folders[:3]) + (" …" if len(folders) > 3 else "")
+        raise DataError(f"task {missing[0]!r} is scored in no record under {where} "
+                        f"(scored: {', '.join(sorted({t.name for t in found})) or 'none'})")
+    return [t for t in found if t.name in names]
 
 
 def _tasks(runs: list[Run]) -> list[Task]:

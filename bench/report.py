@@ -137,10 +137,11 @@ def verdict_rows(coll: Collection, margin: float = MARGIN_PTS) -> tuple[dict, li
 
 
 def study_plan(specs: list[str], margin: float, finetune_seeds: int,
-               test_n: dict[str, int]) -> list[str]:
-    """`bench study --plan`: the power plan of the records in `specs`, for a design of
-    `finetune_seeds` fine-tuning seeds on test sets of `test_n` examples."""
-    coll = collect(specs)
+               test_n: dict[str, int], tasks: list[str] | None = None) -> list[str]:
+    """`bench study --plan`: the power plan of the records in `specs` (on `tasks`, by name;
+    None: every task), for a design of `finetune_seeds` fine-tuning seeds on test sets of
+    `test_n` examples."""
+    coll = collect(specs, tasks)
     diffs, _, _, claims = verdict_rows(coll, margin)
     summary = [f"- {'Claim ' + str(c) if c != 'beyond' else 'Beyond the paper'}: "
                f"{claim_summary(claims, c)}" for c in (1, 2, "beyond")
@@ -150,12 +151,14 @@ def study_plan(specs: list[str], margin: float, finetune_seeds: int,
 
 def make_report(specs: list[str], out: Path | None = None, command: str | None = None,
                 margin: float = MARGIN_PTS, finetune_seeds: int | None = None,
-                test_n: dict[str, int] | None = None, setup: list[str] = ()) -> Report:
+                test_n: dict[str, int] | None = None, setup: list[str] = (),
+                tasks: list[str] | None = None) -> Report:
     """Read the records, then write the report folder `out` (built aside, then renamed).
     `margin`: the claims' equivalence margin (points); `finetune_seeds` and `test_n`
     (test examples per task name): the design the power plan prices (default: the
-    records'); `setup`: more lines for the setup (a study's head warm-up)."""
-    coll = collect(specs)  # every input error is raised here, before anything is written
+    records'); `setup`: more lines for the setup (a study's head warm-up); `tasks`: the
+    downstream tasks reported, by name (None: every task the records hold)."""
+    coll = collect(specs, tasks)  # every input error is raised here, before anything is written
     out = Path(out) if out is not None else default_out(coll)
     _check_out(out, coll)
     command = command or f"python -m bench report --runs {','.join(specs)}"

@@ -16,7 +16,7 @@ from fdapt_core.prepare import resolve_device
 from fdapt_core.records import read_json
 from fdapt_core.runs import run_state
 from fdapt_core.study import (WARMUP_METHOD, cells, head_warmup, load_study, method_order,
-                              report_folder, study_task)
+                              report_folder, report_tasks, study_task)
 
 from .downstream import run_downstream
 from .report import make_report, study_plan
@@ -97,7 +97,8 @@ def run_study(out: Console, err: Console, train: Train, study, base, grid, tasks
                       f"python -m bench study --config {config}" + (" --report" if report
                                                                     else ""), study.margin_pts,
                       study.finetune_seeds, test_sizes(tasks, study),
-                      warmup_setup(warmup.folder / WARMUP_METHOD) if warmup else [])
+                      warmup_setup(warmup.folder / WARMUP_METHOD) if warmup else [],
+                      report_tasks(study, tasks))
     out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
               f"{study_hours(folders):.2f} h (training + downstream fine-tuning)",
               highlight=False)
@@ -119,6 +120,6 @@ def print_plan(out: Console, study, grid, tasks) -> None:
                         [study_task(t, default) for t in tasks]))
     for title, design, ts in designs:
         lines = study_plan(folders, study.margin_pts, design.finetune_seeds or 1,
-                           test_sizes(ts, design))
+                           test_sizes(ts, design), report_tasks(study, tasks))
         out.print(f"## Plan for {title}\n\n" + "\n".join(lines), highlight=False,
                   markup=False)

@@ -16,7 +16,9 @@ A study file names the run config every cell starts from and what varies:
 Cell (partition, seed) is the comparison folder `<out>/runs/<name>-<partition>-s<seed>/`,
 one run folder per method inside; `general` (the starting model) is scored beside them. A
 finished run with the same resolved config is reused, a killed one resumes, so the study can
-be stopped at any point and run again until it is done. The report goes to `<out>/report/`.
+be stopped at any point and run again until it is done. The report goes to `<out>/report/`
+(or `report`) and reads the study's own tasks (or `report_tasks`): a second study file over
+the same cells, with other tasks, is a second readout of the same models.
 """
 from __future__ import annotations
 
@@ -66,6 +68,13 @@ class StudyConfig:
                             "here before any run; 1 point is a stated choice, not the paper's",
                             min=0.0)
     out: str = opt("results/studies/study", "the study's folder: runs/ and report/")
+    report: Optional[str] = opt(None, "the report's folder; null: <out>/report. A second "
+                                "study file over the same cells (another readout of the same "
+                                "models: the same name, out and run settings, other tasks) "
+                                "names its own")
+    report_tasks: Optional[list[str]] = opt(None, "the downstream tasks the report and --plan "
+                                            "read, by the name they are scored under (a probe: "
+                                            "<task>_probe); null: this study's own tasks")
 
 
 @dataclass(frozen=True)
@@ -167,7 +176,12 @@ def method_order(methods: list[str], seed: int) -> list[str]:
 
 
 def report_folder(study: StudyConfig) -> Path:
-    return Path(study.out) / "report"
+    return Path(study.report) if study.report else Path(study.out) / "report"
+
+
+def report_tasks(study: StudyConfig, tasks: list[TaskConfig]) -> list[str]:
+    """The tasks a study's report reads, by scored name: `report_tasks`, else its own."""
+    return list(study.report_tasks) if study.report_tasks is not None else [t.name for t in tasks]
 
 
 def study_task(task: TaskConfig, study: StudyConfig) -> TaskConfig:

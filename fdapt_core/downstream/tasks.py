@@ -20,7 +20,8 @@ class QuickConfig:
     """The quick budget (CPU, CI): subsets of the splits and fewer epochs."""
 
     train_examples: int = opt(400, "training examples used (seeded sample)", min=1)
-    dev_examples: int = opt(200, "dev examples used (seeded sample)", min=1)
+    dev_examples: Optional[int] = opt(200, "dev examples used (seeded sample); null: the whole "
+                                      "dev split", min=1)
     test_examples: Optional[int] = opt(400, "test examples used (seeded sample); null: the "
                                        "whole test set", min=1)
     epochs: int = opt(1, "epochs", min=1)
