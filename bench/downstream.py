@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fdapt_core import interrupt
 from fdapt_core.downstream.finetune import evaluate_task, in_mode, load_task_data, total_steps
 from fdapt_core.downstream.runs import (GENERAL, cached_result, ensure_general, finished_runs,
                                         model_folder, store_result)
@@ -102,7 +103,9 @@ def render(rows: list[dict], tasks, title: str) -> Table:
 
 
 def run_downstream(out: Console, err: Console, runs: list[Path], tasks: list[TaskConfig],
-                   quick: bool, device: str, force: bool) -> None:
+                   quick: bool, device: str, force: bool, table: str = "downstream") -> None:
+    """Score every finished run of each folder (and the starting model) on `tasks`, then
+    write the folder's table of those tasks, `<table>.md` and `.csv`."""
     datas = {t.name: load_task_data(t, quick) for t in tasks}  # bad task files fail first
     dev = resolve_device(device)
     for folder in runs:
@@ -113,6 +116,7 @@ def run_downstream(out: Console, err: Console, runs: list[Path], tasks: list[Tas
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err, transient=True) as progress:
             for m, t in todo:
+                interrupt.check()  # a stop asked for (SIGINT, SIGTERM) lands between scores
                 bar = progress.add_task(f"{folder.name}/{m}: {t.name}",
                                         total=total_steps(t, datas[t.name], quick))
                 # the run's pretraining seed picks the fine-tuning seeds (the starting
@@ -137,6 +141,7 @@ def run_downstream(out: Console, err: Console, runs: list[Path], tasks: list[Tas
         out.print(render(rows, tasks, title))
         for line in footnotes:
             out.print(f"[dim]- {escape(line)}[/dim]")
-        write_text_atomic(folder / "downstream.md", markdown(rows, title, footnotes))
-        write_text_atomic(folder / "downstream.csv", csv_text(rows))
-        out.print(f"tables: {folder / 'downstream.md'}, {folder / 'downstream.csv'}")
+        md, csv = folder / f"{table}.md", folder / f"{table}.csv"
+        write_text_atomic(md, markdown(rows, title, footnotes))
+        write_text_atomic(csv, csv_text(rows))
+        out.print(f"tables: {md}, {csv}")

@@ -90,7 +90,8 @@ def run_study(out: Console, err: Console, train: Train, study, base, grid, tasks
         if not all(scored(r, tasks, study.quick) for r in records) or not (
                 (general / "record.json").is_file()
                 and scored(read_json(general / "record.json"), tasks, study.quick)):
-            run_downstream(out, err, [cell.folder], tasks, study.quick, device, False)
+            run_downstream(out, err, [cell.folder], tasks, study.quick, device, False,
+                           cell_table(study))
         generals.append(general)
     folders = [c.folder for c in grid]
     rep = make_report([str(f) for f in folders], report_folder(study),
@@ -102,6 +103,12 @@ def run_study(out: Console, err: Console, train: Train, study, base, grid, tasks
     out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
               f"{study_hours(folders):.2f} h (training + downstream fine-tuning)",
               highlight=False)
+
+
+def cell_table(study) -> str:
+    """The name of a cell's downstream table: a second readout (a study file with a `report`
+    of its own) writes its own beside the first's rather than over it."""
+    return "downstream" if not study.report else f"downstream-{Path(study.report).name}"
 
 
 def print_plan(out: Console, study, grid, tasks) -> None:

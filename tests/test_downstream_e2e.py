@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -289,3 +290,30 @@ def test_table_rows_survive_a_zero_central_score():
     assert by["central"]["fluctuation_vs_fdapt_pts"] == 50.0
     assert by["general"]["t_f1"] is None
     render(rows, [task], "t")  # formats without error
+
+
+def test_a_stop_asked_for_lands_between_scores(adapted, task_files, tmp_path):
+    """SIGINT or SIGTERM during the downstream stage (a study's readout trains nothing, so no
+    training step would see the request) stops before the next score, writing nothing half."""
+    import shutil
+
+    from rich.console import Console
+
+    from bench.downstream import run_downstream
+    from fdapt_core import interrupt
+    from fdapt_core.downstream.tasks import load_task
+
+    _, folder = adapted
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    before = {m: (copy / m / "record.json").read_bytes() for m in ("central", "fdapt")}
+    quiet = Console(file=open(os.devnull, "w"))
+    interrupt.request_stop()
+    try:
+        with pytest.raises(interrupt.StopRequested):
+            run_downstream(quiet, quiet, [copy], [load_task(task_files["rel"][0])], True,
+                           "cpu", False)
+    finally:
+        interrupt.clear()
+    assert {m: (copy / m / "record.json").read_bytes() for m in before} == before
+    assert not (copy / "downstream.md").exists()

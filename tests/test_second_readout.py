@@ -14,6 +14,7 @@ from fdapt_core.downstream.finetune import load_task_data
 from fdapt_core.downstream.tasks import load_task
 from fdapt_core.errors import DataError
 from fdapt_core.study import load_study, report_folder, report_tasks
+from tests.test_downstream_e2e import task_files  # noqa: F401  (a fixture)
 from tests.test_report import make_record, scores, write
 
 
@@ -76,3 +77,29 @@ def test_a_null_dev_sample_is_the_whole_dev_split(tmp_path):
     data = load_task_data(load_task(tmp_path / "t.yaml"), quick=True)
     assert [x.text for x in data.dev] == [r["text"] for r in rows["dev"]]
     assert len(data.train) == 10 and len(data.test) == 20
+
+
+@pytest.mark.slow
+def test_a_second_readout_reuses_every_model_and_keeps_the_first_readouts_tables(
+        tmp_path, cache_dir, task_files):  # noqa: F811
+    from tests.test_study import _bench, _snapshot, _study_file
+    path = _study_file(tmp_path, cache_dir, task_files["ner"][0])
+    first = _bench("study", "--config", str(path))
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "study"
+    cell = out / "runs" / "tiny-iid-s0"
+    first_tables = {n: (cell / n).read_bytes() for n in ("downstream.md", "downstream.csv")}
+    first_report = _snapshot(out / "report")
+    second = tmp_path / "second.yaml"
+    body = yaml.safe_load(path.read_text())
+    second.write_text(yaml.safe_dump({**body, "tasks": [f"{task_files['ner'][0]}:probe"],
+                                      "report": str(out / "report-probe")}))
+    again = _bench("study", "--config", str(second))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("finished, reused") == 2  # central and fdapt: nothing trained
+    assert {n: (cell / n).read_bytes() for n in first_tables} == first_tables
+    assert "ner_probe" in (cell / "downstream-report-probe.md").read_text()
+    assert _snapshot(out / "report") == first_report
+    rows = (out / "report-probe" / "verdicts.csv").read_text().splitlines()
+    tasks = {r.split(",")[4] for r in rows[1:]}
+    assert tasks == {"ner_probe"}
