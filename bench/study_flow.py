@@ -15,8 +15,8 @@ from fdapt_core.methods import check
 from fdapt_core.prepare import resolve_device
 from fdapt_core.records import read_json
 from fdapt_core.runs import run_state
-from fdapt_core.study import (WARMUP_METHOD, cells, head_warmup, load_study, method_order,
-                              report_folder, report_tasks, study_task)
+from fdapt_core.study import (WARMUP_METHOD, cell_table, cells, head_warmup, load_study,
+                              method_order, report_folder, report_tasks, study_task)
 
 from .downstream import run_downstream
 from .report import make_report, study_plan
@@ -103,12 +103,6 @@ def run_study(out: Console, err: Console, train: Train, study, base, grid, tasks
     out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
               f"{study_hours(folders):.2f} h (training + downstream fine-tuning)",
               highlight=False)
-
-
-def cell_table(study) -> str:
-    """The name of a cell's downstream table: a second readout (a study file with a `report`
-    of its own) writes its own beside the first's rather than over it."""
-    return "downstream" if not study.report else f"downstream-{Path(study.report).name}"
 
 
 def print_plan(out: Console, study, grid, tasks) -> None:

@@ -179,6 +179,12 @@ def report_folder(study: StudyConfig) -> Path:
     return Path(study.report) if study.report else Path(study.out) / "report"
 
 
+def cell_table(study: StudyConfig) -> str:
+    """The name of a cell's downstream table: a second readout (a study file with a `report`
+    of its own) writes its own beside the first's rather than over it."""
+    return "downstream" if not study.report else f"downstream-{Path(study.report).name}"
+
+
 def report_tasks(study: StudyConfig, tasks: list[TaskConfig]) -> list[str]:
     """The tasks a study's report reads, by scored name: `report_tasks`, else its own."""
     return list(study.report_tasks) if study.report_tasks is not None else [t.name for t in tasks]
