@@ -11,13 +11,13 @@
 # study's out/report/.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -x .venv/bin/python ] && [ -z "${PYTHON:-}" ]; then
-  bash scripts/setup.sh minilm   # from nothing: the environment first (the MiniLM start)
-fi
 STUDY=configs/study-paper.yaml
 case "${1:-}" in
   --quick) STUDY=configs/study-quick.yaml; shift ;;
-  -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,11p' "$0"; exit 0 ;;   # before the set-up: help installs nothing
 esac
+if [ ! -x .venv/bin/python ] && [ -z "${PYTHON:-}" ]; then
+  bash scripts/setup.sh minilm   # from nothing: the environment first (the MiniLM start)
+fi
 export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
 exec "${PYTHON:-.venv/bin/python}" -m bench study --config "$STUDY" "$@"

@@ -101,6 +101,81 @@ def test_every_method_scores_the_same_documents(tiny, method):
         == prepare(cfg, "fdapt").manifest["heldout_scored"]
 
 
+def _token_losses(model, heldout):
+    """Each scored token's float32 loss, through the scorer's own head path (the same kernels
+    on the same inputs, so the same float32 values on any CPU)."""
+    import torch
+    import torch.nn.functional as F
+
+    from fdapt_core.heads import scoring_head
+
+    head = scoring_head(model, heldout.objective)
+    body = head.target(model)
+    out = []
+    with torch.no_grad():
+        for inputs, labels in heldout.batches:
+            logits, scored = head.logits(body, inputs, labels)
+            keep = scored != -100
+            out += F.cross_entropy(logits.float()[keep], scored[keep],
+                                   reduction="none").tolist()
+    return out
+
+
+def test_the_held_out_loss_is_the_exact_mean_of_its_token_losses(tiny):
+    """Two runs whose weights parted by up to 6e-7 (1 and 2 threads, five rounds) scored the
+    same held-out loss to 16 digits: each batch's loss was summed in float32, whose rounding
+    (about 1e-7 of the sum) swallowed the difference. The scorer sums each token's float32 loss
+    in float64, so its mean is the exact mean of those losses to within float64's own rounding
+    bound, (n + 2) · eps64 of the mean, in any summation order and on any CPU; a float32 sum
+    misses it by ~1e-7 of the mean, five orders of magnitude more. And so a weight change that
+    moves the exact mean by more than that bound moves the score."""
+    import math
+
+    import torch
+
+    from fdapt_core.fl.evaluate import HeldOut
+    from fdapt_core.model import tokenizer_info
+    from fdapt_core.objective import build_objective
+
+    cfg = tiny("eval.max_blocks=64", "data.max_seq_length=64", "data.val_fraction=0.3")
+    prep = prepare(cfg, "fdapt")
+    objective = build_objective("mlm", tokenizer_info(prep.tokenizer), 0.15)
+    heldout = HeldOut(prep.heldout.blocks, objective, cfg.seed, batch_size=64)
+    model = prep.model.eval()  # no dropout: the scorer's own mode
+    eps64 = torch.finfo(torch.float64).eps
+
+    def scored_and_exact():
+        losses = _token_losses(model, heldout)
+        assert len(losses) == heldout.n_masked > 100
+        exact = math.fsum(losses) / len(losses)
+        return heldout.evaluate(model, torch.device("cpu"))["loss"], exact, \
+            (len(losses) + 2) * eps64 * exact
+
+    before, exact_before, bound = scored_and_exact()
+    assert abs(before - exact_before) <= bound, (before, exact_before, bound)
+
+    gen = torch.Generator().manual_seed(0)
+    seen = 0
+    with torch.no_grad():
+        for p in list(model.parameters())[::3]:  # a third of the tensors, every kind among them
+            saved = p.clone()
+            p.add_(torch.randn(p.shape, generator=gen) * 1e-7)
+            after, exact_after, _ = scored_and_exact()
+            assert abs(after - exact_after) <= bound, (after, exact_after, bound)
+            if abs(exact_after - exact_before) > 2 * bound:  # the token losses moved
+                seen += 1
+                assert after != before
+            p.copy_(saved)
+    assert seen > 0  # the nudge moved some tensor's token losses: the check above was made
+
+
+@pytest.mark.parametrize("method", ["central", "ffdapt"])
+def test_every_method_scores_the_same_documents(tiny, method):
+    cfg = tiny()
+    assert prepare(cfg, method).manifest["heldout_scored"] \
+        == prepare(cfg, "fdapt").manifest["heldout_scored"]
+
+
 def test_the_held_out_loss_sees_a_weight_change_of_a_millionth(tiny):
     """Two runs whose weights parted by up to 6e-7 (1 and 2 threads, five rounds) scored the
     same held-out loss to 16 digits: each batch's loss was summed in float32. A scorer that

@@ -344,11 +344,12 @@ def test_bad_strategy_parameters_name_the_key(override, words):
     assert all(w in str(e.value) for w in words)
 
 
+@pytest.mark.slow
 def test_unknown_strategy_is_one_line_exit_2(tmp_path):
     out = tmp_path / "results"
     p = subprocess.run([sys.executable, "-m", "bench", "run", "--method", "fdapt", "--set",
                         "fl.strategy=fedfoo", "--set", f"output_dir={out}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "COLUMNS": "300"})  # rich wraps at 80 otherwise
     assert p.returncode == 2, p.stderr
     lines = [x for x in p.stderr.splitlines() if x.strip()]
