@@ -9,7 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fdapt_core import interrupt
-from fdapt_core.downstream.finetune import evaluate_task, in_mode, load_task_data, total_steps
+from fdapt_core.downstream.finetune import (evaluate_task, in_mode, load_task_data,
+                                            readout_seed, total_steps)
 from fdapt_core.downstream.runs import (GENERAL, cached_result, ensure_general, finished_runs,
                                         model_folder, store_result)
 from fdapt_core.downstream.tasks import TaskConfig
@@ -106,7 +107,15 @@ def run_downstream(out: Console, err: Console, runs: list[Path], tasks: list[Tas
                    quick: bool, device: str, force: bool, table: str = "downstream") -> None:
     """Score every finished run of each folder (and the starting model) on `tasks`, then
     write the folder's table of those tasks, `<table>.md` and `.csv`."""
-    datas = {t.name: load_task_data(t, quick) for t in tasks}  # bad task files fail first
+    datas = {(t.name, 0): load_task_data(t, quick) for t in tasks}  # bad files fail first
+
+    def data_of(task: TaskConfig, seed: int):
+        """The task's draw for models pretrained with `seed` (read once per seed)."""
+        key = (task.name, readout_seed(seed))
+        if key not in datas:
+            datas[key] = load_task_data(task, quick, key[1])
+        return datas[key]
+
     dev = resolve_device(device)
     for folder in runs:
         methods = finished_runs(folder)
@@ -117,13 +126,15 @@ def run_downstream(out: Console, err: Console, runs: list[Path], tasks: list[Tas
                       TimeElapsedColumn(), console=err, transient=True) as progress:
             for m, t in todo:
                 interrupt.check()  # a stop asked for (SIGINT, SIGTERM) lands between scores
-                bar = progress.add_task(f"{folder.name}/{m}: {t.name}",
-                                        total=total_steps(t, datas[t.name], quick))
-                # the run's pretraining seed picks the fine-tuning seeds (the starting
-                # model's record carries its cell's config, so it is paired with them)
+                # the run's pretraining seed picks the fine-tuning seeds and the readout's
+                # data draw (the starting model's record carries its cell's config, so it is
+                # paired with them)
                 seed = int(read_json(methods[m] / "record.json")["config"].get("seed", 0))
-                result = evaluate_task(model_folder(methods[m]), t, dev, quick,
-                                       datas[t.name], lambda: progress.advance(bar), seed)
+                data = data_of(t, seed)
+                bar = progress.add_task(f"{folder.name}/{m}: {t.name}",
+                                        total=total_steps(t, data, quick))
+                result = evaluate_task(model_folder(methods[m]), t, dev, quick, data,
+                                       lambda: progress.advance(bar), seed)
                 store_result(methods[m], t, quick, result)
                 progress.remove_task(bar)
                 s = result["scores"][t.metric]

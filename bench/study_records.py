@@ -15,10 +15,10 @@ def test_sizes(tasks, study) -> dict[str, int]:
 
 def scored(rec: dict, tasks, quick: bool) -> bool:
     """Whether a run record holds scores of every task with these settings."""
-    from fdapt_core.downstream.runs import task_hash
+    from fdapt_core.downstream.runs import current
 
     done = rec.get("downstream") or {}
-    return all((done.get(t.name) or {}).get("task_hash") == task_hash(t, quick) for t in tasks)
+    return all(current(done.get(t.name), rec, t, quick) for t in tasks)
 
 
 def study_hours(folders: list[Path]) -> float:

@@ -101,7 +101,11 @@ def _arrays(data: dict, recorded: Optional[dict] = None) -> dict:
     else:
         ids = list(range(len(entries)))
     out["ft_seeds"] = tuple(ids)
-    out["seeds"] = [{k: np.asarray(v) for k, v in e.items() if k != "seed"} for e in entries]
+    # the readout's data draw: entries written before it followed the pretraining seed name
+    # none, and every model was read on seed 0's draw
+    out["readout_seeds"] = tuple(sorted({int(e.get("readout_seed", 0)) for e in entries}))
+    out["seeds"] = [{k: np.asarray(v) for k, v in e.items() if k not in ("seed", "readout_seed")}
+                    for e in entries]
     return out
 
 
@@ -166,6 +170,20 @@ def finetune_design(sides: tuple[dict, ...], paired: list) -> str:
     return CROSSED if shared else FRESH
 
 
+def readout_shared(sides: tuple[dict, ...], paired: list) -> bool:
+    """Whether some readout draw (training subsample, dev sample: `finetune.readout_seed`)
+    served two pretraining seeds on either side: its effect on the readout, a probe's choice
+    of C among them, then moves those seeds' differences alike, and the spread between seeds
+    cannot show it (a starting model read once for every seed is the same case)."""
+    for side in sides:
+        seen: dict[int, int] = {}
+        for s in paired:
+            for r in side[s]["readout_seeds"]:
+                if seen.setdefault(r, s) != s:
+                    return True
+    return False
+
+
 def difference(cell: Cell, ref: Cell, task: Task) -> Optional[Difference]:
     """`cell` − `ref` on `task` in points, over their paired seeds (None if none pair)."""
     a, b = pair_seeds(_outcomes(cell, task), _outcomes(ref, task))
@@ -192,15 +210,20 @@ def _from_outcomes(a: dict, b: dict, paired: list) -> Difference:
     per_seed = [fa[s].mean() - fb[s].mean() for s in paired]
     same_ft = all(len(fa[s]) == len(fb[s]) == len(fa[paired[0]]) for s in paired)
     by_seed_ft = np.array([fa[s] - fb[s] for s in paired]) if same_ft else None
-    # the same resamples of examples for every seed and both methods
-    weights = oc.resample_weights(n, np.random.default_rng(SEED).integers(0, n, (RESAMPLES, n)))
+    # the same resamples of the test set for every seed and both methods, by the unit its
+    # examples share (a sentence), or by example
+    weights = oc.unit_resample_weights(a[paired[0]], np.random.default_rng(SEED), RESAMPLES)
     reps = np.array([_ft_scores(a[s], weights).mean(axis=0)
                      - _ft_scores(b[s], weights).mean(axis=0) for s in paired]).T
     shared = shared_test_variance(*replicate_variances(reps))
     design = finetune_design((a, b), paired)
     ref_mean = statistics.fmean(fb[s].mean() for s in paired)
+    if len(paired) > 1 and readout_shared((a, b), paired):
+        return Difference(float(np.mean(per_seed)), {}, SHARED_READOUT_HOW, len(paired),
+                          ref_mean, None, by_seed_ft, n, design)
     if design == FRESH or len(paired) < 2:  # one seed: no interval either way
-        d, how = paired_difference(per_seed, shared), FRESH_HOW
+        d = paired_difference(per_seed, shared)
+        how = FRESH_HOW if len(paired) > 1 else ONE_SEED_HOW
     elif design == CROSSED and by_seed_ft is not None and by_seed_ft.shape[1] > 1:
         d, how = crossed_difference(by_seed_ft, shared), CROSSED_HOW
     else:
@@ -214,6 +237,9 @@ def _from_outcomes(a: dict, b: dict, paired: list) -> Difference:
 
 
 FRESH_HOW = "t over seeds + shared test noise"
+ONE_SEED_HOW = "none: one seed"
+SHARED_READOUT_HOW = ("none: one readout draw (training and dev examples) shared by several "
+                      "pretraining seeds (its effect cannot be told from the difference)")
 CROSSED_HOW = ("crossed random effects (fine-tuning seeds shared by every pretraining seed) "
                "+ shared test noise")
 ONE_SHARED_HOW = ("none: one fine-tuning seed shared by every pretraining seed (its effect "

@@ -173,6 +173,36 @@ def test_finetuning_seeds_are_the_pretraining_seeds_own_and_recorded(adapted, ta
         or got[0]["runs"][0]["dev_by_epoch"] != got[1]["runs"][0]["dev_by_epoch"]
 
 
+def test_the_readouts_draw_follows_the_pretraining_seed(adapted, task_files):
+    """A probe's training and dev examples are drawn with the pretraining seed's readout
+    seed: the same for every model of that seed, fresh for another, and recorded with every
+    outcome entry; the quick test subset stays one sample for all (its noise is the shared
+    test noise the verdicts resample). Before, every model of every seed was probed on one
+    draw, whose effect (the C it selects) no interval could see."""
+    from dataclasses import replace
+
+    from fdapt_core.downstream.finetune import load_task_data, readout_seed
+    from fdapt_core.downstream.tasks import named_task
+
+    cfg, _ = adapted
+    path, _ = task_files["rel"]
+    task = named_task(f"{path}:probe", path.parent)
+    model = run_dir(cfg, "fdapt") / "model"
+    got = {s: evaluate_task(model, task, torch.device("cpu"), quick=True, pretrain_seed=s)
+           for s in (0, 1)}
+    assert readout_seed(0) != readout_seed(1)
+    for s, res in got.items():
+        assert res["readout_seed"] == readout_seed(s)
+        assert [e["readout_seed"] for e in res["outcomes"]["seeds"]] == [readout_seed(s)]
+    # a dev sample of 10 of the 20 dev examples (the task's quick budget keeps all 20)
+    task = replace(task, quick=replace(task.quick, dev_examples=10))
+    draws = {s: load_task_data(task, True, readout_seed(s)) for s in (0, 1)}
+    assert draws[0].train != draws[1].train and draws[0].dev != draws[1].dev
+    assert draws[0].test == draws[1].test
+    again = load_task_data(task, True, readout_seed(0))
+    assert (again.train, again.dev) == (draws[0].train, draws[0].dev)
+
+
 @pytest.mark.parametrize("name", ["ner", "rel"])
 def test_a_linear_probe_reads_the_frozen_model(adapted, task_files, name):
     """`<task>:probe`: logistic regression on the frozen model's features beats the majority

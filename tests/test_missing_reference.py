@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+from fdapt_core.downstream.finetune import readout_seed
 from rich.console import Console
 
 from bench import downstream as downstream_mod
@@ -87,9 +89,11 @@ def test_downstream_reuses_general_scores_and_force_redoes_them(federated_only, 
     calls = []
 
     def fake_evaluate(model_dir, t, device, quick, data, on_step, pretrain_seed):
+        # every model is read on its pretraining seed's own draw (the starting model too)
+        assert data.seed == readout_seed(pretrain_seed)
         calls.append(model_dir)
         v = 0.5 + 0.01 * len(calls)
-        return {"task": t.name, "metric": t.metric, "quick": quick,
+        return {"task": t.name, "metric": t.metric, "quick": quick, "readout_seed": data.seed,
                 "scores": {t.metric: {"mean": v, "std": 0.0, "values": [v]}}}
 
     monkeypatch.setattr(downstream_mod, "evaluate_task", fake_evaluate)

@@ -378,3 +378,33 @@ def test_the_finetuning_design_is_read_from_the_recorded_seeds():
     assert finetune_design((shared, shared), [0, 1, 2]) == CROSSED
     partly = side([(0, 1), (0, 2), (5, 6)])
     assert finetune_design((partly, fresh), [0, 1, 2]) == MIXED
+
+
+def test_a_test_set_is_resampled_by_the_sentence_its_examples_share():
+    """ChemProt marks one chemical-protein pair per example, so a sentence with three pairs is
+    three examples that a model mostly gets right or wrong together. Resampled by example,
+    the bootstrap takes them as independent and understates the test noise; by sentence, the
+    examples of one sentence go in and out together."""
+    from fdapt_core.downstream import outcomes as oc
+
+    texts = []
+    for i in range(200):  # 200 sentences of 3 pairs each, the markers around other words
+        words = [f"c{i}", "binds", f"p{i}", "and", f"q{i}"]
+        for a, b in ((0, 2), (0, 4), (2, 4)):
+            marked = list(words)
+            marked[a], marked[b] = f"<< {words[a]} >>", f"[[ {words[b]} ]]"
+            texts.append(" ".join(marked))
+    units = oc.units_of(texts, ["<<", ">>", "[[", "]]"])
+    assert units == [i // 3 for i in range(600)]
+    right = np.repeat(np.random.default_rng(0).random(200) < 0.7, 3)  # a sentence's fate
+    desc = {"kind": "labels", "metric": "accuracy", "n": 600, "labels": ["a", "b"],
+            "exclude": [], "true": [0] * 600}
+    outcome = {"pred": np.where(right, 0, 1)}
+    by_unit = oc.unit_resample_weights({**desc, "units": units}, np.random.default_rng(1), 2000)
+    assert (by_unit[:, 0::3] == by_unit[:, 1::3]).all() and (by_unit[:, 0::3] ==
+                                                              by_unit[:, 2::3]).all()
+    by_example = oc.unit_resample_weights(desc, np.random.default_rng(1), 2000)
+    var_unit = oc.resampled_scores(desc, outcome, by_unit).var()
+    var_example = oc.resampled_scores(desc, outcome, by_example).var()
+    # three perfectly correlated examples a sentence: the variance is 3× the per-example one
+    assert 2.4 < var_unit / var_example < 3.6

@@ -173,6 +173,7 @@ def test_the_starting_model_is_fine_tuned_once_per_pretraining_seed(tmp_path):
     import json
 
     from fdapt_core.downstream import outcomes as oc
+    from fdapt_core.downstream.finetune import readout_seed
     from fdapt_core.downstream.runs import reuse_general, task_hash
     from fdapt_core.downstream.tasks import TaskConfig
 
@@ -189,6 +190,7 @@ def test_the_starting_model_is_fine_tuned_once_per_pretraining_seed(tmp_path):
                                                         "config": {"seed": seed}}))
     rec = json.loads((first / "record.json").read_text())
     rec["downstream"] = {"ner": {"task": "ner", "metric": "f1", "task_hash": digest,
+                                 "readout_seed": readout_seed(0),
                                  "scores": {"f1": {"mean": 0.5, "values": [0.5]}},
                                  "outcomes": "downstream/ner.outcomes.json"}}
     (first / "record.json").write_text(json.dumps(rec))

@@ -37,12 +37,20 @@ from .tasks import TaskConfig
 
 @dataclass
 class TaskData:
-    """The three splits of a task and its label list."""
+    """The three splits of a task and its label list; `seed`: the readout seed its training
+    and dev examples were drawn with (`readout_seed`)."""
 
     train: list
     dev: list
     test: list
     labels: list[str]
+    seed: int = 0
+
+
+# The quick test subset is one sample that every model of a study is scored on: its noise is
+# the shared test noise the verdicts resample (`bench/verdicts.py`), so it is drawn with one
+# fixed seed, not the readout's
+TEST_DRAW = 2
 
 
 def _subsample(examples: list, n: Optional[int], seed: int) -> list:
@@ -61,8 +69,21 @@ def in_mode(task: TaskConfig, quick: bool) -> TaskConfig:
                    max_length=q.max_length or task.max_length, epochs=q.epochs, seeds=q.seeds)
 
 
+def readout_seed(pretrain_seed: int) -> int:
+    """The seed of a readout's data draw (the training subsample, the dev sample or the dev
+    carved out of train) for every model pretrained with `pretrain_seed`: the same for each
+    method and the starting model at that seed, so their differences are paired, and fresh
+    for every other seed, so that the draw's effect on a readout (which examples a probe or a
+    fine-tuning run learns from, which regularisation its dev sample picks) varies between
+    the pretraining seeds and shows in their spread. One draw shared by every seed moved every
+    difference alike, where no interval could see it (tests/test_coverage.py)."""
+    return derive(pretrain_seed, "readout")
+
+
 def load_task_data(task: TaskConfig, quick: bool, seed: int = 0) -> TaskData:
-    """Read, check labels, carve dev if needed, and subsample in quick mode."""
+    """Read, check labels, carve dev if needed, and subsample in quick mode: the training and
+    dev examples drawn with `seed` (a `readout_seed`), the quick test subset with `TEST_DRAW`
+    (the same for every seed)."""
     def read(path: str, filter_: dict) -> list:
         p = resolve_data_path(path)
         if task.format == "conll":
@@ -87,8 +108,8 @@ def load_task_data(task: TaskConfig, quick: bool, seed: int = 0) -> TaskData:
         q = task.quick
         train = _subsample(train, q.train_examples, seed)
         dev = _subsample(dev, q.dev_examples, seed + 1)
-        test = _subsample(test, q.test_examples, seed + 2)
-    return TaskData(train, dev, test, labels)
+        test = _subsample(test, q.test_examples, TEST_DRAW)
+    return TaskData(train, dev, test, labels, seed)
 
 
 # ----------------------------------------------------------------------------- loop
@@ -196,9 +217,10 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
                   data: Optional[TaskData] = None,
                   on_step: Optional[Callable[[], None]] = None,
                   pretrain_seed: int = 0) -> dict:
-    """Every fine-tuning seed of one task on one model (`finetune_seeds(pretrain_seed, …)`):
-    per-seed results and mean ± std per score."""
-    data = data or load_task_data(task, quick)
+    """Every fine-tuning seed of one task on one model (`finetune_seeds(pretrain_seed, …)`),
+    on the data drawn with `readout_seed(pretrain_seed)` (`data`, if given, names its own
+    draw): per-seed results and mean ± std per score."""
+    data = data or load_task_data(task, quick, readout_seed(pretrain_seed))
     if not data.train or not data.dev or not data.test:
         raise DataError(f"task {task.name}: a split is empty after filtering")
     task = in_mode(task, quick)
@@ -216,7 +238,8 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
     # per-example outcomes go beside the record (`runs.store_result`), not into it; each
     # entry names its fine-tuning seed, which the verdicts' intervals depend on
     per_example = {**outcomes.describe(task, data.labels, data.test),
-                   "seeds": [{**r.pop("outcome"), "seed": r["seed"]} for r in runs]}
+                   "seeds": [{**r.pop("outcome"), "seed": r["seed"], "readout_seed": data.seed}
+                             for r in runs]}
     summary = {}
     for key in runs[0]["test"]:
         values = [r["test"][key] for r in runs]
@@ -225,7 +248,7 @@ def evaluate_task(model_dir: Path, task: TaskConfig, device: torch.device, quick
                         "values": values}
     return {"task": task.name, "metric": task.metric, "quick": quick, "seeds": seeds,
             "epochs": epochs, "lr": task.lr, "max_length": task.max_length,
-            "decoder": is_decoder(model_dir),
+            "decoder": is_decoder(model_dir), "readout_seed": data.seed,
             "examples": {"train": len(data.train), "dev": len(data.dev), "test": len(data.test)},
             "scores": summary, "runs": runs, "outcomes": per_example}
 

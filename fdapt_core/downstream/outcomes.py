@@ -44,8 +44,36 @@ def describe(task, labels: list[str], examples: list) -> dict:
     if task.type == "token_classification":
         return {"kind": "entity_counts", "metric": task.metric, "n": len(examples)}
     index = {name: i for i, name in enumerate(labels)}
-    return {"kind": "labels", "metric": task.metric, "n": len(examples), "labels": labels,
-            "exclude": list(task.exclude_labels), "true": [index[e.label] for e in examples]}
+    out = {"kind": "labels", "metric": task.metric, "n": len(examples), "labels": labels,
+           "exclude": list(task.exclude_labels), "true": [index[e.label] for e in examples]}
+    if task.unit_markers:
+        out["units"] = units_of([e.text for e in examples], task.unit_markers)
+    return out
+
+
+def units_of(texts: list[str], markers: list[str]) -> list[int]:
+    """Per example, the index of its sentence: its text with the markers removed (and spaces
+    collapsed), numbered in order of first appearance. ChemProt marks one chemical-protein
+    pair per example, so one sentence with several pairs is several examples."""
+    ids: dict[str, int] = {}
+    out = []
+    for text in texts:
+        for m in markers:
+            text = text.replace(m, " ")
+        out.append(ids.setdefault(" ".join(text.split()), len(ids)))
+    return out
+
+
+def unit_resample_weights(desc: dict, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """`weights[b, x]` for `resamples` resamples of the test set by its units (`desc["units"]`,
+    a sentence whose examples go in and out together), or by example where it has none."""
+    n = desc["n"]
+    units = desc.get("units")
+    if units is None:
+        return resample_weights(n, rng.integers(0, n, (resamples, n)))
+    units = np.asarray(units)
+    k = int(units.max()) + 1
+    return resample_weights(k, rng.integers(0, k, (resamples, k)))[:, units]
 
 
 def score(desc: dict, seed_outcome: dict, idx: Optional[np.ndarray] = None) -> float:

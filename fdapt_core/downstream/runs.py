@@ -22,6 +22,7 @@ from ..records import SCHEMA_VERSION, environment, read_json, write_json_atomic
 from ..runs import DONE
 from ..session import save_model
 from . import outcomes
+from .finetune import readout_seed
 from .probe import C_GRID
 from .tasks import TaskConfig
 
@@ -160,17 +161,30 @@ FINETUNE_SEEDS = "derived from the pretraining seed"
 
 
 def task_hash(task: TaskConfig, quick: bool) -> str:
-    spec = {"task": asdict(task), "quick": quick, "finetune_seeds": FINETUNE_SEEDS}
+    # unit_markers decide how a report resamples the test set, not a score: left out
+    spec = {"task": {k: v for k, v in asdict(task).items() if k != "unit_markers"},
+            "quick": quick, "finetune_seeds": FINETUNE_SEEDS}
     if task.probe:  # the regularisation grid the probe picks from decides its scores too
         spec["probe_c_grid"] = list(C_GRID)
     text = json.dumps(spec, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def current(found: dict | None, rec: dict, task: TaskConfig, quick: bool) -> bool:
+    """Whether a record's scores of `task` (`found`) are of these settings and drawn with the
+    readout seed of the record's pretraining seed (`finetune.readout_seed`). Scores taken
+    before the draw followed the pretraining seed carry none: every model was read on seed
+    0's draw; they stay readable by a report, which names their shared draw, but a study does
+    not take them as its own."""
+    seed = int((rec.get("config") or {}).get("seed", 0))
+    return bool(found) and found.get("task_hash") == task_hash(task, quick) \
+        and found.get("readout_seed") == readout_seed(seed)
+
+
 def cached_result(run: Path, task: TaskConfig, quick: bool) -> dict | None:
     rec = read_json(run / "record.json")
     found = rec.get("downstream", {}).get(task.name)
-    return found if found and found.get("task_hash") == task_hash(task, quick) else None
+    return found if current(found, rec, task, quick) else None
 
 
 def store_result(run: Path, task: TaskConfig, quick: bool, result: dict) -> None:

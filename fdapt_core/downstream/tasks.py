@@ -51,6 +51,11 @@ class TaskConfig:
     join: str = opt(" ", "jsonl: separator for a field holding a list of strings")
     exclude_labels: list[str] = opt(None, "labels left out of micro-F1 (e.g. a negative "
                                     "relation class)", factory=list)
+    unit_markers: list[str] = opt(None, "jsonl: strings (entity markers) removed from an "
+                                  "example's text to find the sentence it shares with other "
+                                  "examples; the verdicts resample the test set by those "
+                                  "sentences, the unit whose examples are not independent. "
+                                  "[]: each example its own unit", factory=list)
     metric: str = opt("f1", "the headline score", choices=("f1", "micro_f1", "macro_f1",
                                                            "accuracy"))
     max_length: int = opt(128, "tokens per example (truncated; pairs truncate the second)",
