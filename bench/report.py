@@ -137,22 +137,24 @@ def verdict_rows(coll: Collection, margin: float = MARGIN_PTS) -> tuple[dict, li
 
 
 def study_plan(specs: list[str], margin: float, finetune_seeds: int,
-               test_n: dict[str, int], tasks: list[str] | None = None) -> list[str]:
+               test_n: dict[str, int], tasks: list[str] | None = None,
+               planned_seeds: int | None = None) -> list[str]:
     """`bench study --plan`: the power plan of the records in `specs` (on `tasks`, by name;
     None: every task), for a design of `finetune_seeds` fine-tuning seeds on test sets of
-    `test_n` examples."""
+    `test_n` examples and `planned_seeds` pretraining seeds (None: the records')."""
     coll = collect(specs, tasks)
     diffs, _, _, claims = verdict_rows(coll, margin)
     summary = [f"- {'Claim ' + str(c) if c != 'beyond' else 'Beyond the paper'}: "
                f"{claim_summary(claims, c)}" for c in (1, 2, "beyond")
                if any(r["claim"] == c for r in claims)]
-    return summary + [""] + power_plan(coll, diffs, claims, finetune_seeds, test_n)
+    return summary + [""] + power_plan(coll, diffs, claims, finetune_seeds, test_n,
+                                       planned_seeds)
 
 
 def make_report(specs: list[str], out: Path | None = None, command: str | None = None,
                 margin: float = MARGIN_PTS, finetune_seeds: int | None = None,
                 test_n: dict[str, int] | None = None, setup: list[str] = (),
-                tasks: list[str] | None = None) -> Report:
+                tasks: list[str] | None = None, planned_seeds: int | None = None) -> Report:
     """Read the records, then write the report folder `out` (built aside, then renamed).
     `margin`: the claims' equivalence margin (points); `finetune_seeds` and `test_n`
     (test examples per task name): the design the power plan prices (default: the
@@ -164,7 +166,7 @@ def make_report(specs: list[str], out: Path | None = None, command: str | None =
     command = command or f"python -m bench report --runs {','.join(specs)}"
     diffs, eff, majority, claims = verdict_rows(coll, margin)
     down, prov = downstream_rows(coll, diffs), provenance_rows(coll)
-    plan = power_plan(coll, diffs, claims, finetune_seeds, test_n or {})
+    plan = power_plan(coll, diffs, claims, finetune_seeds, test_n or {}, planned_seeds)
     mean_of = mean_task_labels(coll, down, tuple(c.task.label for c in majority
                                                   if not c.beaten))
     points, ylabel = tradeoff_points(coll, eff, down, mean_of)

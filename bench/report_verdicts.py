@@ -192,7 +192,8 @@ def _seeds_to_show(d) -> str:
 
 
 def power_plan(coll: Collection, diffs: dict, claims: list[dict],
-               finetune_seeds: int | None, test_n: dict[str, int]) -> list[str]:
+               finetune_seeds: int | None, test_n: dict[str, int],
+               planned_seeds: int | None = None) -> list[str]:
     """The plan section for the claims whose downstream rows are undecided (nothing when all
     are decided): more seeds narrow downstream intervals; claim 2's efficiency half is read
     in its own table."""
@@ -202,7 +203,7 @@ def power_plan(coll: Collection, diffs: dict, claims: list[dict],
     pilot_ft = max((d.by_seed_ft.shape[1] for d in diffs.values()
                     if d is not None and d.by_seed_ft is not None), default=1)
     ft = finetune_seeds or pilot_ft
-    rows = plan_rows(claims, diffs, coll, ft, test_n)
+    rows = plan_rows(claims, diffs, coll, ft, test_n, planned_seeds)
     pairs: dict = {}
     for r in claims:
         pairs.setdefault(r["claim"], set()).update({(r["partition"], r["method"]),

@@ -99,7 +99,7 @@ def run_study(out: Console, err: Console, train: Train, study, base, grid, tasks
                                                                     else ""), study.margin_pts,
                       study.finetune_seeds, test_sizes(tasks, study),
                       warmup_setup(warmup.folder / WARMUP_METHOD) if warmup else [],
-                      report_tasks(study, tasks))
+                      report_tasks(study, tasks), len(study.seeds))
     out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
               f"{study_hours(folders):.2f} h (training + downstream fine-tuning)",
               highlight=False)
@@ -121,6 +121,6 @@ def print_plan(out: Console, study, grid, tasks) -> None:
                         [study_task(t, default) for t in tasks]))
     for title, design, ts in designs:
         lines = study_plan(folders, study.margin_pts, design.finetune_seeds or 1,
-                           test_sizes(ts, design), report_tasks(study, tasks))
+                           test_sizes(ts, design), report_tasks(study, tasks), len(study.seeds))
         out.print(f"## Plan for {title}\n\n" + "\n".join(lines), highlight=False,
                   markup=False)

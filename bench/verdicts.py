@@ -219,8 +219,10 @@ def _from_outcomes(a: dict, b: dict, paired: list) -> Difference:
     design = finetune_design((a, b), paired)
     ref_mean = statistics.fmean(fb[s].mean() for s in paired)
     if len(paired) > 1 and readout_shared((a, b), paired):
+        # no interval, and so no verdict; its variance components still serve a plan as a
+        # pilot's, which then misses the draw's own variance (`plan.plan_md` says so)
         return Difference(float(np.mean(per_seed)), {}, SHARED_READOUT_HOW, len(paired),
-                          ref_mean, None, by_seed_ft, n, design)
+                          ref_mean, paired_difference(per_seed, shared), by_seed_ft, n, design)
     if design == FRESH or len(paired) < 2:  # one seed: no interval either way
         d = paired_difference(per_seed, shared)
         how = FRESH_HOW if len(paired) > 1 else ONE_SEED_HOW
@@ -330,7 +332,7 @@ def assay(diffs: dict, part: str, task: Task) -> dict:
     over the starting model (fdapt − general above 0, one-sided at 90 %). An equivalence on
     a task that cannot see DAPT says nothing: the starting model itself would pass it."""
     d = diffs.get((part, "fdapt", "general", task.name))
-    p = d.paired.p_above(0.0) if d is not None and d.paired is not None \
+    p = d.paired.p_above(0.0) if d is not None and d.paired is not None and d.intervals \
         and d.seeds >= MIN_SEEDS else None
     return {"dapt_shown": None if p is None else p < ASSAY_ALPHA,
             "dapt_delta_pts": None if d is None else d.estimate, "dapt_p": p}

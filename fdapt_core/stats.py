@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -248,3 +248,63 @@ EQUIVALENT, NOT_EQUIVALENT, INCONCLUSIVE = "equivalent", "not equivalent", "inco
 def equivalent(interval: Interval, margin: float) -> bool:
     """Two one-sided tests: the (1 − 2α) interval of the difference lies inside ±margin."""
     return -margin < interval.low and interval.high < margin
+
+
+POWER_SIMULATIONS = 4000  # simulated studies per seed count: power within ±0.013 (2 SE)
+
+
+def decision_power(c: Components, seeds: int, finetune_seeds: int, delta: float,
+                   margin: float, hope: str, alpha: float = 0.05, sims: int = POWER_SIMULATIONS,
+                   seed: int = 0) -> float:
+    """The probability that a study of `seeds` pretraining seeds (each fine-tuned
+    `finetune_seeds` times) reads the row as hoped, if the true difference is `delta` and the
+    variance components are `c`: `hope` "equivalent" (the 1 − 2α interval inside ±margin,
+    what `equivalent` asks) or "beyond" (shown beyond ±margin one-sided at `alpha`: pass a
+    claim's α over its rows for Holm's first step, a lower bound on its power).
+
+    Simulated through the interval the verdicts take (`PairedDifference`): per-seed
+    differences with the pretraining and fine-tuning variance, their sample variance (so the
+    t's degrees of freedom and a small study's noisy spread count), and the test set's shared
+    offset, whose variance is taken as known (it rests on thousands of examples). A
+    half-width that fits the margin on average is only about an even chance of a decision."""
+    rng = np.random.default_rng(seed)
+    per_seed_var = c.pretraining + c.finetuning / finetune_seeds
+    mean = delta + rng.normal(0, math.sqrt(per_seed_var / seeds), sims) \
+        + rng.normal(0, math.sqrt(c.test), sims)
+    s2 = per_seed_var * rng.chisquare(seeds - 1, sims) / (seeds - 1) if seeds > 1 \
+        else np.zeros(sims)
+    seed_var = s2 / seeds
+    total = seed_var + c.test
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(seed_var > 0, total ** 2 / (seed_var ** 2 / max(seeds - 1, 1)), np.inf)
+    se = np.sqrt(total)
+    if hope == "equivalent":
+        q = np.where(np.isfinite(df), scipy_stats.t.ppf(1 - alpha, np.minimum(df, 1e9)),
+                     scipy_stats.norm.ppf(1 - alpha))
+        ok = (mean - q * se > -margin) & (mean + q * se < margin)
+    elif hope == "beyond":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(se > 0, (np.abs(mean) - margin) / se, np.inf)
+        p = np.where(np.isfinite(df), scipy_stats.t.sf(z, np.minimum(df, 1e9)),
+                     scipy_stats.norm.sf(z))
+        ok = p < alpha
+    else:
+        raise ValueError(f"hope {hope!r}: equivalent or beyond")
+    return float(ok.mean()) if seeds > 1 else 0.0
+
+
+def seeds_for_power(power: Callable[[int], float], target: float = 0.80,
+                    most: int = 200) -> Optional[int]:
+    """The fewest pretraining seeds (2 or more, up to `most`) at which `power(seeds)` reaches
+    `target`, or None; by bisection, power growing with seeds (`decision_power` draws the
+    same random numbers at every count, so its estimate grows smoothly too)."""
+    if power(most) < target:
+        return None
+    low, high = 1, most  # power(low) < target (one seed decides nothing), power(high) ≥ it
+    while high - low > 1:
+        mid = (low + high) // 2
+        if power(mid) >= target:
+            high = mid
+        else:
+            low = mid
+    return high

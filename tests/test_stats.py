@@ -10,7 +10,7 @@ import pytest
 
 from bench.report import make_report
 from fdapt_core.downstream import outcomes as oc
-from fdapt_core.downstream.finetune import finetune_seeds
+from fdapt_core.downstream.finetune import finetune_seeds, readout_seed
 from fdapt_core.downstream.metrics import classification_scores, ner_scores
 from fdapt_core.stats import (EQUIVALENT, NOT_EQUIVALENT, Interval, equivalent, holm,
                               paired_difference, replicate_variances, shared_test_variance,
@@ -106,7 +106,8 @@ def _study(tmp_path):
             path = write(res / f"s{seed}", rec)
             oc.save(path.parent, "ner", "hash-ner", {
                 "kind": "entity_counts", "metric": "f1", "n": N,
-                "seeds": [{"counts": counts, "seed": finetune_seeds(seed, 1)[0]}]})
+                "seeds": [{"counts": counts, "seed": finetune_seeds(seed, 1)[0],
+                           "readout_seed": readout_seed(seed)}]})
     return res
 
 
