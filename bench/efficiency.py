@@ -32,7 +32,7 @@ def scope_of(cell: Cell) -> dict:
              and clients == PAPER_CLIENTS and seq == PAPER_SEQ)
     size = "" if params is None else f" {params / 1e6:.1f} M"
     timed = f"{device}" + ("" if device == "cuda" or not threads else f" × {threads} threads")
-    return {"scope": f"{name}{size}, {clients} clients, {seq} tokens",
+    return {"setup": f"{name}{size}, {clients} clients, {seq} tokens",
             "paper_scope": paper, "timed_on": timed if device else None}
 
 
@@ -81,7 +81,7 @@ def efficiency_summary(rows: list[dict]) -> Optional[str]:
 
 
 def scope_words(rows: list[dict]) -> str:
-    scopes = sorted({r.get("scope") or "an unnamed set-up" for r in rows if r["claim"] == 2})
+    scopes = sorted({r.get("setup") or "an unnamed set-up" for r in rows if r["claim"] == 2})
     return "; ".join(scopes) or "an unnamed set-up"
 
 
@@ -105,7 +105,7 @@ def efficiency_verdict(row: dict) -> str:
     c = CLAIMED_EFFICIENCY
     parts = []
     flops = _flops_against_claim(row)
-    where = "" if row.get("paper_scope") else f" on {row.get('scope') or 'this set-up'}"
+    where = "" if row.get("paper_scope") else f" on {row.get('setup') or 'this set-up'}"
     if flops is not None:
         parts.append(f"FLOPs {row['flops_saved_vs_fdapt_pct']:.1f} %, "
                      + (f"below {c} %{where}" if flops == "below" else f"at least {c} %"))

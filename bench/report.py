@@ -25,6 +25,7 @@ from .report_provenance import provenance_md, provenance_rows
 from .report_setup import setup_md
 from .report_verdicts import dapt_md, power_plan, verdicts_md
 from .tables import csv_text
+from .scope import claim_scope
 from .verdicts import MARGIN_PTS, claim_rows, claim_summary, differences, majority_check
 
 
@@ -145,8 +146,9 @@ def study_plan(specs: list[str], margin: float, finetune_seeds: int,
     coll = collect(specs, tasks)
     diffs, _, _, claims = verdict_rows(coll, margin)
     summary = [f"- {'Claim ' + str(c) if c != 'beyond' else 'Beyond the paper'}: "
-               f"{claim_summary(claims, c)}" for c in (1, 2, "beyond")
-               if any(r["claim"] == c for r in claims)]
+               f"{claim_summary(claims, c)}"
+               + (f" (it rests on: {claim_scope(claims, c)})" if claim_scope(claims, c) else "")
+               for c in (1, 2, "beyond") if any(r["claim"] == c for r in claims)]
     return summary + [""] + power_plan(coll, diffs, claims, finetune_seeds, test_n,
                                        planned_seeds)
 

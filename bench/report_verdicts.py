@@ -7,6 +7,7 @@ from fdapt_core.stats import components, seeds_needed
 
 from .collect import Collection
 from .plan import hours_per_seed, plan_md, plan_rows
+from .scope import claim_scope
 from .tables import md_table
 from .efficiency import CLAIMED_EFFICIENCY, efficiency_verdict
 from .verdicts import (MARGIN_PTS, MIN_SEEDS, NO_ASSAY, PAPER, QUOTES, RESAMPLES, TOO_FEW_SEEDS,
@@ -129,6 +130,8 @@ def verdicts_md(claims: list[dict], majority: list = (), margin: float = MARGIN_
             continue
         out += [f"**Claim {claim}**: \"{QUOTES[claim]}\". **{claim_summary(claims, claim)}.**",
                 ""]
+        if claim_scope(claims, claim):
+            out += [f"*It rests on*: {claim_scope(claims, claim)}.", ""]
         if claim == 2:
             out += _efficiency_half(claims)
             if rows:

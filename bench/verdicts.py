@@ -43,6 +43,7 @@ from fdapt_core.stats import (EQUIVALENT, INCONCLUSIVE, NOT_EQUIVALENT, Interval
                               paired_difference, replicate_variances, shared_test_variance)
 
 from .cell_stats import task_scores
+from .scope import verdict_scope
 from .collect import Cell, Collection, Task
 from .efficiency import (NOT_REPRODUCED, efficiency_summary, efficiency_words, scope_of,
                          scope_words)
@@ -354,7 +355,9 @@ def claim_rows(coll: Collection, diffs: dict, efficiency: dict,
             if coll.cell(part, "fdapt") and coll.cell(part, "central"):
                 rows.append(_row(1, part, "fdapt", "central", task,
                                  diffs.get((part, "fdapt", "central", task.name)), margin,
-                                 None, shown))
+                                 None, shown, verdict_scope(coll.cell(part, "fdapt"),
+                                                            coll.cell(part, "central"),
+                                                            task.name)))
             for m in coll.methods:
                 cell = coll.cell(part, m)
                 if not m.startswith("ffdapt") or cell is None \
@@ -364,7 +367,8 @@ def claim_rows(coll: Collection, diffs: dict, efficiency: dict,
                 rows.append(_row(claim, part, m, "fdapt", task,
                                  diffs.get((part, m, "fdapt", task.name)), margin,
                                  {**(efficiency.get((part, m)) or {}), **scope_of(cell)},
-                                 shown))
+                                 shown, verdict_scope(cell, coll.cell(part, "fdapt"),
+                                                      task.name)))
     for claim in (1, 2, "beyond"):  # Holm within each claim's family of rows
         mine = [r for r in rows if r["claim"] == claim]
         for r, beyond in zip(mine, holm([r["p_beyond_margin"] for r in mine], ALPHA)):
@@ -374,7 +378,7 @@ def claim_rows(coll: Collection, diffs: dict, efficiency: dict,
 
 
 def _row(claim, part, method, ref, task, d: Optional[Difference], margin: float,
-         eff: Optional[dict], shown: dict) -> dict:
+         eff: Optional[dict], shown: dict, scope: str = "") -> dict:
     ci = d.intervals.get(0.90) if d is not None else None
     if d is None:
         v, p = "no data", None
@@ -404,7 +408,7 @@ def _row(claim, part, method, ref, task, d: Optional[Difference], margin: float,
             "time_saved_vs_fdapt_pct": eff.get("train_time_saved_vs_fdapt_pct"),
             "time_saved_ci95_low": eff.get("time_saved_ci95_low"),
             "time_saved_ci95_high": eff.get("time_saved_ci95_high"),
-            "scope": eff.get("scope"), "paper_scope": eff.get("paper_scope"),
+            "scope": scope, "setup": eff.get("setup"), "paper_scope": eff.get("paper_scope"),
             "timed_on": eff.get("timed_on")}
 
 

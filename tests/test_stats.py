@@ -270,7 +270,7 @@ def _claim2(verdicts, time_cis, flops=6.9, paper=True):
                          else flops,
                          "time_saved_vs_fdapt_pct": None if low is None else (low + high) / 2,
                          "time_saved_ci95_low": low, "time_saved_ci95_high": high,
-                         "scope": "DistilBertForMaskedLM 65.8 M, 8 clients, 512 tokens"
+                         "setup": "DistilBertForMaskedLM 65.8 M, 8 clients, 512 tokens"
                          if paper else "BertForMaskedLM 22.7 M, 4 clients, 128 tokens",
                          "paper_scope": paper, "timed_on": "cpu × 2 threads"})
     return rows
@@ -409,3 +409,26 @@ def test_a_test_set_is_resampled_by_the_sentence_its_examples_share():
     var_example = oc.resampled_scores(desc, outcome, by_example).var()
     # three perfectly correlated examples a sentence: the variance is 3× the per-example one
     assert 2.4 < var_unit / var_example < 3.6
+
+
+def test_every_verdict_row_names_what_it_rests_on(tmp_path):
+    """verdicts.csv's `scope`: the start model, clients and tokens, the DAPT budget in steps and
+    passes of the corpus beside the reference study's 15, and the readout with its selection
+    rule and draw, on claim 1's rows as on claim 2's (the deciding study's Claim 1 line named
+    nothing, its Claim 2 line the model alone)."""
+    from bench.scope import dapt_budget, readout
+
+    folders = _study(tmp_path)
+    make_report(folders, tmp_path / "rep")
+    rows = read_csv(tmp_path / "rep" / "verdicts.csv")
+    assert {r["claim"] for r in rows} >= {"1"}
+    for r in rows:
+        assert "clients" in r["scope"] and "tokens" in r["scope"] and r["task"] in r["scope"]
+    recs = [{"totals": {"steps": 192, "tokens": 196608}, "data": {"train_tokens": 2061711}}]
+    assert dapt_budget(recs) == \
+        "DAPT 192 steps, 0.0954 passes of the corpus (reference study: 15)"
+    probe = {"examples": {"train": 1200, "dev": 200}, "runs": [{"probe_c": 0.1}],
+             "readout_seed": 5}
+    assert readout([probe, probe]) == ("linear probe on 1,200 training examples, C chosen on "
+                                       "200 dev examples; data drawn per pretraining seed")
+    assert readout([{**probe, "readout_seed": None}]).endswith("one data draw for every seed")
