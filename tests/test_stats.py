@@ -418,8 +418,8 @@ def test_every_verdict_row_names_what_it_rests_on(tmp_path):
     nothing, its Claim 2 line the model alone)."""
     from bench.scope import dapt_budget, readout
 
-    folders = _study(tmp_path)
-    make_report(folders, tmp_path / "rep")
+    res = _study(tmp_path)
+    make_report([str(res / f"s{s}") for s in range(3)], tmp_path / "rep")
     rows = read_csv(tmp_path / "rep" / "verdicts.csv")
     assert {r["claim"] for r in rows} >= {"1"}
     for r in rows:
