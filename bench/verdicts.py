@@ -374,7 +374,34 @@ def claim_rows(coll: Collection, diffs: dict, efficiency: dict,
         for r, beyond in zip(mine, holm([r["p_beyond_margin"] for r in mine], ALPHA)):
             if beyond:
                 r["verdict"] = NOT_EQUIVALENT
+        _holm_intervals(mine, [diffs.get(key) for key in _keys(mine, coll)])
     return rows
+
+
+def _keys(rows: list[dict], coll: Collection) -> list[tuple]:
+    name = {t.label: t.name for t in coll.tasks}
+    return [(r["partition"], r["method"], r["reference"], name.get(r["task"], r["task"]))
+            for r in rows]
+
+
+def _holm_intervals(rows: list[dict], diffs: list[Optional[Difference]]) -> None:
+    """Each tested row's interval at the level its "beyond the margin" word was decided at:
+    Holm's step for its rank among the claim's k p-values is α/(k − rank) one-sided, so the
+    two-sided interval at 1 − 2α/(k − rank); a row is shown beyond the margin where that
+    interval lies wholly beyond it (and every row ranked before it was). The 90 % interval
+    beside it is unadjusted: it decides "equivalent", which needs no correction (each row
+    must pass on its own)."""
+    tested = sorted((r["p_beyond_margin"], i) for i, r in enumerate(rows)
+                    if r["p_beyond_margin"] is not None)
+    for r in rows:
+        r.update(ci_holm_low=None, ci_holm_high=None, ci_holm_level=None)
+    for rank, (_, i) in enumerate(tested):
+        d = diffs[i]
+        if d is None or d.paired is None:
+            continue
+        level = 1 - 2 * ALPHA / (len(tested) - rank)
+        ci = d.paired.interval(level)
+        rows[i].update(ci_holm_low=ci.low, ci_holm_high=ci.high, ci_holm_level=level)
 
 
 def _row(claim, part, method, ref, task, d: Optional[Difference], margin: float,

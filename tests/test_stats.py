@@ -432,3 +432,36 @@ def test_every_verdict_row_names_what_it_rests_on(tmp_path):
     assert readout([probe, probe]) == ("linear probe on 1,200 training examples, C chosen on "
                                        "200 dev examples; data drawn per pretraining seed")
     assert readout([{**probe, "readout_seed": None}]).endswith("one data draw for every seed")
+
+
+def test_a_row_read_beyond_the_margin_only_after_holm_prints_the_interval_holm_used():
+    """The deciding study's by_key NCBI-disease Claim 1 row printed [−4.18, −1.37], wholly
+    beyond −1, and read "inconclusive" through Holm alone: each tested row now carries its
+    interval at the level of its Holm step, 1 − 2α/(k − rank), which lies beyond the margin
+    exactly where the row's p clears its step."""
+    from types import SimpleNamespace
+
+    from bench.verdicts import Difference, claim_rows
+    from fdapt_core.stats import PairedDifference
+
+    def diff(est):
+        pd_ = PairedDifference(est, 0.25, 0.0, 10)
+        return Difference(est, {lv: pd_.interval(lv) for lv in (0.95, 0.90)}, "t", 10, 70.0,
+                          pd_)
+
+    tasks = [SimpleNamespace(name=n, label=n, metric="f1") for n in ("a", "b")]
+    coll = SimpleNamespace(partitions=["iid", "by_key"], methods=["central", "fdapt"],
+                           tasks=tasks, cell=lambda part, m: object())
+    ests = iter([-3.0, -2.2, -1.2, -1.1])
+    diffs = {(part, "fdapt", "central", t.name): diff(next(ests))
+             for part in coll.partitions for t in tasks}
+    rows = {r["delta_pts"]: r for r in claim_rows(coll, diffs, {})}
+    # rank 0 (p 0.0016 < 0.05/4): beyond, and its Holm interval (97.5 %) lies beyond -1
+    assert rows[-3.0]["verdict"] == "not equivalent" and rows[-3.0]["ci_holm_high"] < -1.0
+    assert rows[-3.0]["ci_holm_level"] == pytest.approx(1 - 2 * 0.05 / 4)
+    # rank 1 (p 0.02 > 0.05/3): its unadjusted 90 % interval lies beyond -1, yet the word
+    # is "inconclusive", and the interval its Holm step used (96.7 %) holds -1
+    second = rows[-2.2]
+    assert second["ci90_high"] < -1.0 and second["verdict"] == "inconclusive"
+    assert second["ci_holm_level"] == pytest.approx(1 - 2 * 0.05 / 3)
+    assert second["ci_holm_low"] < -1.0 < second["ci_holm_high"]
