@@ -32,6 +32,7 @@ def efficiency_rows(coll: Collection) -> list[dict]:
                 "clients": s["clients"], "train_flops": s["train_flops"],
                 "flops_saved_vs_fdapt_pct": saved_pct(s["train_flops"],
                                                       ref and ref["train_flops"]),
+                **_flops_saved_range(coll, part, m),
                 "local_train_s": s["local_train_s"], "local_train_s_std": s["local_train_s_std"],
                 "timed_seeds": seeds_text(s["timed_seeds"]),
                 **_time_saved(coll, part, m, s, ref),
@@ -54,6 +55,20 @@ def efficiency_rows(coll: Collection) -> list[dict]:
                 "timed_dirty": s["times_apart"] or bool(ref and ref["times_apart"]),
             })
     return rows
+
+
+def _flops_saved_range(coll: Collection, part: str, method: str) -> dict:
+    """The lowest and highest FLOPs saved vs fdapt of one seed (paired by seed): a freeze
+    allocation follows each client's batches, so the saving differs between seeds' splits."""
+    cell, ref = coll.cell(part, method), coll.cell(part, "fdapt")
+    if cell is None or ref is None:
+        return {"flops_saved_min_pct": None, "flops_saved_max_pct": None}
+    flops = {r.seed: (r.rec.get("totals") or {}).get("train_flops") for r in cell.trained}
+    base = {r.seed: (r.rec.get("totals") or {}).get("train_flops") for r in ref.trained}
+    per_seed = [saved_pct(flops[k], base[k]) for k in flops if flops[k] and base.get(k)]
+    per_seed = [v for v in per_seed if v is not None]
+    return {"flops_saved_min_pct": min(per_seed) if per_seed else None,
+            "flops_saved_max_pct": max(per_seed) if per_seed else None}
 
 
 def _time_saved(coll: Collection, part: str, method: str, s: dict, ref: dict | None) -> dict:

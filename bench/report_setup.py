@@ -2,6 +2,8 @@
 each downstream task was fine-tuned."""
 from __future__ import annotations
 
+import json
+
 from fdapt_core.downstream.finetune import finetune_seeds as derived_seeds
 
 from .collect import Collection
@@ -37,7 +39,60 @@ def setup_md(coll: Collection) -> list[str]:
                 f"{', '.join(methods)}; pretraining seeds {seeds_text(seeds)}")
         lines.setdefault(text, []).append(part)
     out = [f"- **{', '.join(parts)}**: {text}" for text, parts in lines.items()]
-    return out + _downstream_setup(coll)
+    return out + _downstream_setup(coll) + read_before(coll)
+
+
+def _identity(rec: dict) -> tuple | None:
+    """What makes two records the same model: method, split and final held-out loss."""
+    loss = (rec.get("final_eval") or {}).get("loss")
+    if loss is None or not rec.get("manifest_sha256"):
+        return None
+    return rec.get("method"), rec["manifest_sha256"], loss, (rec.get("config") or {}).get("seed")
+
+
+def read_before(coll: Collection) -> list[str]:
+    """Which of these models another study (a pilot, under the same studies folder) had
+    trained and scored too: the same method, split and held-out loss. A model read before the
+    study was configured is not a fresh draw for it, and the report says so; and where the
+    same task was scored with other settings there, that the readout changed after it."""
+    trained = [r for c in coll.cells.values() for r in c.trained]
+    if not trained:
+        return []
+    here = {r.path.resolve().parents[3] for r in trained if len(r.path.parents) > 3}
+    if len(here) != 1:  # not a study's layout (<out>/runs/<cell>/<method>/record.json)
+        return []
+    out_dir = here.pop()
+    mine = {_identity(r.rec): r for r in trained}
+    found: dict[str, dict] = {}
+    for path in sorted(out_dir.parent.glob("*/runs/*/*/record.json")):
+        if path.resolve().parents[3] == out_dir:
+            continue
+        try:
+            other = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        run = mine.get(_identity(other)) if isinstance(other, dict) else None
+        if run is None or not other.get("downstream"):
+            continue
+        seen = found.setdefault(path.parents[3].name, {"runs": set(), "changed": set()})
+        seen["runs"].add((run.partition, run.method, run.seed))
+        for task, d in other["downstream"].items():
+            here_d = (run.rec.get("downstream") or {}).get(task)
+            if here_d and d.get("task_hash") != here_d.get("task_hash"):
+                seen["changed"].add(task)
+    lines = []
+    for study, seen in sorted(found.items()):
+        by = {}
+        for part, method, seed in sorted(seen["runs"]):
+            by.setdefault((part, method), []).append(seed)
+        which = "; ".join(f"{part} {method} seeds {seeds_text(seeds)}"
+                          for (part, method), seeds in sorted(by.items()))
+        lines.append(f"- **Read before**: {which} are the models of study `{study}` (the same "
+                     "split and held-out loss), which had scored them downstream already"
+                     + (f"; the readout of {', '.join(sorted(seen['changed']))} changed after "
+                        "it (its task settings differ)" if seen["changed"] else "")
+                     + ".")
+    return lines
 
 
 def _downstream_setup(coll: Collection) -> list[str]:

@@ -317,3 +317,25 @@ def test_time_saved_is_an_interval_over_seeds_and_stalls_are_named(tmp_path):
     md = (out / "report.md").read_text()
     assert "ffdapt-paper seed 1 round 2 (20.0 s, the run's median round 9.5 s)" in md
     assert "ffdapt-paper -10.0 % with them, +7.5 % without" in md
+
+
+def test_a_report_says_which_models_an_earlier_study_had_read(tmp_path):
+    """The deciding study's iid seeds 0-2 were the pilot's models (the same split and
+    held-out loss), which the pilot had probed before the study was configured, with a C grid
+    the study then widened: its report did not say so. Now its setup does, and a model that
+    only shares a split does not count."""
+    from bench.collect import collect
+    from bench.report_setup import read_before
+
+    studies = tmp_path / "studies"
+    for study, tasks_hash in (("pilot", "hash-old"), ("main", "hash-new")):
+        for seed in (0, 1):
+            rec = make_record("fdapt", "iid", seed,
+                              downstream=scores("ner", "f1", [0.5]), synthetic=False)
+            rec["downstream"]["ner"]["task_hash"] = tasks_hash
+            rec["final_eval"] = {"loss": 5.0 + seed if study == "main" or seed == 0 else 9.9}
+            write(studies / study / "runs" / f"c-s{seed}", rec)
+    coll = collect([str(studies / "main" / "runs" / f"c-s{s}") for s in (0, 1)])
+    lines = read_before(coll)
+    assert len(lines) == 1 and "iid fdapt seeds 0 are the models of study `pilot`" in lines[0]
+    assert "the readout of ner changed after it" in lines[0]
