@@ -17,10 +17,10 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from fdapt_core.config import RunConfig, describe, load_config
+from fdapt_core.config.run import RunConfig, describe, load_config
 from fdapt_core.errors import FdaptError
 from fdapt_core.executors import EXECUTORS, executor_of
-from fdapt_core.freeze_allocation import POLICIES as FREEZE_POLICIES
+from fdapt_core.freeze.allocation import POLICIES as FREEZE_POLICIES
 
 from .progress import RichCallbacks
 from .tables import add_downstream, downstream_columns, notes, rich_table, rows_of, write_tables
@@ -267,7 +267,7 @@ def study_cmd(
     it again: it goes on where it stopped."""
     from fdapt_core.study import REQUIRED, StudyConfig
 
-    from .study_flow import load_grid, print_plan, run_study
+    from .study.flow import load_grid, print_plan, run_study
 
     if keys:
         _print_keys(describe(StudyConfig), required=REQUIRED)
@@ -295,7 +295,7 @@ def report_cmd(
 ) -> None:
     """Tables (Markdown, CSV) and figures (PNG, PDF) of a paper from run records alone: no
     training, no models."""
-    from .report import make_report
+    from .report.write import make_report
 
     specs = [r.strip() for r in [*runs.split(","), *(more or [])] if r.strip()]
     if not specs:

@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, Agg, no pyplot state): sized and labelled for a paper.
 
-Each function takes plain numbers prepared by `bench.report`, writes `<stem>.png` (300 dpi)
+Each function takes plain numbers prepared by `bench.report.write`, writes `<stem>.png` (300 dpi)
 and `<stem>.pdf` into a folder and returns the file names, or returns None when it has nothing
 to draw (the report says so instead).
 """

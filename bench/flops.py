@@ -1,6 +1,6 @@
 """`bench flops`: each method's training FLOPs for the whole run, predicted without training
-(`fdapt_core.flops_plan`), shown as one table per partition and, with `--frontier`, the freeze
-frontier (`fdapt_core.flops_frontier`). The command's options are parsed in `cli.py`."""
+(`fdapt_core.flops.plan`), shown as one table per partition and, with `--frontier`, the freeze
+frontier (`fdapt_core.flops.frontier`). The command's options are parsed in `cli.py`."""
 from __future__ import annotations
 
 import time
@@ -10,10 +10,10 @@ from typing import Callable, Optional
 from rich.console import Console
 from rich.table import Table
 
-from fdapt_core.config import RunConfig
+from fdapt_core.config.run import RunConfig
 from fdapt_core.errors import FdaptError
-from fdapt_core.flops_frontier import FrontierRow, finished_records, frontier
-from fdapt_core.flops_plan import PAPER_SAVING_PCT, FlopsPlanner, MethodFlops
+from fdapt_core.flops.frontier import FrontierRow, finished_records, frontier
+from fdapt_core.flops.plan import PAPER_SAVING_PCT, FlopsPlanner, MethodFlops
 from fdapt_core.methods import check
 from fdapt_core.records import write_json_atomic
 

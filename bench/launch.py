@@ -16,7 +16,7 @@ from typing import Optional
 
 from rich.markup import escape
 
-from fdapt_core.config import RunConfig
+from fdapt_core.config.run import RunConfig
 from fdapt_core.dist.launch import first_failure
 
 # torchrun's own logging and its failure report: the ranks' errors are reported instead

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fdapt_core.config import NetworkConfig
-from fdapt_core.config_build import build_section
+from fdapt_core.config.run import NetworkConfig
+from fdapt_core.config.build import build_section
 from fdapt_core.profiling.host import contended as judge
 
 

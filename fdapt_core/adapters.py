@@ -25,7 +25,7 @@ from typing import Optional
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from .config import PeftConfig
+from .config.run import PeftConfig
 from .errors import ConfigError
 from .records import write_folder_atomic
 

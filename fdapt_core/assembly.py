@@ -17,7 +17,7 @@ from torch import nn
 
 from .adapters import attach, exchanged_names
 from .checkpoint import Checkpoints
-from .config import RunConfig
+from .config.run import RunConfig
 from .data.packing import pack, tokenize_corpus
 from .dist.data_parallel import group_dp
 from .dist.zero import ZeroTrainer
@@ -32,14 +32,14 @@ from .fl.transport import SequentialTransport
 from .fl.evaluate import HeldOut
 from .fl.schedule import client_round_batches, sample_clients
 from .fl.strategies import build_strategy
-from .freeze import freeze_schedule
+from .freeze.policies import freeze_schedule
 from .heads import ScoringHead, scoring_head
 from .methods import check
 from .model import build_model, resolve_objective, tokenizer_info
 from .objective import build_objective
 from .prepare import (Prepared, document_sha256, documents_sha256, load_documents, node_share,
                       prepare, resolve_device, run_threads)
-from .profiling.flops import FlopCache
+from .flops.count import FlopCache
 from .profiling.memory import PeakMemory
 
 

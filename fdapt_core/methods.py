@@ -8,15 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from .config import RunConfig
+from .config.run import RunConfig
 from .dist.zero import check_supported as zero_supported
 from .errors import ConfigError
 from .executors import executor_of
 from .fl.codecs import CODECS
 from .fl.strategies import STRATEGIES
 from .flower.support import check_supported as flower_supported
-from .freeze import check_freeze
-from .freeze_allocation import POLICIES as FREEZE_POLICIES
+from .freeze.policies import check_freeze
+from .freeze.allocation import POLICIES as FREEZE_POLICIES
 from .model import block_count, check_model
 
 METHODS = ("central", "fdapt", "ffdapt")

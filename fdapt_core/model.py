@@ -29,7 +29,7 @@ from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_
                                                     MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 from transformers.utils import logging as hf_logging
 
-from .config import ModelConfig
+from .config.run import ModelConfig
 from .errors import ModelError
 from .presets import PRESETS
 from .wordpiece import BUILDER_VERSION, CONTINUATION_PREFIX, count_words, learn_vocab

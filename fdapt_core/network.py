@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import NetworkConfig
+from .config.run import NetworkConfig
 from .seeding import derive
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .adapters import attach
-from .config import RunConfig
+from .config.run import RunConfig
 from .data.corpus import read_hf, read_jsonl, read_text
 from .data.document import Document
 from .data.heldout import ScoredHeldOut, select_heldout

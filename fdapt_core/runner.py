@@ -8,7 +8,7 @@ anything is written under the run's folder (`runs.run_dir`).
 """
 from __future__ import annotations
 
-from .config import RunConfig
+from .config.run import RunConfig
 from .dist.launch import run_distributed
 from .executors import executor_of
 from .profiling.host import RunRegistry

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from .config import RunConfig
+from .config.run import RunConfig
 from .methods import parse_method
 from .records import read_json
 

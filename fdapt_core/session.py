@@ -27,7 +27,7 @@ from .model import parameter_count
 from .prepare import Prepared, data_summary, ranks_here
 from .profiling.host import HostLoad, live_runs
 from .profiling.peak import device_peak, utilisation
-from .config import RunConfig
+from .config.run import RunConfig
 from .records import (SCHEMA_VERSION, environment, loop_wall_s, read_json,
                       write_folder_atomic, write_json_atomic, write_text_atomic)
 from .runs import run_dir

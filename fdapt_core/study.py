@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from .config import RunConfig, load_config
-from .config_build import build_section, load_yaml, opt
+from .config.run import RunConfig, load_config
+from .config.build import build_section, load_yaml, opt
 from .downstream.tasks import TaskConfig
 from .errors import ConfigError
 from .model import block_count

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from fdapt_core.config import load_config  # noqa: E402
+from fdapt_core.config.run import load_config  # noqa: E402
 from fdapt_core.data.synthetic import generate  # noqa: E402
 from fdapt_core.flower.local_deployment import (BIN, free_port, start, stop,  # noqa: E402
                                                 superlink)

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fdapt_core.config import RunConfig, describe  # noqa: E402
+from fdapt_core.config.run import RunConfig, describe  # noqa: E402
 from fdapt_core.study import REQUIRED, StudyConfig  # noqa: E402
 
 

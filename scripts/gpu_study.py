@@ -43,7 +43,7 @@ PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x8
 
 
 def _study(config: Path):
-    from fdapt_core.config import load_config
+    from fdapt_core.config.run import load_config
     from fdapt_core.study import load_study, run_config_path
 
     study, base = load_study(config)

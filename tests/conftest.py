@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fdapt_core.config import build_config
+from fdapt_core.config.run import build_config
 from fdapt_core.data.synthetic import generate
 from fdapt_core.prepare import prepare
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fdapt_core.config import build_config
+from fdapt_core.config.run import build_config
 from fdapt_core.data.corpus import read_jsonl, read_text
 from fdapt_core.downstream.readers import read_conll
 from fdapt_core.errors import ConfigError, DataError

@@ -95,7 +95,7 @@ SIGNAL_RUN = [*TINY, "fl.rounds=4"]
 def straight(tmp_path_factory, cache_dir):
     """The uninterrupted run every signal test resumes to (in process: the same config as
     `bench run`'s, configs/default.yaml with the same --set values)."""
-    from fdapt_core.config import load_config
+    from fdapt_core.config.run import load_config
     from fdapt_core.runner import run
 
     out = tmp_path_factory.mktemp("straight")

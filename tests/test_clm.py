@@ -6,14 +6,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fdapt_core.config import FreezeConfig
+from fdapt_core.config.run import FreezeConfig
 from fdapt_core.errors import ModelError
 from fdapt_core.fl.evaluate import HeldOut
-from fdapt_core.freeze import plan_freezing
+from fdapt_core.freeze.policies import plan_freezing
 from fdapt_core.model import (build_from_preset, embedding_prefix, objective_of,
                               transformer_blocks)
 from fdapt_core.objective import CausalLM
-from fdapt_core.profiling.flops import FlopCache, count_step_flops
+from fdapt_core.flops.count import FlopCache, count_step_flops
 from fdapt_core.prepare import prepare
 from fdapt_core.runner import run
 from fdapt_core.runs import run_dir
@@ -163,7 +163,7 @@ def test_decoder_full_step_and_a_frozen_middle_block(decoders, preset, linear):
 
 
 def _plan_block(model, b):
-    from fdapt_core.freeze import FreezePlan
+    from fdapt_core.freeze.policies import FreezePlan
 
     return FreezePlan((b,), False, _names(model, transformer_blocks(model)[b][0]))
 

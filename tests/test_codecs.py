@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fdapt_core.config import build_config
+from fdapt_core.config.run import build_config
 from fdapt_core.errors import ConfigError
 from fdapt_core.fl.codecs import Codec, relative_error
 from fdapt_core.methods import parse_method

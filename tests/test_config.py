@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from fdapt_core.config import build_config, describe, load_config
-from fdapt_core.config_build import parse_override
+from fdapt_core.config.run import build_config, describe, load_config
+from fdapt_core.config.build import parse_override
 from fdapt_core.errors import ConfigError
 from tests.conftest import ROOT
 

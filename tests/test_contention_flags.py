@@ -10,7 +10,7 @@ from bench.cell_stats import time_saved_interval
 from bench.collect import collect
 from bench.perf import summary_table
 from bench.record_timing import contended
-from bench.report import make_report
+from bench.report.write import make_report
 from bench.tables import notes, rich_table, rows_of, write_tables
 from tests.test_missing_reference import compare_record
 from tests.test_report import make_record, write

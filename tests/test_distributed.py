@@ -14,7 +14,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from fdapt_core.config import load_config
+from fdapt_core.config.run import load_config
 from fdapt_core.runner import run
 
 from conftest import ROOT, TINY

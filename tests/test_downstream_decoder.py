@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from fdapt_core.config import build_config
+from fdapt_core.config.run import build_config
 from fdapt_core.downstream.decoders import fit_model, is_decoder, task_tokenizer
 from fdapt_core.downstream.encoding import batch, encode_texts, encode_tokens
 from fdapt_core.downstream.finetune import evaluate_task

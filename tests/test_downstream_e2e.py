@@ -84,7 +84,7 @@ def majority_baseline(task: dict) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def adapted(tmp_path_factory, cache_dir_module):
     """A comparison folder with fdapt and central runs of a tiny model."""
-    from fdapt_core.config import build_config
+    from fdapt_core.config.run import build_config
 
     out = tmp_path_factory.mktemp("runs")
     cfg = build_config({}, [*TINY, "fl.rounds=1", f"output_dir={out}",

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from fdapt_core.config import ModelConfig
+from fdapt_core.config.run import ModelConfig
 from fdapt_core.errors import ModelError
 from fdapt_core.model import check_model
 from tests.conftest import ROOT

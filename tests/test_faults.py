@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from fdapt_core.config import FaultsConfig
+from fdapt_core.config.run import FaultsConfig
 from fdapt_core.fl.faults import Faults
 from fdapt_core.runner import run
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fdapt_core.config import FreezeConfig
-from fdapt_core.freeze import FreezePlan, apply_freeze, plan_freezing
+from fdapt_core.config.run import FreezeConfig
+from fdapt_core.freeze.policies import FreezePlan, apply_freeze, plan_freezing
 from fdapt_core.model import build_from_preset
-from fdapt_core.profiling.flops import FlopCache, count_step_flops
+from fdapt_core.flops.count import FlopCache, count_step_flops
 from fdapt_core.profiling.peak import Peak, datasheet_tflops, precision_of, utilisation
 from fdapt_core.runner import run
 
@@ -191,7 +191,7 @@ def test_the_steps_are_counted_before_the_rounds_not_inside_them(tiny, monkeypat
     the rounds only look their counts up, and the record keeps the time as `flop_count_s`."""
     import fdapt_core.fl.engine as engine
     import fdapt_core.fl.server as server
-    import fdapt_core.profiling.flops as flops
+    import fdapt_core.flops.count as flops
 
     events = []
     count = flops.count_step_flops

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from fdapt_core.flops_frontier import frontier_settings
-from fdapt_core.flops_plan import FlopsPlanner
-from fdapt_core.config import FreezeConfig
+from fdapt_core.flops.frontier import frontier_settings
+from fdapt_core.flops.plan import FlopsPlanner
+from fdapt_core.config.run import FreezeConfig
 from fdapt_core.runner import run
 from tests.conftest import ROOT, TINY
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from fdapt_core.errors import ConfigError
-from fdapt_core.freeze_allocation import bottom_allocation, paper_allocation
+from fdapt_core.freeze.allocation import bottom_allocation, paper_allocation
 
 
 @pytest.mark.parametrize(

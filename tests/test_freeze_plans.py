@@ -1,8 +1,8 @@
 import pytest
 
-from fdapt_core.config import FreezeConfig
+from fdapt_core.config.run import FreezeConfig
 from fdapt_core.errors import ConfigError
-from fdapt_core.freeze import apply_freeze, plan_freezing
+from fdapt_core.freeze.policies import apply_freeze, plan_freezing
 from fdapt_core.model import build_from_preset, transformer_blocks
 
 

@@ -16,14 +16,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fdapt_core.config import FreezeConfig
+from fdapt_core.config.run import FreezeConfig
 from fdapt_core.errors import ConfigError
-from fdapt_core.freeze import (FreezeSchedule, apply_freeze, budget_candidates,
+from fdapt_core.freeze.policies import (FreezeSchedule, apply_freeze, budget_candidates,
                                freeze_schedule, plan_freezing)
-from fdapt_core.freeze_allocation import (Candidate, budget_allocation, budget_targets,
+from fdapt_core.freeze.allocation import (Candidate, budget_allocation, budget_targets,
                                           progressive_allocation, random_allocation)
 from fdapt_core.model import build_from_preset, embedding_prefix
-from fdapt_core.profiling.flops import FlopCache, count_step_flops
+from fdapt_core.flops.count import FlopCache, count_step_flops
 from fdapt_core.runner import run
 from fdapt_core.runs import run_dir
 from fdapt_core.seeding import derive
@@ -338,7 +338,7 @@ def test_cli_progressive_run_resumed_after_round_1_is_exact(tmp_path, cache_dir)
         return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
 
-    from fdapt_core.config import build_config
+    from fdapt_core.config.run import build_config
 
     def cfg(name):
         return build_config({}, [*TINY, f"output_dir={tmp_path}",
@@ -367,7 +367,7 @@ def test_cli_progressive_run_resumed_after_round_1_is_exact(tmp_path, cache_dir)
 def test_every_named_policy_has_a_schedule_and_no_other():
     """The policy names (config choices, method names) and the schedules that build them are
     one registry: a name without a builder, or a builder without a name, fails here."""
-    from fdapt_core.freeze import SCHEDULES
-    from fdapt_core.freeze_allocation import POLICIES
+    from fdapt_core.freeze.policies import SCHEDULES
+    from fdapt_core.freeze.allocation import POLICIES
 
     assert tuple(SCHEDULES) == POLICIES

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fdapt_core.config import load_config
+from fdapt_core.config.run import load_config
 from fdapt_core.runner import run
 
 from conftest import ROOT, TINY

@@ -11,7 +11,7 @@ from fdapt_core.fl.client import Client
 from fdapt_core.fl.codecs import Codec
 from fdapt_core.fl.context import NoCallbacks
 from fdapt_core.fl.messages import RoundTask
-from fdapt_core.freeze import PlanMaker
+from fdapt_core.freeze.policies import PlanMaker
 from fdapt_core.prepare import prepare
 from fdapt_core.runs import run_dir
 

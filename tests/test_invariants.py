@@ -96,7 +96,7 @@ def test_frozen_blocks_unchanged_and_not_sent(tiny):
 
 
 def test_local_training_leaves_frozen_parameters_bit_identical(tiny):
-    from fdapt_core.freeze import apply_freeze, plan_freezing
+    from fdapt_core.freeze.policies import apply_freeze, plan_freezing
     from fdapt_core.fl.local import BatchStream, make_optimizer, train_steps
     from fdapt_core.model import build_from_preset, TokenizerInfo
     from fdapt_core.objective import MaskedLM

@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from fdapt_core.adapters import adapter_names, attach
-from fdapt_core.config import PeftConfig, build_config
+from fdapt_core.config.run import PeftConfig, build_config
 from fdapt_core.errors import ConfigError
 from fdapt_core.fl.fedavg import FedAvg
 from fdapt_core.model import build_from_preset, build_model, transformer_blocks
-from fdapt_core.profiling.flops import FlopCache, count_step_flops
+from fdapt_core.flops.count import FlopCache, count_step_flops
 from fdapt_core.methods import parse_method
 from fdapt_core.prepare import prepare
 from fdapt_core.runner import run
@@ -174,7 +174,7 @@ def test_bad_lora_settings_are_refused_up_front(tiny):
 def test_a_budget_over_lora_clients_counts_the_all_frozen_candidate():
     """Every block frozen leaves a LoRA model nothing to train: that candidate's step is a
     forward alone (no backward), and the budget policy still chooses among the rest."""
-    from fdapt_core.freeze import budget_candidates
+    from fdapt_core.freeze.policies import budget_candidates
 
     torch.manual_seed(0)
     model, _ = attach(PeftConfig(method="lora", r=R), build_from_preset("llama-tiny", V, 64))

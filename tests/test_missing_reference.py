@@ -14,9 +14,9 @@ from rich.console import Console
 
 from bench import downstream as downstream_mod
 from bench.downstream import downstream_rows, render
-from bench.report import make_report
+from bench.report.write import make_report
 from bench.tables import notes, rich_table, rows_of, write_tables
-from fdapt_core.config import build_config
+from fdapt_core.config.run import build_config
 from fdapt_core.downstream.tasks import TaskConfig, load_task
 from tests.conftest import ROOT, TINY
 from tests.test_report import make_record, scores, write

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fdapt_core.config import NetworkConfig, build_config
+from fdapt_core.config.run import NetworkConfig, build_config
 from fdapt_core.network import client_links, project, summary, time_to_target
 
 

@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 
-from fdapt_core.config import load_config
+from fdapt_core.config.run import load_config
 from fdapt_core.prepare import prepare
 from fdapt_core.runner import run
 from tests.conftest import ROOT, needs_shared_data

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import figures as figs_mod
-from bench.report import make_report
+from bench.report.write import make_report
 from fdapt_core.errors import DataError
 from tests.conftest import ROOT
 
@@ -325,7 +325,7 @@ def test_a_report_says_which_models_an_earlier_study_had_read(tmp_path):
     the study then widened: its report did not say so. Now its setup does, and a model that
     only shares a split does not count."""
     from bench.collect import collect
-    from bench.report_setup import read_before
+    from bench.report.setup import read_before
 
     studies = tmp_path / "studies"
     for study, tasks_hash in (("pilot", "hash-old"), ("main", "hash-new")):

@@ -1,8 +1,8 @@
-"""The report's section on the probe's dev-chosen regularisation (bench/report_probe.py)."""
+"""The report's section on the probe's dev-chosen regularisation (bench/report/probe.py)."""
 from __future__ import annotations
 
 from bench.collect import collect
-from bench.report_probe import probe_md
+from bench.report.probe import probe_md
 from tests.test_report import make_record, write
 
 TASK = "chemprot_probe"

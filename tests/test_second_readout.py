@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bench.collect import collect
-from bench.report import make_report
+from bench.report.write import make_report
 from fdapt_core.downstream.finetune import load_task_data
 from fdapt_core.downstream.tasks import load_task
 from fdapt_core.errors import DataError

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from fdapt_core.config import build_config
+from fdapt_core.config.run import build_config
 from fdapt_core.errors import ConfigError
 from tests.conftest import ROOT
 

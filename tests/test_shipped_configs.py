@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from fdapt_core.config import build_config, load_config
+from fdapt_core.config.run import build_config, load_config
 from fdapt_core.dist.zero import load_deepspeed_config
 from fdapt_core.downstream.tasks import load_task, named_task
 from fdapt_core.methods import parse_method

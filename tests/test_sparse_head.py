@@ -82,7 +82,7 @@ def test_an_unknown_head_keeps_the_dense_path_and_says_why():
 def test_the_flop_count_sees_the_smaller_head(make):
     """Forward and backward of the head's two matrix products (transform H×H, decoder H×V),
     skipped at the B·L − n positions that are not scored: 6·(B·L − n)·(H² + H·V) FLOPs."""
-    from fdapt_core.profiling.flops import FlopCache
+    from fdapt_core.flops.count import FlopCache
 
     model = make()
     share = 0.15
@@ -208,7 +208,7 @@ def test_the_held_out_scorer_gives_the_same_loss_chunked(preset, monkeypatch):
 def test_the_flop_count_of_the_chunked_head_is_the_model_s_less_the_last_position():
     """The head runs at every position but each block's last: 6·B·H·V fewer FLOPs than the
     dense head (llama: untied, no bias), the body unchanged."""
-    from fdapt_core.profiling.flops import FlopCache
+    from fdapt_core.flops.count import FlopCache
 
     model = decoder("llama-tiny")
     hidden = model.config.hidden_size

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.report import make_report
+from bench.report.write import make_report
 from fdapt_core.downstream import outcomes as oc
 from fdapt_core.downstream.finetune import finetune_seeds, readout_seed
 from fdapt_core.downstream.metrics import classification_scores, ner_scores

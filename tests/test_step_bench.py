@@ -11,7 +11,7 @@ import torch
 import fdapt_core.perf.step_bench as sb
 from fdapt_core.fl.local import LocalStats
 from fdapt_core.heads import scoring_head
-from fdapt_core.profiling.flops import FlopCache
+from fdapt_core.flops.count import FlopCache
 
 CPU = torch.device("cpu")
 TINY = sb.Setup(preset="tiny", batch=4, seq_len=32, vocab=500, precision="fp32")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fdapt_core.checkpoint import Checkpoints
-from fdapt_core.config import FLConfig, build_config
+from fdapt_core.config.run import FLConfig, build_config
 from fdapt_core.errors import ConfigError
 from fdapt_core.fl.fedavg import FedAvg as FedAvgOld
 from fdapt_core.fl.strategies import (STRATEGIES, DiLoCo, FedAdam, FedAvg, FedAvgM, FedProx,
@@ -231,7 +231,7 @@ def test_proximal_gradient_in_the_local_loop(tiny):
     """SGD, no clipping: one step with mu moves each trainable parameter by an extra
     −lr·mu·(w − w_ref) compared with the same step without; frozen ones stay."""
     from fdapt_core.fl.local import BatchStream, train_steps
-    from fdapt_core.freeze import apply_freeze, plan_freezing
+    from fdapt_core.freeze.policies import apply_freeze, plan_freezing
     from fdapt_core.model import TokenizerInfo, build_from_preset
     from fdapt_core.objective import MaskedLM
 

@@ -25,7 +25,7 @@ import json
 import pytest
 import torch
 
-from fdapt_core.config import load_config
+from fdapt_core.config.run import load_config
 from fdapt_core.fl.local import lr_factor
 from fdapt_core.model import embedding_prefix, transformer_blocks
 from fdapt_core.prepare import prepare

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from ..config import RunConfig
+from ..config.run import RunConfig
 from ..errors import ConfigError
 from . import collectives
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import RunConfig
+from ..config.run import RunConfig
 from ..errors import ConfigError
 from ..executors import executor_of
 from ..fl.local import LocalStats, amp_dtype, lr_factor, run_steps

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import build_config
+from ..config.run import build_config
 from ..errors import DataError
 from ..model import resolve_model_path
 from ..prepare import prepare

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from ..config_build import build_section, load_yaml, opt
+from ..config.build import build_section, load_yaml, opt
 from ..errors import ConfigError
 
 TASK_TYPES = ("token_classification", "sequence_classification", "pair_classification")

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..checkpoint import ResumeError
-from ..freeze import apply_freeze
+from ..freeze.policies import apply_freeze
 from .codecs import Codec, relative_error
 from .context import Context
 from .local import LocalStats, make_optimizer, train_steps

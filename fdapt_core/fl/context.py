@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from ..checkpoint import Checkpoints
-from ..config import RunConfig
+from ..config.run import RunConfig
 from ..heads import ScoringHead
 from ..objective import Objective
-from ..profiling.flops import FlopCache
+from ..flops.count import FlopCache
 from ..profiling.memory import PeakMemory
 from .evaluate import HeldOut
 from .params import snapshot

@@ -21,7 +21,7 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
-from ..config import FaultsConfig
+from ..config.run import FaultsConfig
 from ..seeding import derive
 
 

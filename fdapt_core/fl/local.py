@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..config.run import TrainConfig
 from .. import interrupt
 from ..heads import ScoringHead
 from ..objective import Objective

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from ..freeze import FreezePlan
+from ..freeze.policies import FreezePlan
 from .codecs import Encoded
 from .rows import ClientRow
 

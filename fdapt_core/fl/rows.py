@@ -11,8 +11,8 @@ from typing import Optional, Union
 import torch
 
 from ..errors import FdaptError
-from ..freeze import FreezePlan
-from ..profiling.flops import FlopCache, StepFlops, analytic_flops
+from ..freeze.policies import FreezePlan
+from ..flops.count import FlopCache, StepFlops, analytic_flops
 from .context import Context
 from .local import LocalStats
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from ..config import RunConfig
+from ..config.run import RunConfig
 from ..seeding import derive
 from .local import BatchStream
 

@@ -25,7 +25,7 @@ from typing import Optional, Union
 
 import torch
 
-from ..freeze import FreezePlan, FreezeSchedule
+from ..freeze.policies import FreezePlan, FreezeSchedule
 from ..interrupt import StopRequested
 from .client import dropped_row
 from .codecs import Codec

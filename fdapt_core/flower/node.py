@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ..assembly import NodeDataError, build_node_client
-from ..config import build_config
+from ..config.run import build_config
 from ..errors import FdaptError
 from ..fl.client import Client
 from ..fl.messages import RoundTask

@@ -24,7 +24,7 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from ..config import load_config
+from ..config.run import load_config
 from ..errors import FdaptError
 from ..fl.context import Context as FlContext
 from ..fl.messages import ClientUpdate, Lost, RoundTask

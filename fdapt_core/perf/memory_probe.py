@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from fdapt_core.config import build_config
+from fdapt_core.config.run import build_config
 from fdapt_core.runner import run
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ..config import TrainConfig
+from ..config.run import TrainConfig
 from ..objective import MaskedLM
 from ..model import TokenizerInfo, build_from_preset
-from ..profiling.flops import count_step_flops
+from ..flops.count import count_step_flops
 from ..profiling.peak import device_peak
 from .throughput import run_harness, run_plain
 

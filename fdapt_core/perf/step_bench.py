@@ -33,13 +33,13 @@ from typing import Optional
 
 import torch
 
-from ..config import FreezeConfig, TrainConfig
+from ..config.run import FreezeConfig, TrainConfig
 from ..fl.local import BatchStream, amp_dtype, make_optimizer, train_steps
-from ..freeze import plan_freezing
+from ..freeze.policies import plan_freezing
 from ..heads import scoring_head
 from ..model import TokenizerInfo, build_from_preset, preset_objective
 from ..objective import CausalLM, MaskedLM
-from ..profiling.flops import count_step_flops
+from ..flops.count import count_step_flops
 from ..profiling.peak import device_peak
 
 # bert-base-cased's vocabulary (the distilbert-base shape the study pretrains), 28,996 words:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import build_config, load_config
+from ..config.run import build_config, load_config
 from ..errors import FdaptError
 from ..fl.local import amp_dtype
 from ..model import build_model, tokenizer_info
 from ..objective import MaskedLM
-from ..profiling.flops import count_step_flops
+from ..flops.count import count_step_flops
 from ..profiling.peak import device_peak
 from ..profiling.host import HostLoad
 from ..records import environment

@@ -24,7 +24,7 @@ from transformers import (DataCollatorForLanguageModeling, PrinterCallback, Trai
                           TrainingArguments)
 from transformers.utils import logging as hf_logging
 
-from ..config import TrainConfig
+from ..config.run import TrainConfig
 from ..fl.local import BatchStream, amp_dtype, make_optimizer, train_steps
 from ..model import TokenizerInfo
 from ..heads import scoring_head

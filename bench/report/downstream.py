@@ -2,11 +2,11 @@
 differences from central and fdapt."""
 from __future__ import annotations
 
-from .cell_stats import downstream_stats
-from .collect import Collection
-from .report_format import part_heading, seeds_text, signed
-from .tables import md_table
-from .verdicts import differences, pair_seeds
+from ..cell_stats import downstream_stats
+from ..collect import Collection
+from .format import part_heading, seeds_text, signed
+from ..tables import md_table
+from ..verdicts import differences, pair_seeds
 
 
 def downstream_rows(coll: Collection, diffs: dict | None = None) -> list[dict]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import figures as figs
-from .cell_stats import loss_curve, network_curve, target_loss
-from .collect import GENERAL, Collection
-from .report_format import MB
+from .. import figures as figs
+from ..cell_stats import loss_curve, network_curve, target_loss
+from ..collect import GENERAL, Collection
+from .format import MB
 
 
 FIGURES = {

@@ -16,17 +16,17 @@ from pathlib import Path
 
 from fdapt_core.errors import DataError
 
-from .collect import Collection, collect
-from .report_downstream import downstream_md, downstream_rows, mean_task_labels
-from .report_efficiency import efficiency_md, efficiency_rows
-from .report_figures import FIGURES, curve_rows, draw_figures, tradeoff_points
-from .report_probe import probe_md
-from .report_provenance import provenance_md, provenance_rows
-from .report_setup import setup_md
-from .report_verdicts import dapt_md, power_plan, verdicts_md
-from .tables import csv_text
-from .scope import claim_scope
-from .verdicts import MARGIN_PTS, claim_rows, claim_summary, differences, majority_check
+from ..collect import Collection, collect
+from .downstream import downstream_md, downstream_rows, mean_task_labels
+from .efficiency import efficiency_md, efficiency_rows
+from .figures import FIGURES, curve_rows, draw_figures, tradeoff_points
+from .probe import probe_md
+from .provenance import provenance_md, provenance_rows
+from .setup import setup_md
+from .verdicts import dapt_md, power_plan, verdicts_md
+from ..tables import csv_text
+from ..scope import claim_scope
+from ..verdicts import MARGIN_PTS, claim_rows, claim_summary, differences, majority_check
 
 
 @dataclass

@@ -5,8 +5,8 @@ range or set of choices. Validation happens once, before any data is read or any
 written, and every error names the dotted key, the value and what is allowed.
 
 Here: the whole run's config (`RunConfig`), its hash, the rules that span keys and the key
-listing; the sections are declared in `config_sections`, and built and checked field by field
-by `config_build`.
+listing; the sections are declared in `config.sections`, and built and checked field by field
+by `config.build`.
 """
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config_build import apply_overrides, build_section, field_types, is_section, load_yaml, opt
-from .config_sections import (CentralConfig, DataConfig, DistConfig, EvalConfig, FaultsConfig,
+from .build import apply_overrides, build_section, field_types, is_section, load_yaml, opt
+from .sections import (CentralConfig, DataConfig, DistConfig, EvalConfig, FaultsConfig,
                               FLConfig, FreezeConfig, ModelConfig, NetworkConfig, PartitionConfig,
                               PeftConfig, ProfileConfig, ReportConfig, TrainConfig)
-from .errors import ConfigError
-from .executors import executor_of
+from ..errors import ConfigError
+from ..executors import executor_of
 
 
 @dataclass

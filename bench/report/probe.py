@@ -14,8 +14,8 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
-from .collect import Collection, Run, Task
-from .tables import md_table
+from ..collect import Collection, Run, Task
+from ..tables import md_table
 
 PAIRS = (("fdapt", "general"), ("fdapt", "central"), ("ffdapt-paper", "fdapt"))
 CLOSE_PTS = 1.0  # a dev margin this small (points) is a few examples either way

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,

@@ -6,8 +6,8 @@ import json
 
 from fdapt_core.downstream.finetune import finetune_seeds as derived_seeds
 
-from .collect import Collection
-from .report_format import seeds_text
+from ..collect import Collection
+from .format import seeds_text
 
 
 def setup_md(coll: Collection) -> list[str]:

@@ -18,10 +18,10 @@ from fdapt_core.runs import run_state
 from fdapt_core.study import (WARMUP_METHOD, cell_table, cells, head_warmup, load_study,
                               method_order, report_folder, report_tasks, study_task)
 
-from .downstream import run_downstream
-from .report import make_report, study_plan
-from .study_records import scored, study_hours, test_sizes
-from .warmup import check_warmup_again, record_loss, record_sha, warmup_setup
+from ..downstream import run_downstream
+from ..report.write import make_report, study_plan
+from .records import scored, study_hours, test_sizes
+from ..warmup import check_warmup_again, record_loss, record_sha, warmup_setup
 
 # train(cfg, method, resume=…): one method of one run config trained, with a display
 Train = Callable[..., Optional[dict]]

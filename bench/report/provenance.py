@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .collect import Collection
-from .tables import md_table
+from ..collect import Collection
+from ..tables import md_table
 
 
 def provenance_rows(coll: Collection) -> list[dict]:
@@ -31,7 +31,7 @@ def provenance_rows(coll: Collection) -> list[dict]:
 def training_code_changes(commits: list[str]) -> dict[tuple[str, str], list[str] | None]:
     """(older, newer) commit → the files of `fdapt_core/` (the training code) that differ
     between them, for commits consecutive in time (None: a commit this checkout lacks)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
 
     def when(c: str) -> str:  # the commit time, so that consecutive means in history
         try:

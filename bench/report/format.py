@@ -1,7 +1,7 @@
 """Number and label formatting shared by the report's sections."""
 from __future__ import annotations
 
-from .collect import Collection
+from ..collect import Collection
 
 
 MB = 1e6

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .config_build import opt
-from .data.partition import PARTITIONERS
-from .executors import EXECUTORS
-from .fl.codecs import CODECS
-from .fl.strategies import STRATEGIES, FedAdam, FedAvgM, FedProx
-from .freeze_allocation import POLICIES
-from .presets import PRESETS
+from .build import opt
+from ..data.partition import PARTITIONERS
+from ..executors import EXECUTORS
+from ..fl.codecs import CODECS
+from ..fl.strategies import STRATEGIES, FedAdam, FedAvgM, FedProx
+from ..freeze.allocation import POLICIES
+from ..presets import PRESETS
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """Freeze policies: which parameters each ffdapt client leaves untouched.
 
-`paper` is the study's allocation by data share (see `freeze_allocation.paper_allocation`):
+`paper` is the study's allocation by data share (see `freeze.allocation.paper_allocation`):
 each client freezes a different run of transformer blocks, fixed for the run. `bottom` freezes
 the embeddings (and so DistilBERT's tied output projection) and the first k blocks on every
 client: their whole backward pass is saved, not only their weight gradients. Only transformer
 blocks and the embeddings are ever frozen; layer norms outside blocks and the MLM head always
 train.
 
-Beyond the study (allocation rules in `freeze_allocation`):
+Beyond the study (allocation rules in `freeze.allocation`):
 
 * `progressive` (per round, same on every client): a window of `freeze.window` trainable blocks
   starts at the bottom in round 0 and moves up one block a round (clamped at the top, or
@@ -34,13 +34,13 @@ from typing import Callable, Optional, Sequence
 
 from torch import nn
 
-from .adapters import exchanged_names
-from .config import FreezeConfig
-from .errors import ConfigError
-from .freeze_allocation import (BudgetChoice, Candidate, budget_allocation, bottom_allocation,
+from ..adapters import exchanged_names
+from ..config.run import FreezeConfig
+from ..errors import ConfigError
+from .allocation import (BudgetChoice, Candidate, budget_allocation, bottom_allocation,
                                 paper_allocation, progressive_allocation, random_allocation)
-from .model import embedding_prefix, transformer_blocks
-from .profiling.flops import FlopCache
+from ..model import embedding_prefix, transformer_blocks
+from ..flops.count import FlopCache
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ def _budget(q: FreezeRequest) -> FreezeSchedule:
                                     "embeddings": cfg.embeddings, "step_shape": list(q.shape)})
 
 
-# The freeze policies, registered by name (their names and allocations: freeze_allocation.py)
+# The freeze policies, registered by name (their names and allocations: freeze/allocation.py)
 SCHEDULES: dict[str, Callable[[FreezeRequest], FreezeSchedule]] = {
     "paper": _fixed("paper", lambda c: {"min_blocks": c.min_blocks, "max_blocks": c.max_blocks}),
     "bottom": _fixed("bottom", lambda c: {"k": c.k, "embeddings": c.embeddings}),

@@ -22,16 +22,16 @@ from typing import Optional, Sequence
 
 import torch
 
-from .adapters import exchanged_names
-from .assembly import central_plan, method_freeze_schedule, run_head, union_blocks
-from .config import FreezeConfig, RunConfig
-from .fl.faults import Faults
-from .fl.rows import batch_flops, counted_flops
-from .fl.schedule import client_round_batches, client_stream, round_plans
-from .methods import check
-from .model import parameter_count, transformer_blocks
-from .prepare import Prepared, prepare
-from .profiling.flops import FlopCache, StepFlops
+from ..adapters import exchanged_names
+from ..assembly import central_plan, method_freeze_schedule, run_head, union_blocks
+from ..config.run import FreezeConfig, RunConfig
+from ..fl.faults import Faults
+from ..fl.rows import batch_flops, counted_flops
+from ..fl.schedule import client_round_batches, client_stream, round_plans
+from ..methods import check
+from ..model import parameter_count, transformer_blocks
+from ..prepare import Prepared, prepare
+from .count import FlopCache, StepFlops
 
 # The reference study's claim: FFDAPT saved 12.1 % (of local-training wall time) against FDAPT.
 PAPER_SAVING_PCT = 12.1

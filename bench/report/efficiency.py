@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import statistics
 
-from . import figures as figs
-from .cell_stats import (STALL, efficiency_stats, network_curve, round_train_s, stalls,
+from .. import figures as figs
+from ..cell_stats import (STALL, efficiency_stats, network_curve, round_train_s, stalls,
                          target_loss, time_saved_by_seed, time_saved_interval)
-from .collect import Collection
-from .record_timing import contended, network_of, saved_pct
-from .report_format import MB, fmt, part_heading, seeds_text, signed
-from .tables import md_table
+from ..collect import Collection
+from ..record_timing import contended, network_of, saved_pct
+from .format import MB, fmt, part_heading, seeds_text, signed
+from ..tables import md_table
 
 
 def efficiency_rows(coll: Collection) -> list[dict]:

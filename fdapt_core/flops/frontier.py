@@ -2,7 +2,7 @@
 training FLOPs it saves against fdapt on one config, beside the held-out loss that finished
 runs of that very policy reached (where a results folder holds some).
 
-FLOPs are predicted (`flops_plan`): seconds, no training. Held-out loss needs training, so it
+FLOPs are predicted (`flops.plan`): seconds, no training. Held-out loss needs training, so it
 is only read: a record counts for a frontier row when it is a finished run of the same base
 method and freeze policy with the same settings, on the same config up to what does not change
 what is trained (run name, seed, paths, threads, device, executor, the network and report
@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import FreezeConfig, RunConfig, build_config
-from .errors import FdaptError
-from .flops_plan import PAPER_SAVING_PCT, FlopsPlanner, MethodFlops, saved_pct
-from .methods import check
-from .model import block_count
-from .records import read_json
-from .runs import DONE
+from ..config.run import FreezeConfig, RunConfig, build_config
+from ..errors import FdaptError
+from .plan import PAPER_SAVING_PCT, FlopsPlanner, MethodFlops, saved_pct
+from ..methods import check
+from ..model import block_count
+from ..records import read_json
+from ..runs import DONE
 
 # budget policy targets on the frontier: the paper's claimed saving among round shares
 BUDGET_TARGETS = (0.05, 0.10, PAPER_SAVING_PCT / 100, 0.15, 0.20, 0.25, 0.30)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from fdapt_core.stats import components, seeds_needed
 
-from .collect import Collection
-from .plan import hours_per_seed, plan_md, plan_rows
-from .scope import claim_scope
-from .tables import md_table
-from .efficiency import CLAIMED_EFFICIENCY, efficiency_verdict
-from .verdicts import (MARGIN_PTS, MIN_SEEDS, NO_ASSAY, PAPER, QUOTES, RESAMPLES, TOO_FEW_SEEDS,
+from ..collect import Collection
+from ..plan import hours_per_seed, plan_md, plan_rows
+from ..scope import claim_scope
+from ..tables import md_table
+from ..efficiency import CLAIMED_EFFICIENCY, efficiency_verdict
+from ..verdicts import (MARGIN_PTS, MIN_SEEDS, NO_ASSAY, PAPER, QUOTES, RESAMPLES, TOO_FEW_SEEDS,
                        claim_summary, downstream_summary)
 
 
