@@ -103,3 +103,29 @@ def test_a_second_readout_reuses_every_model_and_keeps_the_first_readouts_tables
     rows = (out / "report-probe" / "verdicts.csv").read_text().splitlines()
     tasks = {r.split(",")[4] for r in rows[1:]}
     assert tasks == {"ner_probe"}
+
+
+def test_a_report_task_nothing_scores_is_refused_before_any_training(tmp_path):
+    """A study file whose `report_tasks` names a task it does not score (a typo, a readout
+    never run) trained its whole first cell, then refused: hours, in a real study."""
+    from rich.console import Console
+
+    from bench.study.flow import load_grid, run_study
+    from fdapt_core.errors import FdaptError
+    from tests.conftest import ROOT
+
+    body = {"name": "st", "config": str(ROOT / "configs" / "default.yaml"),
+            "partitions": ["iid"], "methods": ["fdapt"], "seeds": [0],
+            "tasks": ["ncbi_disease:probe"], "report_tasks": ["ncbi_disease_prob"],
+            "out": str(tmp_path / "st")}
+    path = tmp_path / "st.yaml"
+    path.write_text(yaml.safe_dump(body))
+    study, base, grid, tasks = load_grid(path, [], ROOT / "configs" / "tasks")
+
+    def train(*args, **kwargs):
+        raise AssertionError("trained before the study's report tasks were checked")
+
+    console = Console(file=open(tmp_path / "log", "w"))
+    with pytest.raises(FdaptError, match="report_tasks: ncbi_disease_prob is scored neither"):
+        run_study(console, console, train, study, base, grid, tasks, path, [], "cpu", False)
+    assert not (tmp_path / "st").exists()

@@ -40,6 +40,7 @@ def run_study(out: Console, err: Console, train: Train, study, base, grid, tasks
               config: Path, set_: list[str], device: str, report: bool) -> None:
     """Train every cell (finished runs are reused, a killed one resumes), score every model
     downstream, and write the study's report (`report`: from the records at hand only)."""
+    check_report_tasks(study, grid, tasks, config)
     warmup = head_warmup(study, base, tuple(set_))
     if report:
         grid = [c for c in grid if c.folder.is_dir()]
@@ -103,6 +104,25 @@ def run_study(out: Console, err: Console, train: Train, study, base, grid, tasks
     out.print(f"study report: {rep.out / 'report.md'}; compute in its records: "
               f"{study_hours(folders):.2f} h (training + downstream fine-tuning)",
               highlight=False)
+
+
+def check_report_tasks(study, grid, tasks, config: Path) -> None:
+    """Refuse, before the first cell trains, a `report_tasks` name that this study does not
+    score and that no record of its cells holds already (another readout's): the report would
+    refuse it only after hours of training."""
+    own = {t.name for t in tasks}
+    held = set()
+    for cell in grid:
+        for rec_path in cell.folder.glob("*/record.json"):
+            try:
+                held |= set(read_json(rec_path).get("downstream") or {})
+            except (OSError, ValueError):
+                continue
+    missing = [n for n in report_tasks(study, tasks) if n not in own | held]
+    if missing:
+        raise FdaptError(f"{config}: report_tasks: {', '.join(missing)} is scored neither by "
+                         f"this study (its tasks are scored as {', '.join(sorted(own)) or 'none'}"
+                         ") nor in any record of its cells")
 
 
 def print_plan(out: Console, study, grid, tasks) -> None:
