@@ -17,14 +17,17 @@ class RichCallbacks:
         self.rounds = self.clients = self.steps = None
 
     def __enter__(self):
-        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
+        if self.rounds is not None:
+            self.progress.__exit__(*exc)
 
     def round_start(self, round_index, n_rounds, clients):
         if self.rounds is None:
+            # shown from the first round on: started before, the display printed a blank line
+            # on stopping, ahead of the one-line error of a run refused while it prepared
+            self.progress.__enter__()
             self.rounds = self.progress.add_task(f"{self.label} rounds", total=n_rounds,
                                                  completed=round_index)
             self.clients = self.progress.add_task("clients", total=len(clients))

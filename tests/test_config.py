@@ -76,14 +76,19 @@ def test_every_key_is_documented():
     (["compare", "--set", "data.source=jsonl", "--set", "data.path=nowhere.jsonl"],
      "nowhere.jsonl"),
     (["run", "--method", "fdapt", "--config", "missing.yaml"], "missing.yaml"),
+    (["run", "--method", "fdapt", "--set", "data.source=jsonl", "--set",
+      "data.path=nowhere.jsonl"], "nowhere.jsonl"),
 ])
 @pytest.mark.slow
 def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, needle):
     out = tmp_path / "results"
     p = subprocess.run([sys.executable, "-m", "bench", *args, "--set", f"output_dir={out}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2, p.stderr
     assert needle in p.stderr
+    # the line itself: no blank line before it (a run's progress display, stopped on the
+    # error before it had shown anything, printed one)
+    assert p.stderr.startswith("error:"), repr(p.stderr[:80])
     assert "Traceback" not in p.stderr + p.stdout
     assert not out.exists()
 

@@ -116,6 +116,8 @@ def test_jsonl_filter_compares_as_strings(tmp_path):
 
 @pytest.mark.parametrize(("row", "what"), [
     ("{not json", "data.jsonl:2: not valid JSON"),
+    # json says "Unterminated string starting at"; the line said "at at column 6"
+    ('{"t": "a', "data.jsonl:2: not valid JSON at column 7: unterminated string starting$"),
     ("[1, 2]", "data.jsonl:2: expected a JSON object, got a list"),
     ({"l": "x"}, "data.jsonl:2: no text field 't'"),
     ({"t": "a", "p": "b"}, "data.jsonl:2: no label field 'l'"),

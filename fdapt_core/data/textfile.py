@@ -58,7 +58,11 @@ def parse_object(line: str, where: str) -> Mapping[str, Any]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        # json's messages may end in "at" ("Unterminated string starting at"): the column
+        # comes first, so that no "at at" reaches the user
+        what = exc.msg.removesuffix(" at")
+        raise DataError(f"{where}: not valid JSON at column {exc.colno}: "
+                        f"{what[:1].lower() + what[1:]}") from None
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {json_type(record)}")
     return record
