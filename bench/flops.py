@@ -67,7 +67,8 @@ def _title(setup: dict) -> str:
             f"({setup['parameters'] / 1e6:.1f} M parameters, {setup['transformer_blocks']} "
             f"blocks, vocab {setup['vocab']:,}), {setup['seq_len']} tokens × batch "
             f"{setup['batch_size']}, {setup['clients']} clients × {setup['rounds']} rounds; "
-            f"batches per client {', '.join(map(str, setup['client_batches']))}")
+            f"batches per client {', '.join(map(str, setup['client_batches']))}; "
+            f"{setup['head']} LM head (train.sparse_head: the reference study ran the dense one)")
 
 
 def frozen_text(row: MethodFlops) -> str:

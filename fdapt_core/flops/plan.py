@@ -167,7 +167,9 @@ class FlopsPlanner:
                 "client_fraction": cfg.fl.client_fraction,
                 "local_epochs": cfg.train.local_epochs,
                 "max_local_steps": cfg.train.max_local_steps,
-                "sparse_head": run_head(cfg, prep.model, prep.objective).why,
+                "head": "sparse" if (head := run_head(cfg, prep.model,
+                                                      prep.objective)).sparse else "dense",
+                "sparse_head": head.why,
                 "documents": len(prep.docs), "train_documents": len(prep.train_idx),
                 "client_blocks": [len(b) for b in prep.client_blocks],
                 "client_batches": [-(-len(b) // bs) for b in prep.client_blocks]}
