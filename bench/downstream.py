@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fdapt_core import interrupt
+from fdapt_core.downstream import outcomes
 from fdapt_core.downstream.finetune import (evaluate_task, in_mode, load_task_data,
                                             readout_seed, total_steps)
 from fdapt_core.downstream.runs import (GENERAL, cached_result, ensure_general, finished_runs,
@@ -75,6 +76,35 @@ def downstream_notes(records: dict[str, dict], tasks) -> list[str]:
         elif lacking:
             out.append(f"fdapt has no score on {', '.join(lacking)}: fluctuation leaves "
                        "those tasks out")
+    return out
+
+
+def degenerate_notes(methods: dict[str, Path], tasks) -> list[str]:
+    """A footnote per model whose readout learned nothing a score can tell apart from a
+    constant: an NER model that predicts no entity (F1 0), a classifier that answers one
+    label for every test example (the majority class, or another), on every fine-tuning
+    seed. Such a score measures the readout's failure, not the model's domain knowledge."""
+    out = []
+    for m, folder in methods.items():
+        rec = read_json(folder / "record.json")
+        for t in tasks:
+            d = (rec.get("downstream") or {}).get(t.name)
+            data = outcomes.load(folder, t.name, d.get("task_hash")) if d else None
+            if not data or not data.get("seeds"):
+                continue
+            if data["kind"] == "entity_counts":
+                if all(sum(tp + fp for tp, fp, _ in e["counts"]) == 0 for e in data["seeds"]):
+                    out.append(f"{m} on {t.name}: predicts no entity on any test sentence "
+                               "(F1 0): the readout found nothing to read")
+                continue
+            answers = {int(p) for e in data["seeds"] for p in e["pred"]}
+            if len(answers) == 1:
+                label = data["labels"][answers.pop()]
+                common = max(set(data["true"]), key=data["true"].count)
+                which = "the majority label" if data["labels"][common] == label \
+                    else "one label"
+                out.append(f"{m} on {t.name}: answers {label!r} ({which}) for every test "
+                           "example: the readout learned nothing past a constant")
     return out
 
 
@@ -148,7 +178,7 @@ def run_downstream(out: Console, err: Console, runs: list[Path], tasks: list[Tas
             + (", whole test sets" if whole else ", test subsets") \
             + f", {'/'.join(map(str, seeds))} fine-tuning seed(s) per model"
         title = f"{folder.name}: downstream, {mode}"
-        footnotes = downstream_notes(records, tasks)
+        footnotes = downstream_notes(records, tasks) + degenerate_notes(methods, tasks)
         out.print(render(rows, tasks, title))
         for line in footnotes:
             out.print(f"[dim]- {escape(line)}[/dim]")
