@@ -91,7 +91,10 @@ class TrainConfig:
     lr: float = opt(5e-5, "AdamW learning rate", min=0.0)
     weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
     warmup_steps: int = opt(0, "linear warm-up steps of the schedule", min=0)
-    schedule: str = opt("linear", "learning-rate schedule", choices=("linear", "constant"))
+    schedule: str = opt("linear", "learning-rate schedule (transformers' get_scheduler): "
+                        "linear decay to 0, constant, or cosine to 0, each after "
+                        "warmup_steps of linear warm-up from 0", choices=("linear", "constant",
+                                                                          "cosine"))
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)", min=0.0)
     mlm_probability: float = opt(0.15, "share of tokens masked", min=0.01, max=0.9)
     local_epochs: int = opt(1, "passes over a client's data per round", min=1)

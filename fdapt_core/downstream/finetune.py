@@ -19,7 +19,8 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                          get_scheduler)
 from transformers.utils import logging as hf_logging
 
 from ..errors import ConfigError, DataError
@@ -169,7 +170,7 @@ def finetune_once(model_dir: Path, task: TaskConfig, data: TaskData, seed: int,
     steps_per_epoch = math.ceil(len(train) / task.batch_size)
     total = steps_per_epoch * epochs
     opt = torch.optim.AdamW(model.parameters(), lr=task.lr, weight_decay=task.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (total - s) / total))
+    sched = get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=total)
     pad = tokenizer.pad_token_id or 0
     outside = data.labels.index("O") if "O" in data.labels else 0
     rng = np.random.default_rng(seed)

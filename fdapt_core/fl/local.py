@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Optional, Protocol
 import numpy as np
 import torch
 from torch import nn
+from transformers import get_scheduler
 
 from ..config.run import TrainConfig
 from .. import interrupt
@@ -88,25 +89,32 @@ class BatchStream:
         return epoch * self.steps_per_epoch + step, rows
 
 
+# the config's schedule names → transformers' (`get_scheduler`): each with its linear warm-up
+# of `train.warmup_steps` (from 0), then linear decay to 0 at the last step, constant, or a
+# half cosine to 0
+SCHEDULES = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    """The learning-rate schedule of `cfg` over `total_steps`, from transformers."""
+    return get_scheduler(SCHEDULES[cfg.schedule], optimizer, num_warmup_steps=cfg.warmup_steps,
+                         num_training_steps=max(1, total_steps))
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device):
-    """AdamW over the trainable parameters and a linear (or constant) schedule to 0."""
+    """AdamW over the trainable parameters and the config's schedule (`make_scheduler`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=fused, foreach=None if fused else True)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg,
-                                                                              total_steps))
+    return opt, make_scheduler(opt, cfg, total_steps)
 
 
 def lr_factor(step: int, cfg: TrainConfig, total_steps: int) -> float:
-    """The schedule's multiplier of the learning rate at `step`: linear warm-up, then linear
-    decay to 0 at `total_steps` (or constant)."""
-    warm, total = cfg.warmup_steps, max(1, total_steps)
-    if step < warm:
-        return (step + 1) / (warm + 1)
-    if cfg.schedule == "constant":
-        return 1.0
-    return max(0.0, (total - step) / max(1, total - warm))
+    """The schedule's multiplier of the learning rate at `step` (for an engine that sets the
+    rate itself, ZeRO's): the same function `make_scheduler` steps through."""
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    return make_scheduler(probe, cfg, total_steps).lr_lambdas[0](step)
 
 
 _COMPILED: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import torch
+from transformers import get_scheduler
 
 from ..config.run import FreezeConfig, TrainConfig
 from ..fl.local import BatchStream, amp_dtype, make_optimizer, train_steps
@@ -126,7 +127,7 @@ def measure(setup: Setup, device: torch.device, timing: Timing = Timing()) -> di
     if not setup.fused_adamw and device.type == "cuda":
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                 lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        sched = get_scheduler("constant", opt)
     gen = torch.Generator().manual_seed(0)
     at = 0
 

@@ -21,7 +21,7 @@ import torch
 from scipy import stats as scipy_stats
 from torch import nn
 from transformers import (DataCollatorForLanguageModeling, PrinterCallback, Trainer,
-                          TrainingArguments)
+                          TrainingArguments, get_scheduler)
 from transformers.utils import logging as hf_logging
 
 from ..config.run import TrainConfig
@@ -62,7 +62,7 @@ def run_plain(model: nn.Module, blocks: torch.Tensor, cfg: TrainConfig, tok: Tok
     dtype = amp_dtype(cfg, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=device.type == "cuda")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / steps))
+    sched = get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=steps)
     gen = torch.Generator().manual_seed(0)
     special = torch.tensor(tok.special_ids)
     model.train()
