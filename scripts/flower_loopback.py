@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def main() -> int:
         print(run.stdout[-3000:], run.stderr[-2000:])
         for log in tmp.glob("*.log"):
             print(f"--- {log.name}\n{log.read_text()[-2000:]}")
+        print(f"its files are kept for a look: {tmp}")
         return 1
     rounds = [round_summary(r) for r in rec["rounds"]]
     for x in rounds:
@@ -118,6 +120,7 @@ def main() -> int:
                for k in rounds[0]["outside_breakdown_s"]},
            "final_eval": rec["final_eval"], "initial_eval": rec["initial_eval"]}
     write_json_atomic(args.out, out)
+    shutil.rmtree(tmp, ignore_errors=True)  # its corpus, models and logs: ~12 MB a run
     print(f"flower_loopback: {len(rounds)} rounds in {wall:.0f} s, median "
           f"{out['median_outside_client_training_s']:.1f} s a round outside training; "
           f"record {args.out}")

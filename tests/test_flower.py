@@ -395,12 +395,15 @@ def test_a_warm_worker_trains_the_sequential_run_and_keeps_what_a_fresh_process_
             else:
                 raise AssertionError(f"warm worker {pid} still runs after the release")
             assert not path.exists()
+            # and its log, empty, is gone with it (empty logs piled up in the folder)
+            assert not list(path.parent.glob(f"{path.stem}*.log"))
     finally:
         for path in paths:
             if path.exists():
                 os.kill(_worker_pid(path), signal.SIGKILL)
             path.unlink(missing_ok=True)
-            path.with_suffix(".log").unlink(missing_ok=True)
+            for log in path.parent.glob(f"{path.stem}*.log"):
+                log.unlink(missing_ok=True)
 
 
 @pytest.mark.slow

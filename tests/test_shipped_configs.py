@@ -84,3 +84,21 @@ def test_a_key_added_later_leaves_the_hash_alone_only_at_its_old_behaviour():
     digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert old.hash() == digest
     assert build_config({}, []).hash() != digest  # the sparse default trains otherwise
+
+
+def test_a_users_own_study_stays_out_of_git_status():
+    """The project's studies are committed (records, outcomes, reports); a study a user runs
+    (`./run_all.sh --quick`, a copied study file) showed up untracked in `git status`."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
+
+    assert ignored("results/studies/quick/runs/quick-iid-s0/fdapt/record.json")
+    assert ignored("results/studies/my-own/report/report.md")
+    assert not ignored("results/studies/ohsumed-probe/runs/ohsumed-probe-iid-s0/fdapt/record.json")
+    assert ignored("results/studies/ohsumed-probe/runs/ohsumed-probe-iid-s0/fdapt/model/x.bin")

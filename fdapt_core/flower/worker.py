@@ -14,7 +14,7 @@ that started its first ClientApp (the SuperNode's SuperExec) is gone. It runs in
 SuperNode's session, so stopping the node's session stops it too. The socket lives in a
 folder only its user can enter.
 
-    python -m fdapt_core.flower.worker SOCKET IDLE_S WATCH_PID   (started by the ClientApp)
+    python -m fdapt_core.flower.worker SOCKET IDLE_S WATCH_PID [LOG]   (started by the ClientApp)
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Optional
 
 from ..errors import FdaptError
 from . import frames
@@ -98,10 +99,10 @@ def _start(path: Path, idle_s: float) -> socket.socket:
     process's parent (the SuperNode's SuperExec, which outlives this message)."""
     path.unlink(missing_ok=True)  # a dead worker's socket
     _started[:] = [p for p in _started if p.poll() is None]  # no exited child left unreaped
-    log = path.with_suffix(".log")
+    log = path.with_name(f"{path.stem}.{time.time_ns()}.log")  # its own: removed if empty
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "fdapt_core.flower.worker", str(path),
-                                 str(idle_s), str(os.getppid())],
+                                 str(idle_s), str(os.getppid()), str(log)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     _started.append(proc)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -117,9 +118,10 @@ def _start(path: Path, idle_s: float) -> socket.socket:
     raise RuntimeError(f"the node's warm worker did not listen within {START_TIMEOUT_S:g} s")
 
 
-def serve(path: Path, idle_s: float, watch_pid: int) -> None:
+def serve(path: Path, idle_s: float, watch_pid: int, log: Optional[Path] = None) -> None:
     """Answer messages until told to stop (the run is over), none came for `idle_s`
-    seconds, or `watch_pid` is gone."""
+    seconds, or `watch_pid` is gone; then remove its `log` if nothing was written to it
+    (one empty file a worker piled up in the node's folder)."""
     from . import node  # the training code, imported once for the worker's life
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -164,6 +166,11 @@ def serve(path: Path, idle_s: float, watch_pid: int) -> None:
                 path.unlink()
         except OSError:
             pass
+        try:
+            if log is not None and log.stat().st_size == 0:
+                log.unlink()
+        except OSError:
+            pass
 
 
 def _alive(pid: int) -> bool:
@@ -177,4 +184,5 @@ def _alive(pid: int) -> bool:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]))
+    serve(Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]),
+          Path(sys.argv[4]) if len(sys.argv) > 4 else None)
