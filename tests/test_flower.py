@@ -223,6 +223,21 @@ def test_a_node_missing_a_document_or_holding_other_text_refuses(tiny, tmp_path)
                     transport=FlowerTransport(grid, "fdapt", 10))
 
 
+@pytest.mark.parametrize("warm", [-1, "abc"])
+def test_a_node_config_the_harness_refuses_ends_the_run_in_one_line(tiny, tmp_path, warm):
+    """`warm-s=-1` on one node: the run went on without that client (`lost` every round) and
+    finished `degraded`; now the node's reply names itself and the key, and the run fails."""
+    import json
+
+    grid = LocalGrid(2, node_config={1: {"warm-s": warm}})
+    with pytest.raises(FdaptError, match=r"node 1001 refused the run: .*'warm-s' must be a "
+                                         rf"number of seconds >= 0 .*not {warm!r} \(node 1001\)"):
+        run_session(tiny("name=badnode", "dist.executor=flower"), "fdapt",
+                    transport=FlowerTransport(grid, "fdapt", 10))
+    rec = json.loads((tmp_path / "results" / "badnode" / "fdapt" / "record.json").read_text())
+    assert rec["status"] == "failed" and "warm-s" in rec["error"]
+
+
 def test_nodes_sharing_a_cache_do_not_undo_each_others_tokenizer_write(tiny, tmp_path):
     """Two nodes of one host (a simulation's Ray workers) write the server's tokenizer into
     the same cache at once: neither may delete the folder the other is filling. (Before, each

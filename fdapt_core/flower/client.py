@@ -50,10 +50,29 @@ def node_overrides(context: Context) -> list[str]:
             if k in context.node_config]
 
 
+def config_problem(context: Context) -> str | None:
+    """Why this node's config cannot serve a run (None: it can): a node the harness refuses
+    says so in its reply, and the server ends the run in one line naming the node, where it
+    used to fail every message and leave the run to go on without that client."""
+    try:
+        partition_id(context)
+        warm_seconds(context)
+    except FdaptError as exc:
+        return f"{exc} (node {context.node_id})"
+    return None
+
+
+def refused(msg: Message, reason: str) -> Message:
+    return Message(RecordDict({"refused": ConfigRecord({"reason": reason})}), reply_to=msg)
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Which partition this node holds; with `release` (the run is over), its warm worker
-    is stopped too."""
+    """Which partition this node holds (or why its config cannot serve the run); with
+    `release` (the run is over), its warm worker is stopped too."""
+    problem = config_problem(context)
+    if problem is not None:
+        return refused(msg, problem)
     c = partition_id(context)
     if "release" in msg.content and warm_seconds(context):
         cache_dir = context.node_config.get("cache-dir", msg.content["release"]["cache_dir"])
@@ -78,6 +97,9 @@ def warm_seconds(context: Context) -> float:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     global _served
+    problem = config_problem(context)
+    if problem is not None:
+        return refused(msg, problem)
     run = msg.content["run"]
     clock = NodeClock(run.get("sent_at"), IMPORTS_STARTED, _IMPORTS_DONE, fresh=_served == 0)
     _served += 1
@@ -108,8 +130,7 @@ def train(msg: Message, context: Context) -> Message:
             from . import node  # torch, transformers, the training code: a query needs none
         answer, out = node.handle(req, blobs, clock)
     if "refused" in answer:  # this node cannot train the server's run: say why
-        return Message(RecordDict({"refused": ConfigRecord({"reason": answer["refused"]})}),
-                       reply_to=msg)
+        return refused(msg, answer["refused"])
     save_state(context.state, {k.removeprefix("state."): v for k, v in out.items()
                                if k.startswith("state.")})
     content = RecordDict({"row": ConfigRecord({"row": json.dumps(answer["row"])})})

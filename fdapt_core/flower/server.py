@@ -78,6 +78,9 @@ class FlowerTransport:
             asked = {n: Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY)
                      for n in self.grid.get_node_ids() if n not in self.nodes.values()}
             for node, reply in self.exchange_messages(asked, min(30.0, self.timeout_s)).items():
+                if not reply.has_error() and "refused" in reply.content:  # its own config
+                    raise FdaptError(f"Flower: node {node} refused the run: "
+                                     f"{reply.content['refused']['reason']}")
                 if not reply.has_error():
                     self.nodes.setdefault(int(reply.content["node"]["partition-id"]), node)
             if all(c in self.nodes for c in range(n_clients)):
@@ -86,9 +89,10 @@ class FlowerTransport:
                 missing = sorted(set(range(n_clients)) - set(self.nodes))
                 raise FdaptError(f"Flower: no node holds partition(s) {missing} after "
                                  f"{self.timeout_s:g} s (dist.timeout_s); start one SuperNode "
-                                 f"per client with --node-config 'partition-id=<i>' (after a "
-                                 "SuperLink restart, restart the SuperNodes too: they do not "
-                                 "reconnect)")
+                                 f"per client with --node-config 'partition-id=<i>' (a "
+                                 "SuperNode whose --node-config does not parse as TOML never "
+                                 "starts: quote its strings; after a SuperLink restart, "
+                                 "restart the SuperNodes too: they do not reconnect)")
             time.sleep(0.5)
 
     def bind(self, ctx: FlContext, client=None) -> None:
