@@ -27,6 +27,8 @@ from tests.conftest import ROOT
     (["fl.clients=700"], ["fl.clients", "n_docs"]),
     (["fl=3"], ["fl", "mapping"]),
     (["noequals"], ["key=value"]),
+    # a key the run would not read, given explicitly: named, never a silent no-op
+    (["data.path=missing.jsonl"], ["data.path", "not read while data.source is synthetic"]),
 ])
 def test_bad_values_name_the_key(override, words):
     with pytest.raises(ConfigError) as e:

@@ -76,9 +76,33 @@ LEGACY = {("train", "sparse_head"): False}
 
 def build_config(data: dict | None = None, overrides: typing.Iterable[str] = ()) -> RunConfig:
     """Make a validated RunConfig from a YAML tree and `key=value` overrides."""
+    overrides = list(overrides)
     cfg = build_section(RunConfig, apply_overrides(data or {}, overrides), "")
     validate(cfg)
+    _refuse_unread(cfg, overrides)
     return cfg
+
+
+# keys a run does not read under a setting, and that setting: given explicitly (a `--set`),
+# such a key is a mistake to name, never a silent no-op (`bench flops --set
+# data.path=missing.jsonl` on the synthetic default went on as if nothing was said)
+UNREAD = {
+    "data.path": ("data.source", "synthetic"), "data.id_field": ("data.source", "synthetic"),
+    "data.key_field": ("data.source", "synthetic"),
+}
+
+
+def _refuse_unread(cfg: RunConfig, overrides: list[str]) -> None:
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key not in UNREAD:
+            continue
+        setting, value = UNREAD[key]
+        section, name = setting.split(".")
+        if getattr(getattr(cfg, section), name) == value:
+            raise ConfigError(f"{key}: not read while {setting} is {value} (the corpus is "
+                              f"generated in code); set {setting}=jsonl (or text, hf_disk, "
+                              "hf_hub) to read a corpus")
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> RunConfig:
