@@ -21,6 +21,8 @@ from fdapt_core.config.run import RunConfig, describe, load_config
 from fdapt_core.errors import FdaptError
 from fdapt_core.executors import EXECUTORS, executor_of
 from fdapt_core.freeze.allocation import POLICIES as FREEZE_POLICIES
+from fdapt_core.tracking import Tee, open_tracker
+from fdapt_core.tracking import check as check_tracking
 
 from .progress import RichCallbacks
 from .tables import add_downstream, downstream_columns, notes, rich_table, rows_of, write_tables
@@ -80,8 +82,25 @@ def _train(cfg: RunConfig, method: str, resume: bool) -> Optional[dict]:
     if executor_of(cfg).ranks and os.environ.get("RANK", "0") != "0":
         run(cfg, method, resume=resume)
         return None
-    with RichCallbacks(method, err) as cb:
-        return run(cfg, method, resume=resume, callbacks=cb)
+    tracker = open_tracker(cfg, method)  # a backend that cannot work: one line, before training
+    try:
+        with RichCallbacks(method, err) as cb:
+            return run(cfg, method, resume=resume, callbacks=Tee(cb, tracker))
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+REPORT_TO_HELP = ("log each run's config, rounds and totals to experiment trackers: "
+                  "tensorboard, mlflow (comma-separated; offline: <output_dir>/tracking); "
+                  "sets tracking.backends")
+
+
+def _report_to(set_: list[str], report_to: Optional[str]) -> list[str]:
+    if report_to is None:
+        return set_
+    names = [n.strip() for n in report_to.split(",") if n.strip()]
+    return [*set_, f"tracking.backends=[{', '.join(names)}]"]
 
 
 @command("run")
@@ -98,6 +117,7 @@ def run_cmd(
                                            + "; sets dist.executor"),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="start N local ranks "
                                         "through torch.distributed.run (distributed executor)"),
+    report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
 ) -> None:
     """Train one method; its record, checkpoints and model land in results/<name>/<method>/."""
     from fdapt_core.runs import run_dir
@@ -105,6 +125,7 @@ def run_cmd(
     _quiet_libraries()
     if executor is not None:
         set_ = [*set_, f"dist.executor={executor}"]
+    set_ = _report_to(set_, report_to)
     cfg = _load(config, set_)
     if nproc is not None:
         from .launch import launch_local
@@ -126,6 +147,7 @@ def compare_cmd(
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     force: bool = typer.Option(False, "--force", help="retrain even where a finished record "
                                "with the same config exists"),
+    report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
 ) -> None:
     """Train each method (or reuse its finished record) and print one comparison table."""
     from fdapt_core.methods import check
@@ -134,7 +156,8 @@ def compare_cmd(
     _how_to_continue[:] = ["run the same compare again: finished methods are reused and the "
                            "stopped one resumes"]
     _quiet_libraries()
-    cfg = _load(config, set_)
+    cfg = _load(config, _report_to(set_, report_to))
+    check_tracking(cfg)  # a tracking backend that cannot work: before the first method trains
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names:
         raise FdaptError("--methods: give at least one method")
@@ -261,6 +284,7 @@ def study_cmd(
                                 "the study's report from the records at hand"),
     keys: bool = typer.Option(False, "--keys", help="list every study-file key with its "
                               "default and help"),
+    report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
 ) -> None:
     """Run a whole study: train every cell (finished runs are reused, a killed one resumes),
     score every model downstream, and write the study's report. Stop it at any point and run
@@ -275,7 +299,10 @@ def study_cmd(
     if config is None:
         raise FdaptError("--config: name a study file (bench study --keys lists its keys)")
     _quiet_libraries()
+    set_ = _report_to(set_, report_to)
     study, base, grid, tasks = load_grid(config, set_, _tasks_dir())
+    if grid and not (plan or report):
+        check_tracking(grid[0].cfg)  # before the first cell trains
     if plan:
         return print_plan(out, study, grid, tasks)
     _how_to_continue[:] = [f"run `bench study --config {config}` again: it goes on where it "

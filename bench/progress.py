@@ -49,3 +49,9 @@ class RichCallbacks:
         self.progress.console.print(f"{self.label} round {round_index + 1}: held-out loss "
                                   f"{row['eval_loss']:.4f} (ppl {row['eval_ppl']:.2f}), "
                                   f"{row['wall_s']:.1f} s", highlight=False)
+
+    def run_start(self, record):
+        pass
+
+    def run_end(self, record):
+        pass

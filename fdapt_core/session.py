@@ -66,6 +66,8 @@ def run_session(cfg: RunConfig, method: str, resume: bool = False, callbacks=Non
     record["other_fdapt_runs_at_start"] = others
     record["model"]["head"] = ctx.head.why  # where the LM head ran in training
     write(out / "record.json", record)
+    if main:
+        _hook(callbacks, "run_start")(record)  # e.g. experiment tracking: the config
     t0 = time.perf_counter()
     try:
         trainer.run(start)
@@ -90,6 +92,8 @@ def run_session(cfg: RunConfig, method: str, resume: bool = False, callbacks=Non
                               f"(first: {next(iter(lost.values()))}); the rounds were "
                               "aggregated without them")
     write(out / "record.json", record)
+    if main:
+        _hook(callbacks, "run_end")(record)  # e.g. experiment tracking: the totals
     return record
 
 
@@ -182,6 +186,12 @@ def _save_final_model(prep: Prepared, out: Path) -> dict:
 
 def _no_write(*_args, **_kwargs) -> None:
     pass
+
+
+def _hook(callbacks, name: str):
+    """A run-level hook of `callbacks`, or nothing: callbacks written before the run-level
+    hooks existed have only the round's."""
+    return getattr(callbacks, name, None) or (lambda *a, **k: None)
 
 
 class _RecordFirst:

@@ -3,7 +3,7 @@
 #
 #   bash scripts/setup.sh          the core: every command on the default config
 #   bash scripts/setup.sh all      the core and every extra the test suite uses
-#                                  (test, minilm, deepspeed, flower)
+#                                  (test, minilm, deepspeed, flower, tracking)
 #   bash scripts/setup.sh test,flower   the core and the extras named
 #
 # (EXTRAS="..." in the environment does the same as the argument.)
@@ -18,7 +18,7 @@ PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 EXTRAS="${1:-${EXTRAS:-}}"
 if [ "$EXTRAS" = "all" ]; then
-  EXTRAS="test,minilm,deepspeed,flower"
+  EXTRAS="test,minilm,deepspeed,flower,tracking"
 fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

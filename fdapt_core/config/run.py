@@ -20,8 +20,8 @@ from pathlib import Path
 
 from .build import apply_overrides, build_section, field_types, is_section, load_yaml, opt
 from .sections import (CentralConfig, DataConfig, DistConfig, EvalConfig, FaultsConfig,
-                              FLConfig, FreezeConfig, ModelConfig, NetworkConfig, PartitionConfig,
-                              PeftConfig, ProfileConfig, ReportConfig, TrainConfig)
+                       FLConfig, FreezeConfig, ModelConfig, NetworkConfig, PartitionConfig,
+                       PeftConfig, ProfileConfig, ReportConfig, TrackingConfig, TrainConfig)
 from ..errors import ConfigError
 from ..executors import executor_of
 
@@ -49,15 +49,17 @@ class RunConfig:
     profile: ProfileConfig = opt(None, "measurement", factory=ProfileConfig)
     faults: FaultsConfig = opt(None, "client faults", factory=FaultsConfig)
     dist: DistConfig = opt(None, "processes and devices", factory=DistConfig)
+    tracking: TrackingConfig = opt(None, "experiment tracking (TensorBoard, MLflow)",
+                                   factory=TrackingConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def hash(self, exclude: tuple[str, ...] = ("output_dir", "cache_dir", "network",
-                                               "report")) -> str:
+                                               "report", "tracking")) -> str:
         """A stable digest of the resolved config (keys in `exclude` left out: by default the
-        paths, which say where a cell's files go, and the network and report settings, which
-        say how its record is read, not what it computes)."""
+        paths, which say where a cell's files go, the network and report settings, which
+        say how its record is read, and tracking, where it is logged: not what it computes)."""
         d = self.to_dict()
         for key in exclude:
             d.pop(key, None)
@@ -131,6 +133,10 @@ def validate(cfg: RunConfig) -> None:
             and not d.key_field:
         raise ConfigError(f"partition.method={cfg.partition.method} needs data.key_field "
                           "(the field whose values are split among clients)")
+    unknown = sorted(set(cfg.tracking.backends) - {"tensorboard", "mlflow"})
+    if unknown:
+        raise ConfigError(f"tracking.backends: {unknown[0]!r} is not one of tensorboard, "
+                          "mlflow")
     bad = sorted(set(cfg.faults.corrupt_kinds) - {"nan", "inf", "scale"})
     if bad or not cfg.faults.corrupt_kinds:
         raise ConfigError(f"faults.corrupt_kinds: {bad or '[]'}; choose from nan, inf, scale")

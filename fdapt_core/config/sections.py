@@ -304,3 +304,15 @@ class DistConfig:
     timeout_s: int = opt(300, "a collective that waits longer than this fails the run "
                          "(a rank that hangs or dies on another host)", min=10)
 
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking (fdapt_core/tracking.py): off unless backends are named; offline."""
+
+    backends: list[str] = opt(None, "where each run logs its config, rounds and totals: "
+                              "tensorboard (event files), mlflow (a local SQLite store); [] "
+                              "none (`--report-to` sets it)", factory=list)
+    dir: Optional[str] = opt(None, "the tracking data's folder; null: <output_dir>/tracking")
+    mlflow_uri: Optional[str] = opt(None, "MLflow tracking URI; null: "
+                                    "sqlite:///<dir>/mlflow.db (offline)")
