@@ -198,12 +198,20 @@ def perf_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]"),
     quick: bool = typer.Option(False, "--quick", help="a smoke-sized suite (seconds; its "
                                "figures are not for comparison)"),
+    history: Optional[Path] = typer.Option(None, "--history", help="run nothing: read every "
+                                           "perf record in this folder, print each measure "
+                                           "by date and commit with the first record of each "
+                                           "step change, and draw it over time (PNG, in "
+                                           "<folder>/history/ or --out)"),
 ) -> None:
     """The perf micro-suite: harness vs plain loop vs HF Trainer, overhead, FFDAPT savings,
-    memory vs clients. Writes one JSON record; with --baseline, gates on regressions."""
-    from .perf import run_perf
+    memory vs clients. Writes one JSON record; with --baseline, gates on regressions; with
+    --history, the records' history instead."""
+    from .perf import run_history, run_perf
 
     _quiet_libraries()
+    if history is not None:
+        sys.exit(run_history(out, history, out_file))
     sys.exit(run_perf(out, err, out_file, baseline, device, quick))
 
 

@@ -120,3 +120,60 @@ def run_perf(out: Console, err: Console, out_file: Optional[Path], baseline: Opt
         err.print(f"[red]perf regression:[/red] {', '.join(failed)}")
         return 1
     return 0
+
+
+def run_history(out: Console, folder: Path, plots: Optional[Path] = None) -> int:
+    """`bench perf --history FOLDER`: every perf record there, a table per measure by date
+    and commit with its interval and the first record of each step change, and one PNG of
+    each measure over time (in `plots`, default FOLDER/history/)."""
+    from fdapt_core.perf.history import history
+
+    if not folder.is_dir():
+        raise FdaptError(f"--history: {folder}: no such folder of perf records")
+    series = history(folder)
+    if not series:
+        raise FdaptError(f"--history: {folder}: no perf record there (bench perf writes "
+                         "results/perf/perf-<device>-<time>.json)")
+    plots = plots or folder / "history"
+    plots.mkdir(parents=True, exist_ok=True)
+    for name, points in series.items():
+        t = Table(title=f"{name}: {len(points)} record(s)")
+        for col in ("date", "commit", "series", "value", "interval", "step"):
+            t.add_column(col, justify="right" if col in ("value", "interval") else "left")
+        for p in points:
+            ci = "-" if p.low is None else f"[{p.low:.4g}, {p.high:.4g}]"
+            step = {"up": "[yellow]step up begins[/yellow]",
+                    "down": "[yellow]step down begins[/yellow]", None: ""}[p.step]
+            t.add_row(p.created[:16].replace("T", " "), p.commit, p.series, f"{p.value:.4g}",
+                      ci, step)
+        out.print(t)
+        _plot(name, points, plots / f"{name}.png")
+    out.print(f"plots: {plots}/<measure>.png")
+    return 0
+
+
+def _plot(name: str, points, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for series in dict.fromkeys(p.series for p in points):
+        mine = [(i, p) for i, p in enumerate(points) if p.series == series]
+        xs = [i for i, _ in mine]
+        ys = [p.value for _, p in mine]
+        err = [[p.value - p.low if p.low is not None else 0 for _, p in mine],
+               [p.high - p.value if p.high is not None else 0 for _, p in mine]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=series)
+        for i, p in mine:
+            if p.step:
+                ax.annotate(f"step {p.step}", (i, p.value), textcoords="offset points",
+                            xytext=(0, 10), ha="center", color="tab:red", fontsize=8)
+    ax.set_xticks(range(len(points)))
+    ax.set_xticklabels([f"{p.created[:10]}\n{p.commit[:7]}" for p in points], fontsize=7)
+    ax.set_title(name)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
