@@ -125,7 +125,9 @@ def task_files(tmp_path_factory):
     for name, t in tasks.items():
         body = {k: str(v) if k in ("train", "dev", "test") and v is not None else v
                 for k, v in t.items()}
-        body.update(name=name, epochs=4, seeds=2, lr=2e-3, max_length=32,
+        # the pair task plateaus at the majority class for a few epochs on some fine-tuning
+        # seeds and draws before it learns: 8 epochs (4 read the majority on 2 of 6 fits)
+        body.update(name=name, epochs=8 if name == "qa" else 4, seeds=2, lr=2e-3, max_length=32,
                     quick={"train_examples": 30, "dev_examples": 20, "test_examples": 20,
                            "epochs": 1, "seeds": 1})
         (d / f"{name}.yaml").write_text(yaml.safe_dump(body))
@@ -142,7 +144,7 @@ def test_each_task_type_learns_and_is_reproducible(adapted, task_files, name):
     model = run_dir(cfg, "fdapt") / "model"
     a = evaluate_task(model, task, torch.device("cpu"), quick=False)
     assert a["seeds"] == 2 and len(a["runs"]) == 2
-    assert len(a["runs"][0]["dev_by_epoch"]) == 4
+    assert len(a["runs"][0]["dev_by_epoch"]) == body["epochs"]
     # every seed beats predicting the majority class, on the headline score and on accuracy,
     # by more than a few test examples' worth (one example moves accuracy by 1/40)
     baseline = majority_baseline(body)
