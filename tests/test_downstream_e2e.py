@@ -354,3 +354,44 @@ def test_a_stop_asked_for_lands_between_scores(adapted, task_files, tmp_path):
     finally:
         interrupt.clear()
     assert state() == before
+
+
+@pytest.mark.parametrize("select", ["cv", "fixed"])
+def test_a_probe_chooses_its_c_by_the_tasks_rule(adapted, task_files, select, tmp_path):
+    """`probe_select`: cv picks C by 5-fold cross-validation on the training examples (no dev
+    data read: a dev split of one label changes nothing), fixed fits the one C given; each
+    says which rule chose, and is deterministic."""
+    from dataclasses import replace
+
+    from fdapt_core.downstream.finetune import load_task_data, readout_seed
+    from fdapt_core.downstream.tasks import named_task
+
+    cfg, _ = adapted
+    path, body = task_files["rel"]
+    task = replace(named_task(f"{path}:probe", path.parent), probe_select=select,
+                   probe_c=0.1 if select == "fixed" else None)
+    model = run_dir(cfg, "fdapt") / "model"
+    data = load_task_data(task, False, readout_seed(3))
+    a = evaluate_task(model, task, torch.device("cpu"), False, data, None, 3)
+    run = a["runs"][0]
+    assert run["probe_select"] == select
+    if select == "fixed":
+        assert run["probe_c"] == 0.1 and len(run["dev_by_epoch"]) == 1
+    else:
+        assert len(run["dev_by_epoch"]) == 4  # one cross-validated score per C of the grid
+        blind = replace(data, dev=[replace(x, label=data.dev[0].label) for x in data.dev])
+        b = evaluate_task(model, task, torch.device("cpu"), False, blind, None, 3)
+        assert b["runs"][0]["probe_c"] == run["probe_c"]  # the dev split played no part
+        assert b["outcomes"]["seeds"] == a["outcomes"]["seeds"]
+    assert a["scores"][task.metric]["values"][0] > majority_baseline(body)[task.metric] + 0.1
+
+
+def test_probe_c_goes_with_a_fixed_rule(tmp_path, task_files):
+    from fdapt_core.errors import ConfigError
+
+    path, body = task_files["rel"]
+    for extra in ({"probe_select": "fixed"}, {"probe_c": 0.1}):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({**body, **extra}))
+        with pytest.raises(ConfigError, match="probe_c is needed by, and only by"):
+            load_task(bad)

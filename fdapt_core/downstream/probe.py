@@ -9,7 +9,8 @@ and its fit deterministic, so the score's noise is the test set's and the pretra
 Features: a sequence is the mean of its last hidden states over its tokens; a word is its
 first word-piece's last hidden state (a word cut off by truncation is predicted `O`, as in
 fine-tuning). Standardised on the training split, then scikit-learn's `LogisticRegression`
-for each inverse regularisation in `C_GRID`; the best on dev is scored on test.
+for each inverse regularisation in `C_GRID`; the best on dev (or in 5-fold cross-validation on
+the training examples, or one C fixed in advance: the task's `probe_select`) is scored on test.
 """
 from __future__ import annotations
 
@@ -97,20 +98,50 @@ def probe_once(model_dir: Path, task: TaskConfig, data, seed: int,
         hf_logging.set_verbosity(level)
     pad = tokenizer.pad_token_id or 0
     feats = {k: _features(model, v, pad, token_level, device) for k, v in splits.items()}
-    x, y = _stack(splits["train"], feats["train"], token_level)
-    scaler = StandardScaler().fit(x)
     outside = data.labels.index("O") if "O" in data.labels else 0
-    fits, history = [], []
-    for c in C_GRID:
-        # lbfgs draws nothing; the seed is kept for a solver that would (sklearn takes 32 bits)
-        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed % 2 ** 32)
-        clf.fit(scaler.transform(x), y)
-        dev = _predict(clf, scaler, splits["dev"], feats["dev"], token_level, outside)
-        history.append(score_predictions(task, data.labels, data.dev, dev)[task.metric])
-        fits.append(clf)
+    grid = (task.probe_c,) if task.probe_select == "fixed" else C_GRID
+    fits, scaler = _fit(splits["train"], feats["train"], token_level, grid, seed)
+    if task.probe_select == "cv":
+        history = _cross_validated(task, data, splits["train"], feats["train"], token_level,
+                                   grid, seed, outside)
+    else:  # dev: the choice; fixed: the one C's dev score, kept for the record
+        history = [score_predictions(task, data.labels, data.dev, _predict(
+            clf, scaler, splits["dev"], feats["dev"], token_level, outside))[task.metric]
+                   for clf in fits]
     best = int(np.argmax(history))
     test = _predict(fits[best], scaler, splits["test"], feats["test"], token_level, outside)
     return {"seed": seed, "test": score_predictions(task, data.labels, data.test, test),
-            "dev_by_epoch": history, "best_epoch": best, "probe_c": C_GRID[best],
-            "wall_s": time.perf_counter() - t0,
+            "dev_by_epoch": history, "best_epoch": best, "probe_c": grid[best],
+            "probe_select": task.probe_select, "wall_s": time.perf_counter() - t0,
             "outcome": outcomes.outcome(task, data.labels, data.test, test)}
+
+
+def _fit(items: list[dict], feats: list[np.ndarray], token_level: bool, grid, seed: int):
+    """A logistic regression per C on standardised features, and the scaler."""
+    x, y = _stack(items, feats, token_level)
+    scaler = StandardScaler().fit(x)
+    # lbfgs draws nothing; the seed is kept for a solver that would (sklearn takes 32 bits)
+    return [LogisticRegression(C=c, max_iter=2000, random_state=seed % 2 ** 32).fit(
+        scaler.transform(x), y) for c in grid], scaler
+
+
+FOLDS = 5
+
+
+def _cross_validated(task: TaskConfig, data, items: list[dict], feats: list[np.ndarray],
+                     token_level: bool, grid, seed: int, outside: int) -> list[float]:
+    """Each C's mean score over `FOLDS` folds of the training examples (sentences, for NER),
+    the folds drawn with the readout seed (`data.seed`): a choice that reads no dev data."""
+    order = np.random.default_rng(data.seed + 3).permutation(len(items))
+    totals = np.zeros(len(grid))
+    for k in range(FOLDS):
+        held = [int(i) for i in order[k::FOLDS]]
+        kept = [int(i) for j, i in enumerate(order) if j % FOLDS != k]
+        fits, scaler = _fit([items[i] for i in kept], [feats[i] for i in kept], token_level,
+                            grid, seed)
+        for j, clf in enumerate(fits):
+            preds = _predict(clf, scaler, [items[i] for i in held], [feats[i] for i in held],
+                             token_level, outside)
+            totals[j] += score_predictions(task, data.labels, [data.train[i] for i in held],
+                                           preds)[task.metric] / FOLDS
+    return [float(v) for v in totals]

@@ -160,9 +160,15 @@ def model_folder(run: Path) -> Path:
 FINETUNE_SEEDS = "derived from the pretraining seed"
 
 
+# Task keys added after scores were taken, at the value that computes what every score before
+# them computed: left out of the hash there, so those scores still match their task
+TASK_LEGACY = {"probe_select": "dev", "probe_c": None}
+
+
 def task_hash(task: TaskConfig, quick: bool) -> str:
     # unit_markers decide how a report resamples the test set, not a score: left out
-    spec = {"task": {k: v for k, v in asdict(task).items() if k != "unit_markers"},
+    spec = {"task": {k: v for k, v in asdict(task).items() if k != "unit_markers"
+                     and not (k in TASK_LEGACY and v == TASK_LEGACY[k])},
             "quick": quick, "finetune_seeds": FINETUNE_SEEDS}
     if task.probe:  # the regularisation grid the probe picks from decides its scores too
         spec["probe_c_grid"] = list(C_GRID)

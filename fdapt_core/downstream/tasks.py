@@ -68,6 +68,12 @@ class TaskConfig:
     probe: bool = opt(False, "a linear probe in place of fine-tuning: logistic regression on "
                       "the frozen model's features (deterministic: one fit, whatever seeds "
                       "says); a study names it `<task>:probe`")
+    probe_select: str = opt("dev", "how a linear probe chooses its regularisation C: dev "
+                            "(the grid's best on the dev examples), cv (5-fold "
+                            "cross-validation on the training examples, folds drawn with the "
+                            "readout seed; no dev data), fixed (probe_c, chosen before any "
+                            "score)", choices=("dev", "cv", "fixed"))
+    probe_c: Optional[float] = opt(None, "the probe's C where probe_select is fixed", min=0.0)
     quick: QuickConfig = opt(None, "the quick budget", factory=QuickConfig)
 
 
@@ -83,6 +89,8 @@ def load_task(path: str | Path) -> TaskConfig:
         raise ConfigError(f"{p}: {task.type} reads JSONL files (format: jsonl)")
     if (task.type == "pair_classification") != (task.pair_field is not None):
         raise ConfigError(f"{p}: pair_field is needed by, and only by, pair_classification")
+    if (task.probe_select == "fixed") != (task.probe_c is not None):
+        raise ConfigError(f"{p}: probe_c is needed by, and only by, probe_select: fixed")
     if task.type == "token_classification" and task.metric not in ("f1", "accuracy"):
         raise ConfigError(f"{p}: metric {task.metric!r} is for classification tasks; "
                           "token classification reports f1 or accuracy")
