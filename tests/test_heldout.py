@@ -167,39 +167,3 @@ def test_the_held_out_loss_is_the_exact_mean_of_its_token_losses(tiny):
                 assert after != before
             p.copy_(saved)
     assert seen > 0  # the nudge moved some tensor's token losses: the check above was made
-
-
-@pytest.mark.parametrize("method", ["central", "ffdapt"])
-def test_every_method_scores_the_same_documents(tiny, method):
-    cfg = tiny()
-    assert prepare(cfg, method).manifest["heldout_scored"] \
-        == prepare(cfg, "fdapt").manifest["heldout_scored"]
-
-
-def test_the_held_out_loss_sees_a_weight_change_of_a_millionth(tiny):
-    """Two runs whose weights parted by up to 6e-7 (1 and 2 threads, five rounds) scored the
-    same held-out loss to 16 digits: each batch's loss was summed in float32. A scorer that
-    cannot see a weight change cannot vouch for a rerun either."""
-    import torch
-
-    from fdapt_core.fl.evaluate import HeldOut
-    from fdapt_core.model import tokenizer_info
-    from fdapt_core.objective import build_objective
-
-    cfg = tiny("eval.max_blocks=64", "data.max_seq_length=64", "data.val_fraction=0.3")
-    prep = prepare(cfg, "fdapt")
-    objective = build_objective("mlm", tokenizer_info(prep.tokenizer), 0.15)
-    heldout = HeldOut(prep.heldout.blocks, objective, cfg.seed, batch_size=64)
-    model = prep.model
-    before = heldout.evaluate(model, torch.device("cpu"))["loss"]
-    gen = torch.Generator().manual_seed(0)
-    params = list(model.parameters())[::3]  # a third of the tensors, every kind among them
-    changed = 0
-    with torch.no_grad():
-        for p in params:
-            saved = p.clone()
-            p.add_(torch.randn(p.shape, generator=gen) * 1e-7)
-            changed += heldout.evaluate(model, torch.device("cpu"))["loss"] != before
-            p.copy_(saved)
-    # every weight tensor moved by ~1e-7 moves the loss (the float32 sums missed a third)
-    assert changed >= 0.9 * len(params), (changed, len(params))
