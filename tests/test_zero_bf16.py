@@ -14,9 +14,11 @@ steps by about lr, either way, in each run. Hence two bounds:
 - max |Δw| ≤ 2·lr·Σ schedule factors of a client round: the two runs stepping opposite ways for
   a whole round (Adam's first steps move a weight at most ~lr each, as β1² < β2). Measured
   1.2e-3 to 1.95e-3 against 4e-3 (seeds 0-2, all stages).
-- ‖Δw‖₂ ≤ 0.1·‖w_seq − w_init‖₂ over the trained weights: the two updates agree to 10%.
-  Measured 0.061 to 0.068; masters left at the previous client's weights give 2.4, moments
-  carried over from the previous client 0.70.
+- ‖Δw‖₂ ≤ 0.2·‖w_seq − w_init‖₂ over the trained weights: the two updates agree to 20%.
+  Measured 0.061 to 0.068 on one CPU (native bf16 instructions); a CPU without them (AVX2)
+  emulates bf16 through other kernels, so the bound leaves 3× room, still far below the bugs
+  it guards: masters left at the previous client's weights give 2.4, moments carried over
+  from the previous client 0.70.
 """
 from __future__ import annotations
 
@@ -75,4 +77,4 @@ def test_zero_bf16_keeps_the_global_model_in_fp32(reference, cache_dir, stage):
     steps = max(c["steps"] for r in rec["rounds"] for c in r["clients"])
     bound = 2 * cfg.train.lr * sum(lr_factor(s, cfg.train, steps) for s in range(steps))
     assert float(diff.abs().max()) <= bound
-    assert float(diff.norm()) <= 0.1 * float(update.norm())
+    assert float(diff.norm()) <= 0.2 * float(update.norm())
