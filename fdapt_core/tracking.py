@@ -112,12 +112,13 @@ class Tracker:
     def run_start(self, record: dict) -> None:
         cfg = self.cfg
         if "tensorboard" in self.backends:
+            # the tracking extra's: imported only where a run is tracked
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(folder(cfg) / "tensorboard" / cfg.name / self.label))
             self.writer.add_text("config", "```\n" + yaml.safe_dump(cfg.to_dict()) + "```")
         if "mlflow" in self.backends:
-            import mlflow
+            import mlflow  # the tracking extra's: imported only where a run is tracked
 
             logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store's set-up lines
             logging.getLogger("alembic").setLevel(logging.WARNING)
