@@ -82,13 +82,19 @@ def _train(cfg: RunConfig, method: str, resume: bool) -> Optional[dict]:
     if executor_of(cfg).ranks and os.environ.get("RANK", "0") != "0":
         run(cfg, method, resume=resume)
         return None
+    from fdapt_core.interrupt import StopRequested
+
     tracker = open_tracker(cfg, method)  # a backend that cannot work: one line, before training
+    stopped = False
     try:
         with RichCallbacks(method, err) as cb:
             return run(cfg, method, resume=resume, callbacks=Tee(cb, tracker))
+    except (StopRequested, KeyboardInterrupt):
+        stopped = True
+        raise
     finally:
         if tracker is not None:
-            tracker.close()
+            tracker.close(stopped)
 
 
 REPORT_TO_HELP = ("log each run's config, rounds and totals to experiment trackers: "

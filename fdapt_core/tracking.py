@@ -153,13 +153,15 @@ class Tracker:
             self.mlflow.set_tag("status", record.get("status", ""))
         self.finished = True
 
-    def close(self) -> None:
-        """End the run in every backend (FAILED in MLflow where it did not finish)."""
+    def close(self, stopped: bool = False) -> None:
+        """End the run in every backend: in MLflow FINISHED, KILLED where a stop was asked
+        for (it resumes), FAILED otherwise."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
         if self.mlflow is not None:
-            self.mlflow.end_run(status="FINISHED" if self.finished else "FAILED")
+            self.mlflow.end_run(status="FINISHED" if self.finished
+                                else "KILLED" if stopped else "FAILED")
             self.mlflow = None
 
     # the step-level hooks: nothing to log there
