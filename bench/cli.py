@@ -88,7 +88,8 @@ def _train(cfg: RunConfig, method: str, resume: bool) -> Optional[dict]:
     stopped = False
     try:
         with RichCallbacks(method, err) as cb:
-            return run(cfg, method, resume=resume, callbacks=Tee(cb, tracker))
+            return run(cfg, method, resume=resume,
+                       callbacks=cb if tracker is None else Tee(cb, tracker))
     except (StopRequested, KeyboardInterrupt):
         stopped = True
         raise

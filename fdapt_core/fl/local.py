@@ -110,11 +110,18 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, device:
     return opt, make_scheduler(opt, cfg, total_steps)
 
 
+_FACTORS: dict = {}  # (schedule, warm-up, total) → the schedule's multiplier function
+
+
 def lr_factor(step: int, cfg: TrainConfig, total_steps: int) -> float:
     """The schedule's multiplier of the learning rate at `step` (for an engine that sets the
-    rate itself, ZeRO's): the same function `make_scheduler` steps through."""
-    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    return make_scheduler(probe, cfg, total_steps).lr_lambdas[0](step)
+    rate itself, ZeRO's, once a step): the same function `make_scheduler` steps through,
+    built once per schedule."""
+    key = (cfg.schedule, cfg.warmup_steps, total_steps)
+    if key not in _FACTORS:
+        probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        _FACTORS[key] = make_scheduler(probe, cfg, total_steps).lr_lambdas[0]
+    return _FACTORS[key](step)
 
 
 _COMPILED: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
